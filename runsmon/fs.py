@@ -1,0 +1,107 @@
+"""The few file operations runsmon needs from where runs live.
+
+Sources and the event scanner read through a :class:`FileSystem`, never
+through ``os`` directly, so that a run tree on a shared filesystem or on
+S3-compatible storage can later come in through an fsspec-backed
+implementation of the same small interface.  :data:`LOCAL` is the one in use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat as stat_mod
+from typing import Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One directory entry. ``is_dir``/``is_file`` do not follow symlinks."""
+
+    name: str
+    path: str
+    is_dir: bool
+    is_file: bool
+    is_link: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """What change detection needs of a file: its size and change time."""
+
+    size: int
+    mtime_ns: int
+    is_dir: bool
+    is_file: bool
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.size, self.mtime_ns)
+
+
+class FileSystem(Protocol):
+    """Read-only access to a run tree."""
+
+    def scandir(self, path: str) -> list[Entry]: ...
+
+    def stat(self, path: str) -> Stat | None: ...
+
+    def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes: ...
+
+    def read_text(self, path: str) -> str: ...
+
+    def local_path(self, path: str) -> str | None:
+        """A path the OS can link to, or None where files must be copied."""
+        ...
+
+
+class LocalFileSystem:
+    """The local filesystem."""
+
+    def scandir(self, path: str) -> list[Entry]:
+        """Entries of ``path``; raises OSError when it cannot be listed."""
+        with os.scandir(path) as it:
+            return [
+                Entry(
+                    e.name,
+                    e.path,
+                    e.is_dir(follow_symlinks=False),
+                    e.is_file(follow_symlinks=False),
+                    e.is_symlink(),
+                )
+                for e in it
+            ]
+
+    def stat(self, path: str) -> Stat | None:
+        """Stat following symlinks; None when the path is gone or unreadable."""
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return None
+        return Stat(
+            st.st_size,
+            st.st_mtime_ns,
+            stat_mod.S_ISDIR(st.st_mode),
+            stat_mod.S_ISREG(st.st_mode),
+        )
+
+    def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
+        # O_NONBLOCK keeps a FIFO posing as a file from blocking the monitor.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"not a regular file: {path}")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                f.seek(offset)
+                return f.read() if size < 0 else f.read(size)
+        finally:
+            os.close(fd)
+
+    def read_text(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8")
+
+    def local_path(self, path: str) -> str | None:
+        return os.path.abspath(path)
+
+
+LOCAL = LocalFileSystem()

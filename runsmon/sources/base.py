@@ -1,0 +1,132 @@
+"""What every run source shares: cached listing that re-reads only what changed.
+
+A source is a callable returning the current :class:`~runsmon.run.Run` list.
+Called with no argument it does a full check: it lists candidate run
+directories and compares a cheap per-run fingerprint (a few ``stat`` calls) to
+the last one, re-reading a run only when its fingerprint moved.  Called with
+``changed`` (paths a filesystem watcher reported), it trusts the watcher and
+re-checks only the runs under those paths, plus the listing when a root
+itself changed.  Any plain zero-argument callable works as a source too; these
+hooks only make ours cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Collection, Hashable
+
+from runsmon.fs import LOCAL, FileSystem
+from runsmon.report import Reporter, describe_error
+from runsmon.run import Run
+
+
+class RunSource:
+    """Base class: subclasses say how to find, fingerprint and read runs."""
+
+    #: Short name shown to users ("guild", "dirs", "mlflow", ...).
+    kind = "runs"
+
+    def __init__(self, fs: FileSystem = LOCAL, reporter: Reporter | None = None) -> None:
+        self.fs = fs
+        self.reporter = reporter or Reporter()
+        self._lock = threading.Lock()
+        self._dirs: list[str] | None = None
+        self._cache: dict[str, tuple[Hashable, Run | None]] = {}
+
+    # -- what subclasses provide -------------------------------------------
+
+    def roots(self) -> list[str]:
+        """Directories whose entries are (or lead to) runs, watched for new runs."""
+        raise NotImplementedError
+
+    def list_run_dirs(self) -> list[str]:
+        """Every candidate run directory, found cheaply (no file reads)."""
+        raise NotImplementedError
+
+    def fingerprint(self, run_dir: str) -> Hashable:
+        """A value that changes whenever ``read_run`` would read something new."""
+        raise NotImplementedError
+
+    def read_run(self, run_dir: str) -> Run | None:
+        """Read one run; None when the directory is not a run (after all)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.kind} runs in {', '.join(self.roots())}"
+
+    # -- the callable --------------------------------------------------------
+
+    def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
+        with self._lock:
+            if changed is None or self._dirs is None or self._touches_roots(changed):
+                self._dirs = self._list_dirs()
+            dirs = self._dirs
+            recheck = None if changed is None else self._dirs_under(dirs, changed)
+            runs: list[Run] = []
+            cache: dict[str, tuple[Hashable, Run | None]] = {}
+            for run_dir in dirs:
+                cached = self._cache.get(run_dir)
+                if cached is not None and recheck is not None and run_dir not in recheck:
+                    entry = cached
+                else:
+                    entry = self._check(run_dir, cached)
+                cache[run_dir] = entry
+                if entry[1] is not None:
+                    runs.append(entry[1])
+            self._cache = cache
+            return runs
+
+    def _list_dirs(self) -> list[str]:
+        try:
+            return self.list_run_dirs()
+        except OSError as e:
+            self.reporter.warn(
+                self.describe(), "list", f"cannot list {self.describe()}: {describe_error(e)}"
+            )
+            # Keep showing what was known: a runs directory that disappears
+            # for a moment (remount, rename) must not blank the dashboard.
+            return self._dirs or []
+
+    def _check(
+        self, run_dir: str, cached: tuple[Hashable, Run | None] | None
+    ) -> tuple[Hashable, Run | None]:
+        try:
+            fp = self.fingerprint(run_dir)
+        except OSError:
+            fp = None
+        if cached is not None and fp is not None and cached[0] == fp:
+            return cached
+        try:
+            run = self.read_run(run_dir)
+        except Exception as e:  # a bad run must never stop the others
+            self.reporter.warn(
+                run_dir, "read", f"run {run_dir}: skipped: {describe_error(e)}"
+            )
+            return (fp, None)
+        self.reporter.clear(run_dir, "read")
+        return (fp, run)
+
+    def _touches_roots(self, changed: Collection[str]) -> bool:
+        roots = {os.path.normpath(r) for r in self.roots()}
+        return any(
+            os.path.normpath(p) in roots or os.path.dirname(os.path.normpath(p)) in roots
+            for p in changed
+        )
+
+    @staticmethod
+    def _dirs_under(dirs: list[str], changed: Collection[str]) -> set[str]:
+        """The run directories that hold (or are) one of the changed paths."""
+        wanted = {os.path.normpath(d) for d in dirs}
+        hit: set[str] = set()
+        for path in changed:
+            path = os.path.normpath(path)
+            while True:
+                if path in wanted:
+                    hit.add(path)
+                    break
+                parent = os.path.dirname(path)
+                if parent == path:
+                    break
+                path = parent
+        return {d for d in dirs if os.path.normpath(d) in hit}
