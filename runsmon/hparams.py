@@ -1,0 +1,247 @@
+"""Pure synthesis of TensorBoard's HParams summaries: runs in, protos out.
+
+:class:`Columns` keeps running counts of every hparam value and metric over
+all runs, so adding, changing or removing one run costs only that run's
+values, never a pass over every run.  From the counts it derives each
+column's *kind* and *domain*, which must describe every session's value
+(TensorBoard answers HTTP 400 when a dashboard filter meets a value of
+another type):
+
+- ``number``: only numbers; FLOAT64 with the interval [min, max].
+- ``bool``: only booleans; BOOL with the discrete domain [false, true].
+- ``string``: only text; STRING with the discrete set of values seen.
+- ``mixed``: anything else; every value is shown as text (STRING, discrete),
+  so numeric filters never meet a string and regexp filters never meet a
+  number.
+
+A run without a value for an hparam simply has none in its session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from google.protobuf import struct_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+from runsmon.run import COMPLETED, ERROR, TERMINATED, FlagValue
+
+NUMBER = "number"
+BOOL = "bool"
+STRING = "string"
+MIXED = "mixed"
+
+#: The metric runsmon adds for every ended run: its duration in seconds.
+TIME_METRIC = "time"
+
+#: Session end status for each ended run status.
+END_STATUS = {
+    COMPLETED: api_pb2.STATUS_SUCCESS,
+    TERMINATED: api_pb2.STATUS_SUCCESS,
+    ERROR: api_pb2.STATUS_FAILURE,
+}
+
+Metric = tuple[str, str]  # (tag, group)
+
+
+def value_kind(value: FlagValue) -> str:
+    """The kind of one normalised value.
+
+    >>> [value_kind(v) for v in (True, 1, 0.5, "a")]
+    ['bool', 'number', 'number', 'string']
+    """
+    if isinstance(value, bool):
+        return BOOL
+    if isinstance(value, (int, float)):
+        return NUMBER
+    return STRING
+
+
+def value_text(value: FlagValue) -> str:
+    """A value as text, for columns of mixed kinds.
+
+    >>> [value_text(v) for v in (True, 3, 0.25, 1e-05, "adam")]
+    ['true', '3', '0.25', '1e-05', 'adam']
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One hparam column as the experiment declares it."""
+
+    name: str
+    kind: str
+    values: tuple[FlagValue, ...]  # distinct values as sessions show them, sorted
+
+    def encode(self, value: FlagValue) -> FlagValue:
+        """The value a session of this column shows."""
+        return value_text(value) if self.kind == MIXED else value
+
+
+class Columns:
+    """Running counts of hparam values and metrics over every run."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Counter[tuple[str, FlagValue]]] = {}
+        self._metrics: Counter[Metric] = Counter()
+        self._runs: dict[str, tuple[Mapping[str, FlagValue], frozenset[Metric]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def set_run(
+        self, run_id: str, hparams: Mapping[str, FlagValue], metrics: Iterable[Metric]
+    ) -> None:
+        """Record (or replace) one run's hparams and metrics."""
+        new = (dict(hparams), frozenset(metrics))
+        old = self._runs.get(run_id)
+        if old == new:
+            return
+        if old is not None:
+            self._count(old, -1)
+        self._runs[run_id] = new
+        self._count(new, +1)
+
+    def remove_run(self, run_id: str) -> None:
+        old = self._runs.pop(run_id, None)
+        if old is not None:
+            self._count(old, -1)
+
+    def _count(self, entry: tuple[Mapping[str, FlagValue], frozenset[Metric]], sign: int) -> None:
+        hparams, metrics = entry
+        for name, value in hparams.items():
+            counter = self._values.setdefault(name, Counter())
+            # The kind is part of the key: True, 1 and 1.0 are distinct values.
+            key = (value_kind(value), value)
+            counter[key] += sign
+            if counter[key] <= 0:
+                del counter[key]
+                if not counter:
+                    del self._values[name]
+        for metric in metrics:
+            self._metrics[metric] += sign
+            if self._metrics[metric] <= 0:
+                del self._metrics[metric]
+
+    def column(self, name: str) -> Column | None:
+        counter = self._values.get(name)
+        if not counter:
+            return None
+        kinds = {kind for kind, _ in counter}
+        kind = kinds.pop() if len(kinds) == 1 else MIXED
+        if kind == MIXED:
+            values: set[FlagValue] = {value_text(v) for _, v in counter}
+        else:
+            values = {v for _, v in counter}
+        return Column(name, kind, tuple(sorted(values, key=_sort_key)))
+
+    def columns(self) -> list[Column]:
+        """Every hparam column, in name order."""
+        return [c for c in (self.column(n) for n in sorted(self._values)) if c]
+
+    def metrics(self) -> list[Metric]:
+        """Every metric (tag, group), sorted by group then tag."""
+        return sorted(self._metrics, key=lambda m: (m[1], m[0]))
+
+
+def _sort_key(value: FlagValue) -> tuple[int, float, str]:
+    if isinstance(value, bool):
+        return (0, float(value), "")
+    if isinstance(value, (int, float)):
+        return (1, float(value), "")
+    return (2, 0.0, str(value))
+
+
+# -- protos ------------------------------------------------------------------
+
+
+def _proto_value(value: FlagValue) -> struct_pb2.Value:
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, (int, float)):
+        return struct_pb2.Value(number_value=float(value))
+    return struct_pb2.Value(string_value=str(value))
+
+
+def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag=tag,
+        metadata=metadata.create_summary_metadata(data),
+        tensor=metadata.NULL_TENSOR,
+    )
+    return summary
+
+
+def hparam_info(column: Column) -> api_pb2.HParamInfo:
+    """The experiment's declaration of one column: its type and domain."""
+    info = api_pb2.HParamInfo(name=column.name)
+    if column.kind == NUMBER:
+        info.type = api_pb2.DATA_TYPE_FLOAT64
+        info.domain_interval.min_value = float(min(column.values))
+        info.domain_interval.max_value = float(max(column.values))
+    elif column.kind == BOOL:
+        info.type = api_pb2.DATA_TYPE_BOOL
+        info.domain_discrete.extend([False, True])
+    else:
+        info.type = api_pb2.DATA_TYPE_STRING
+        info.domain_discrete.extend([str(v) for v in column.values])
+    return info
+
+
+def experiment_summary(
+    columns: Iterable[Column], metrics: Iterable[Metric], time_created: float = 0.0
+) -> summary_pb2.Summary:
+    """The ``_hparams_/experiment`` summary for the whole logdir."""
+    experiment = api_pb2.Experiment(time_created_secs=time_created)
+    experiment.hparam_infos.extend(hparam_info(c) for c in columns)
+    experiment.metric_infos.extend(
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag, group=group)) for tag, group in metrics
+    )
+    return _summary(
+        metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)
+    )
+
+
+def session_start_summary(
+    hparams: Mapping[str, FlagValue], group_name: str, start_time: float | None
+) -> summary_pb2.Summary:
+    """``_hparams_/session_start_info``: one run's hparams (already encoded)."""
+    info = plugin_data_pb2.SessionStartInfo(group_name=group_name)
+    if start_time is not None and math.isfinite(start_time):
+        info.start_time_secs = start_time
+    for name, value in hparams.items():
+        info.hparams[name].CopyFrom(_proto_value(value))
+    return _summary(
+        metadata.SESSION_START_INFO_TAG,
+        plugin_data_pb2.HParamsPluginData(session_start_info=info),
+    )
+
+
+def session_end_summary(status: str, end_time: float | None) -> summary_pb2.Summary:
+    """``_hparams_/session_end_info`` for an ended run (see :data:`END_STATUS`)."""
+    info = plugin_data_pb2.SessionEndInfo(status=END_STATUS[status])
+    if end_time is not None and math.isfinite(end_time):
+        info.end_time_secs = end_time
+    return _summary(
+        metadata.SESSION_END_INFO_TAG,
+        plugin_data_pb2.HParamsPluginData(session_end_info=info),
+    )
+
+
+def encode_hparams(
+    hparams: Mapping[str, FlagValue], columns: Mapping[str, Column]
+) -> dict[str, FlagValue]:
+    """A run's hparams as its session shows them, given the current columns."""
+    encoded = {}
+    for name, value in hparams.items():
+        column = columns.get(name)
+        encoded[name] = column.encode(value) if column else value
+    return encoded

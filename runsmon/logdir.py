@@ -1,0 +1,325 @@
+"""The logdir as runsmon owns it: the only module that writes files.
+
+Rules it keeps:
+
+- A logdir is runsmon's only if it carries the :data:`MARKER` file. An empty
+  or missing directory is taken (and marked); anything else is refused.
+- Every run directory has a manifest (:data:`MANIFEST`) written *before*
+  anything else goes in, listing each link, copy, file and directory runsmon
+  made there. Deletion removes exactly those, never follows a symlink and
+  never leaves the logdir; anything else found there is left alone.
+- Whole files are written to a temporary name and renamed, so a reader never
+  sees half a file (also when the disk fills up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+
+log = logging.getLogger("runsmon")
+
+MARKER = ".runsmon"
+MANIFEST = ".runsmon-run.json"
+EXPERIMENT_PREFIX = ".runsmon-experiment-"
+TMP_PREFIX = ".runsmon-tmp-"
+FORMAT = 1
+
+
+class LogdirError(Exception):
+    """A logdir runsmon cannot use; the message says why and what to do."""
+
+
+class Manifest:
+    """What runsmon wrote in one run directory."""
+
+    def __init__(self, run_id: str, name: str) -> None:
+        self.run_id = run_id
+        self.name = name
+        self.links: dict[str, str] = {}  # rel path -> target
+        self.copies: dict[str, str] = {}  # rel path -> source (copied, links impossible)
+        self.files: list[str] = []  # rel paths of files runsmon wrote itself
+        self.dirs: list[str] = []  # rel paths of directories runsmon made
+        self.state: dict[str, object] = {}  # what the monitor wants to remember
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "runsmon": FORMAT,
+                "id": self.run_id,
+                "name": self.name,
+                "links": self.links,
+                "copies": self.copies,
+                "files": self.files,
+                "dirs": self.dirs,
+                "state": self.state,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("runsmon") != FORMAT:
+            raise ValueError("not a runsmon manifest")
+        manifest = cls(str(data["id"]), str(data["name"]))
+        manifest.links = dict(data.get("links", {}))
+        manifest.copies = dict(data.get("copies", {}))
+        manifest.files = list(data.get("files", []))
+        manifest.dirs = list(data.get("dirs", []))
+        manifest.state = dict(data.get("state", {}))
+        return manifest
+
+
+class Logdir:
+    """A logdir runsmon owns."""
+
+    def __init__(self, path: str, *, temporary: bool = False) -> None:
+        self.path = os.path.abspath(path)
+        self.temporary = temporary
+        self._claim()
+
+    @classmethod
+    def create_temporary(cls) -> Logdir:
+        return cls(tempfile.mkdtemp(prefix="runsmon-logdir-"), temporary=True)
+
+    # -- ownership -----------------------------------------------------------
+
+    def _claim(self) -> None:
+        path = self.path
+        if os.path.islink(path):
+            raise LogdirError(f"logdir {path} is a symlink; give the real directory")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise LogdirError(f"logdir {path} is not a directory")
+        try:
+            os.makedirs(path, exist_ok=True)
+            entries = os.listdir(path)
+        except OSError as e:
+            raise LogdirError(f"cannot use logdir {path}: {e.strerror or e}") from None
+        if MARKER in entries:
+            return
+        if entries:
+            raise LogdirError(
+                f"logdir {path} is not empty and was not made by runsmon; "
+                "give an empty or new directory (nothing was changed)"
+            )
+        self._write_marker()
+
+    def _write_marker(self) -> None:
+        text = json.dumps({"runsmon": FORMAT, "created": time.time()})
+        self.write_atomic(os.path.join(self.path, MARKER), text.encode())
+
+    def ensure(self) -> None:
+        """Recreate the logdir (and its marker) if it was deleted under us."""
+        if not os.path.isdir(self.path):
+            os.makedirs(self.path, exist_ok=True)
+        if not os.path.exists(os.path.join(self.path, MARKER)):
+            if os.listdir(self.path):
+                raise LogdirError(f"logdir {self.path} lost its runsmon marker; not touching it")
+            self._write_marker()
+
+    # -- writing ---------------------------------------------------------------
+
+    @staticmethod
+    def write_atomic(path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` through a temporary name and a rename."""
+        directory, name = os.path.split(path)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def run_path(self, name: str, rel: str = "") -> str:
+        path = os.path.join(self.path, name, rel) if rel else os.path.join(self.path, name)
+        real = os.path.normpath(path)
+        if not real.startswith(self.path + os.sep):
+            raise LogdirError(f"refusing a path outside the logdir: {path}")
+        return real
+
+    def create_run(self, run_id: str, name: str) -> Manifest:
+        """Make a run directory with its manifest in it (manifest first)."""
+        path = self.run_path(name)
+        os.makedirs(path, exist_ok=True)
+        manifest = Manifest(run_id, name)
+        self.save_manifest(manifest)
+        return manifest
+
+    def save_manifest(self, manifest: Manifest) -> None:
+        self.write_atomic(self.run_path(manifest.name, MANIFEST), manifest.to_json().encode())
+
+    def _make_parents(self, manifest: Manifest, rel: str) -> None:
+        parent = os.path.dirname(rel)
+        missing = []
+        while parent and not os.path.isdir(self.run_path(manifest.name, parent)):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for rel_dir in reversed(missing):
+            os.mkdir(self.run_path(manifest.name, rel_dir))
+            manifest.dirs.append(rel_dir)
+
+    def link(self, manifest: Manifest, rel: str, target: str) -> bool:
+        """Link ``rel`` in the run directory to ``target``; copy where links fail.
+
+        Returns True when the file was copied rather than linked.
+        """
+        self._make_parents(manifest, rel)
+        path = self.run_path(manifest.name, rel)
+        if os.path.lexists(path):
+            if os.path.islink(path) and os.readlink(path) == target:
+                manifest.links[rel] = target
+                return False
+            self._remove_entry(path)
+        try:
+            os.symlink(target, path)
+        except OSError:
+            # Filesystems without symlinks (some network and FAT mounts).
+            self.copy_update(manifest, rel, target)
+            return True
+        manifest.links[rel] = target
+        manifest.copies.pop(rel, None)
+        return False
+
+    def copy_update(self, manifest: Manifest, rel: str, source: str) -> None:
+        """Bring a copied event file up to date by appending what is new."""
+        path = self.run_path(manifest.name, rel)
+        have = os.path.getsize(path) if os.path.isfile(path) else 0
+        with open(source, "rb") as src:
+            src.seek(have)
+            data = src.read()
+        if data:
+            with open(path, "ab") as dst:
+                dst.write(data)
+        manifest.copies[rel] = source
+
+    def unlink(self, manifest: Manifest, rel: str) -> None:
+        """Remove a link or copy runsmon made (the run's file went away)."""
+        if manifest.links.pop(rel, None) is not None or manifest.copies.pop(rel, None) is not None:
+            self._remove_entry(self.run_path(manifest.name, rel))
+
+    def write_file(self, manifest: Manifest, rel: str, data: bytes) -> None:
+        """Write one whole file of runsmon's own into the run directory."""
+        self._make_parents(manifest, rel)
+        self.write_atomic(self.run_path(manifest.name, rel), data)
+        if rel not in manifest.files:
+            manifest.files.append(rel)
+
+    def append_file(self, manifest: Manifest, rel: str, data: bytes) -> None:
+        """Append to a file of runsmon's own; on failure nothing half is left."""
+        self._make_parents(manifest, rel)
+        path = self.run_path(manifest.name, rel)
+        if rel not in manifest.files:
+            manifest.files.append(rel)
+            self.save_manifest(manifest)
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        try:
+            with open(path, "ab") as f:
+                f.write(data)
+        except OSError:
+            with contextlib.suppress(OSError), open(path, "ab") as f:
+                f.truncate(size)
+            raise
+
+    # -- reading back --------------------------------------------------------
+
+    def manifests(self) -> Iterator[Manifest]:
+        """The manifests of every run directory runsmon made here."""
+        try:
+            entries = list(os.scandir(self.path))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                with open(os.path.join(entry.path, MANIFEST), encoding="utf-8") as f:
+                    manifest = Manifest.from_json(f.read())
+            except (OSError, ValueError, KeyError):
+                continue
+            if manifest.name == entry.name:
+                yield manifest
+
+    def experiment_dirs(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.path) if n.startswith(EXPERIMENT_PREFIX))
+        except FileNotFoundError:
+            return []
+
+    # -- deleting ------------------------------------------------------------
+
+    def remove_run(self, manifest: Manifest) -> None:
+        """Delete what runsmon made for one run, and nothing else."""
+        for rel in list(manifest.links) + list(manifest.copies) + list(manifest.files):
+            path = self.run_path(manifest.name, rel)
+            try:
+                self._remove_entry(path)
+            except FileNotFoundError:
+                pass
+            except LogdirError as e:
+                if "outside the logdir" in str(e):
+                    raise
+                log.warning("left in place: %s", e)
+        self._remove_tmp_files(self.run_path(manifest.name))
+        for rel_dir in sorted(manifest.dirs, key=len, reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(self.run_path(manifest.name, rel_dir))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.run_path(manifest.name, MANIFEST))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.run_path(manifest.name))
+
+    def remove_experiment(self, dirname: str) -> None:
+        path = self.run_path(dirname)
+        if os.path.islink(path) or not os.path.isdir(path):
+            return
+        for entry in os.scandir(path):
+            if "tfevents" in entry.name or entry.name.startswith(TMP_PREFIX):
+                self._remove_entry(entry.path)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+    def _remove_tmp_files(self, directory: str) -> None:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                if entry.name.startswith(TMP_PREFIX):
+                    self._remove_entry(entry.path)
+
+    def clean_tmp(self) -> None:
+        """Remove temporary files a killed runsmon left behind."""
+        self._remove_tmp_files(self.path)
+        for manifest in self.manifests():
+            self._remove_tmp_files(self.run_path(manifest.name))
+
+    def _remove_entry(self, path: str) -> None:
+        """Remove a file or a symlink, never what a symlink points to.
+
+        Every directory between the logdir and ``path`` must be a real
+        directory: a symlink swapped in for one of them is not followed.
+        """
+        path = os.path.normpath(path)
+        if not path.startswith(self.path + os.sep):
+            raise LogdirError(f"refusing to delete outside the logdir: {path}")
+        parent = os.path.dirname(path)
+        while parent != self.path:
+            if os.path.islink(parent):
+                raise LogdirError(f"refusing to delete through a symlink: {path}")
+            parent = os.path.dirname(parent)
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise LogdirError(f"refusing to delete a directory runsmon did not make: {path}")
+        os.unlink(path)
+
+    def destroy(self) -> None:
+        """Remove a temporary logdir entirely (links are unlinked, not followed)."""
+        if not self.temporary:
+            raise LogdirError("only a temporary logdir is removed whole")
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,110 @@
+"""Logdir ownership: runsmon deletes only what it wrote, never via a symlink."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from runsmon.logdir import MANIFEST, MARKER, Logdir, LogdirError
+
+
+def test_new_and_empty_directories_are_claimed(tmp_path):
+    Logdir(str(tmp_path / "new"))
+    assert (tmp_path / "new" / MARKER).is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    Logdir(str(empty))
+    assert (empty / MARKER).is_file()
+
+
+def test_a_foreign_non_empty_directory_is_refused_untouched(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(LogdirError, match="not empty and was not made by runsmon"):
+        Logdir(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["mine.txt"]
+
+
+def test_a_marked_directory_is_reused(tmp_path):
+    Logdir(str(tmp_path))
+    (tmp_path / "other").mkdir()
+    Logdir(str(tmp_path))  # no error: it is runsmon's
+
+
+def test_remove_run_deletes_only_what_the_manifest_lists(tmp_path):
+    source = tmp_path / "run"
+    source.mkdir()
+    event = source / "events.out.tfevents.1.host"
+    event.write_bytes(b"data")
+    logdir = Logdir(str(tmp_path / "logdir"))
+    manifest = logdir.create_run("id1", "run one")
+    logdir.link(manifest, "train/events.out.tfevents.1.host", str(event))
+    logdir.write_file(manifest, "events.out.tfevents.0.session", b"x")
+    stranger = tmp_path / "logdir" / "run one" / "train" / "notes.txt"
+    stranger.write_text("a user's file")
+    logdir.remove_run(manifest)
+    assert stranger.read_text() == "a user's file"  # not runsmon's: kept
+    assert not (tmp_path / "logdir" / "run one" / MANIFEST).exists()
+    assert not (tmp_path / "logdir" / "run one" / "events.out.tfevents.0.session").exists()
+    assert event.read_bytes() == b"data"  # the link went, never its target
+
+
+def test_a_symlinked_directory_is_never_followed_when_deleting(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "events.out.tfevents.1").write_bytes(b"keep")
+    logdir = Logdir(str(tmp_path / "logdir"))
+    manifest = logdir.create_run("id1", "r")
+    # Someone replaces a directory runsmon made with a link to elsewhere.
+    os.symlink(precious, tmp_path / "logdir" / "r" / "train")
+    manifest.dirs.append("train")
+    manifest.files.append("train/events.out.tfevents.1")
+    logdir.remove_run(manifest)
+    assert (precious / "events.out.tfevents.1").read_bytes() == b"keep"
+
+
+def test_paths_outside_the_logdir_are_refused(tmp_path):
+    logdir = Logdir(str(tmp_path / "logdir"))
+    manifest = logdir.create_run("id1", "r")
+    manifest.files.append("../../outside")
+    (tmp_path / "outside").write_text("x")
+    with pytest.raises(LogdirError):
+        logdir.remove_run(manifest)
+    assert (tmp_path / "outside").read_text() == "x"
+
+
+def test_atomic_write_leaves_no_half_file_when_the_write_fails(tmp_path, monkeypatch):
+    logdir = Logdir(str(tmp_path / "logdir"))
+    manifest = logdir.create_run("id1", "r")
+    logdir.write_file(manifest, "f", b"old")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError):
+        logdir.write_file(manifest, "f", b"new contents")
+    monkeypatch.undo()
+    assert (tmp_path / "logdir" / "r" / "f").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path / "logdir" / "r")) == [MANIFEST, "f"]
+
+
+def test_manifests_are_read_back(tmp_path):
+    logdir = Logdir(str(tmp_path))
+    manifest = logdir.create_run("id1", "r1")
+    manifest.state["session"] = "abc"
+    logdir.save_manifest(manifest)
+    (tmp_path / "foreign").mkdir()
+    found = list(Logdir(str(tmp_path)).manifests())
+    assert [(m.run_id, m.name, m.state) for m in found] == [("id1", "r1", {"session": "abc"})]
+
+
+def test_temporary_logdir_is_destroyed_without_touching_link_targets(tmp_path):
+    target = tmp_path / "events.out.tfevents.1"
+    target.write_bytes(b"keep")
+    logdir = Logdir.create_temporary()
+    manifest = logdir.create_run("id", "r")
+    logdir.link(manifest, "events.out.tfevents.1", str(target))
+    logdir.destroy()
+    assert not os.path.exists(logdir.path)
+    assert target.read_bytes() == b"keep"
