@@ -60,7 +60,12 @@ class RunSource:
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
         with self._lock:
             if changed is None or self._dirs is None or self._touches_roots(changed):
-                self._dirs = self._list_dirs()
+                listed = self._list_dirs()
+                if listed is None:
+                    # The root is unreadable or gone for a moment (remount,
+                    # rename): keep showing what was known, lose nothing.
+                    return [run for _, run in self._cache.values() if run is not None]
+                self._dirs = listed
             dirs = self._dirs
             recheck = None if changed is None else self._dirs_under(dirs, changed)
             runs: list[Run] = []
@@ -77,16 +82,22 @@ class RunSource:
             self._cache = cache
             return runs
 
-    def _list_dirs(self) -> list[str]:
+    def _list_dirs(self) -> list[str] | None:
         try:
-            return self.list_run_dirs()
+            dirs = self.list_run_dirs()
+        except FileNotFoundError as e:
+            # Gone is gone: its runs were deleted (they come back if it does).
+            self.reporter.warn(
+                self.describe(), "list", f"cannot list {self.describe()}: {describe_error(e)}"
+            )
+            return []
         except OSError as e:
             self.reporter.warn(
                 self.describe(), "list", f"cannot list {self.describe()}: {describe_error(e)}"
             )
-            # Keep showing what was known: a runs directory that disappears
-            # for a moment (remount, rename) must not blank the dashboard.
-            return self._dirs or []
+            return None
+        self.reporter.clear(self.describe(), "list")
+        return dirs
 
     def _check(
         self, run_dir: str, cached: tuple[Hashable, Run | None] | None
@@ -100,9 +111,7 @@ class RunSource:
         try:
             run = self.read_run(run_dir)
         except Exception as e:  # a bad run must never stop the others
-            self.reporter.warn(
-                run_dir, "read", f"run {run_dir}: skipped: {describe_error(e)}"
-            )
+            self.reporter.warn(run_dir, "read", f"run {run_dir}: skipped: {describe_error(e)}")
             return (fp, None)
         self.reporter.clear(run_dir, "read")
         return (fp, run)
@@ -130,3 +139,25 @@ class RunSource:
                     break
                 path = parent
         return {d for d in dirs if os.path.normpath(d) in hit}
+
+
+class CombinedRuns:
+    """Several sources as one callable (``runsmon serve PATH PATH ...``)."""
+
+    def __init__(self, sources: list[RunSource]) -> None:
+        self.sources = sources
+        self.reporter = sources[0].reporter if sources else Reporter()
+
+    def roots(self) -> list[str]:
+        return [r for s in self.sources for r in s.roots()]
+
+    def describe(self) -> str:
+        return "; ".join(s.describe() for s in self.sources)
+
+    def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
+        return [run for s in self.sources for run in s(changed)]
+
+
+def combine(sources: list[RunSource]) -> RunSource | CombinedRuns:
+    """One source as itself, several as a :class:`CombinedRuns`."""
+    return sources[0] if len(sources) == 1 else CombinedRuns(sources)

@@ -1,0 +1,7 @@
+"""``python -m runsmon``."""
+
+import sys
+
+from runsmon.cli import main
+
+sys.exit(main())

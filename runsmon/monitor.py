@@ -1,0 +1,689 @@
+"""RunsMonitor: keeps a logdir in step with a run-listing callback.
+
+Each sync asks the callback for the runs, works out what changed (new,
+changed, ended or removed runs, new event files or tags) and writes only
+that: links to new event files, a session for a new run, an end info for a
+run that ended, a new experiment when a column or metric changed. See
+ARCHITECTURE.md for the logdir layout and why sessions are written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from runsmon import events, hparams
+from runsmon.fs import LOCAL, FileSystem
+from runsmon.logdir import EXPERIMENT_PREFIX, MARKER, Logdir, LogdirError, Manifest
+from runsmon.naming import RunNamer, default_run_name, safe_name
+from runsmon.report import Reporter, describe_error
+from runsmon.run import Run, ScalarPoint
+from runsmon.runfiles import FILTER, LINK, RunFiles
+from runsmon.watch import Watcher
+
+log = logging.getLogger("runsmon")
+
+SESSION_FILE = "events.out.tfevents.0000000000.runsmon-session"
+SCALARS_FILE = "events.out.tfevents.0000000001.runsmon-scalars"
+END_FILE = "events.out.tfevents.9999999999.runsmon-end"
+EXPERIMENT_FILE = "events.out.tfevents.0000000000.runsmon-experiment"
+FILTER_CHUNK = 16 << 20
+#: Bytes found in every record of an HParams summary (the tags' prefix).
+HPARAMS_MARK = b"_hparams_/"
+
+RunsCallback = Callable[..., Iterable[Run]]
+
+
+@dataclasses.dataclass
+class SyncStats:
+    """What one sync did."""
+
+    runs: int = 0
+    added: int = 0
+    removed: int = 0
+    updated: int = 0
+    sessions: int = 0
+    ended: int = 0
+    resets: int = 0
+    experiment_written: bool = False
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class _RunState:
+    run: Run
+    manifest: Manifest
+    files: RunFiles
+    metrics: frozenset[tuple[str, str]] = frozenset()
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scalar_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+class RunsMonitor:
+    """Keeps ``logdir`` in step with the runs ``list_runs_cb`` returns.
+
+    ``run_once()`` syncs synchronously; ``start()``/``stop()`` run syncs in a
+    background thread every ``interval`` seconds and at once when a watched
+    file changes. Usable as a context manager (started on enter).
+    """
+
+    def __init__(
+        self,
+        logdir: str | Logdir,
+        list_runs_cb: RunsCallback,
+        interval: float = 5.0,
+        run_name_cb: Callable[[Run], str] | None = None,
+        *,
+        watch: bool = True,
+        full_check_interval: float = 60.0,
+        reset_delay: float = 11.0,
+        callback_timeout: float = 120.0,
+        fs: FileSystem = LOCAL,
+        reporter: Reporter | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
+        self.list_runs_cb = list_runs_cb
+        self.interval = interval
+        self.run_name_cb = run_name_cb or default_run_name
+        self.watch = watch
+        self.full_check_interval = full_check_interval
+        self.reset_delay = reset_delay
+        self.callback_timeout = callback_timeout
+        self.fs = fs
+        self.reporter = reporter or getattr(list_runs_cb, "reporter", None) or Reporter()
+        self.progress = progress
+        self.last_stats = SyncStats()
+
+        self._lock = threading.RLock()
+        self._runs: dict[str, _RunState] = {}
+        self._columns = hparams.Columns()
+        self._namer = RunNamer()
+        self._resets: dict[str, float] = {}  # run id -> when it may be written again
+        self._experiment: tuple[str, bytes] | None = None  # (dirname, file bytes)
+        self._experiment_gen = 0
+        self._restored: dict[str, Manifest] = {}  # an earlier runsmon's runs, not yet seen
+        self._dirty: set[str] = set()  # runs whose session may need writing
+        self._kinds: dict[str, str] = {}  # column kinds the sessions were written for
+        self._created = 0.0
+        self._last_runs: list[Run] = []
+        self._pending_call: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._watcher: Watcher | None = None
+        self._unwatched: set[tuple[str, bool]] = set()
+        self._restore()
+
+    # -- public API ------------------------------------------------------------
+
+    def run_once(self) -> SyncStats:
+        """Sync the logdir now, checking every run (a full check)."""
+        return self._sync(changed=None)
+
+    def start(self) -> RunsMonitor:
+        if self._thread is not None:
+            return self
+        self._stop.clear()
+        if self.watch:
+            self._watcher = Watcher(ignore=[self.logdir.path], on_change=self._wake.set)
+            try:
+                self._watcher.start()
+            except Exception as e:  # no inotify here: polling does the job
+                log.info("file watching unavailable (%s); polling every %ss", e, self.interval)
+                self._watcher = None
+        self._thread = threading.Thread(target=self._loop, name="runsmon", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 1.8) -> None:
+        """Stop the background thread; returns within about ``timeout`` s."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        deadline = time.monotonic() + timeout
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> RunsMonitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def run_names(self) -> dict[str, str]:
+        """Run id -> its directory name in the logdir."""
+        with self._lock:
+            return {rid: st.name for rid, st in self._runs.items()}
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per run: name, status, hparams and last metric values."""
+        with self._lock:
+            return [
+                {
+                    "run": st.run,
+                    "name": st.name,
+                    "hparams": dict(st.hparams),
+                    "metrics": st.files.last_values(),
+                }
+                for st in self._runs.values()
+            ]
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_full = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            full = now >= next_full or self._watcher is None or not self._watcher.running
+            try:
+                changed = None if full else self._watcher.take()  # type: ignore[union-attr]
+                self._sync(changed=changed)
+                if full:
+                    next_full = time.monotonic() + self.full_check_interval
+                    if self._watcher is not None:
+                        self._watcher.retry_failed()
+                self._update_watches()
+            except Exception as e:  # the daemon goes on whatever happens
+                log.warning("sync failed: %s", describe_error(e))
+                log.debug("sync failure", exc_info=True)
+            self._wake.wait(self.interval if not self._unwatched else self.interval)
+            if self._stop.is_set():
+                break
+            if self._wake.is_set():
+                self._wake.clear()
+                # Let a burst of writes settle so one sync covers it.
+                self._stop.wait(0.1)
+
+    def _update_watches(self) -> None:
+        watcher = self._watcher
+        if watcher is None:
+            return
+        roots = getattr(self.list_runs_cb, "roots", None)
+        wanted: set[tuple[str, bool]] = set()
+        if callable(roots):
+            wanted.update((r, False) for r in roots() if os.path.isdir(r))
+        with self._lock:
+            for st in self._runs.values():
+                if not st.run.ended:
+                    wanted.add((st.run.dir, True))
+                parent = os.path.dirname(os.path.normpath(st.run.dir))
+                if not callable(roots):
+                    wanted.add((parent, False))
+        self._unwatched = watcher.set_watches(w for w in wanted if os.path.isdir(w[0]))
+
+    # -- one sync --------------------------------------------------------------
+
+    def _sync(self, changed: set[str] | None) -> SyncStats:
+        with self._lock:
+            t0 = time.monotonic()
+            stats = SyncStats()
+            try:
+                self.logdir.ensure()
+            except (OSError, LogdirError) as e:
+                self.reporter.warn(
+                    "logdir",
+                    "unusable",
+                    f"logdir {self.logdir.path}: {describe_error(e)}; retrying",
+                )
+                return stats
+            self.reporter.clear("logdir", "unusable")
+            if changed is not None and self._unwatched:
+                changed = None  # part of the tree is unwatched: check everything
+            runs = self._list_runs(changed)
+            if runs is None:
+                return stats
+            wanted = self._dedupe(runs)
+            for run_id in [r for r in self._runs if r not in wanted]:
+                self._remove(run_id)
+                stats.removed += 1
+            touched = self._touched(wanted, changed)
+            for i, run in enumerate(wanted.values()):
+                if run.id in touched:
+                    self._refresh(run, stats)
+                if self.progress is not None and (i % 100 == 0 or i == len(wanted) - 1):
+                    self.progress(i + 1, len(wanted))
+            self._write_sessions(stats)
+            if changed is None:
+                self._drop_unclaimed()
+            stats.runs = len(self._runs)
+            stats.seconds = time.monotonic() - t0
+            self.last_stats = stats
+            return stats
+
+    def _list_runs(self, changed: set[str] | None) -> list[Run] | None:
+        """Call the callback, time-limited; None when it failed."""
+        if self._pending_call is not None and self._pending_call.is_alive():
+            return None  # still stuck in an earlier call; reported already
+        result: dict[str, Any] = {}
+        cb = self.list_runs_cb
+        takes_changed = isinstance(cb, _SupportsChanged)
+
+        def call() -> None:
+            try:
+                out = cb(changed) if takes_changed and changed is not None else cb()
+                result["runs"] = list(out)
+            except BaseException as e:  # report whatever the callback raised
+                result["error"] = e
+
+        thread = threading.Thread(target=call, name="runsmon-list", daemon=True)
+        thread.start()
+        thread.join(self.callback_timeout)
+        if thread.is_alive():
+            self._pending_call = thread
+            self.reporter.warn(
+                "callback",
+                "hang",
+                f"run listing did not answer within {self.callback_timeout:g} s; "
+                "keeping the last list",
+            )
+            return None
+        self._pending_call = None
+        self.reporter.clear("callback", "hang")
+        if "error" in result:
+            self.reporter.warn(
+                "callback",
+                "error",
+                f"run listing failed: {describe_error(result['error'])}; keeping the last list",
+            )
+            return None
+        self.reporter.clear("callback", "error")
+        runs = [r for r in result["runs"] if isinstance(r, Run)]
+        self._last_runs = runs
+        return runs
+
+    def _dedupe(self, runs: list[Run]) -> dict[str, Run]:
+        wanted: dict[str, Run] = {}
+        for run in runs:
+            if run.id in wanted:
+                self.reporter.warn(
+                    run.id, "duplicate", f"run {run.id} listed twice; showing it once"
+                )
+                continue
+            wanted[run.id] = run
+        return wanted
+
+    def _touched(self, wanted: Mapping[str, Run], changed: set[str] | None) -> set[str]:
+        """Runs to re-check: all on a full check, else new, changed or watched."""
+        if changed is None:
+            return set(wanted)
+        touched = set()
+        dirs = [(os.path.normpath(r.dir) + os.sep, r.id) for r in wanted.values()]
+        for run in wanted.values():
+            st = self._runs.get(run.id)
+            if st is None or st.run != run or run.id in self._resets:
+                touched.add(run.id)
+        for path in changed:
+            p = os.path.normpath(path) + os.sep
+            for d, rid in dirs:
+                if p.startswith(d):
+                    touched.add(rid)
+        return touched
+
+    # -- per run ----------------------------------------------------------------
+
+    def _refresh(self, run: Run, stats: SyncStats) -> None:
+        st = self._runs.get(run.id)
+        if run.id in self._resets:
+            if time.monotonic() < self._resets[run.id]:
+                return
+            del self._resets[run.id]
+        try:
+            wanted = safe_name(self.run_name_cb(run))
+        except Exception as e:
+            self.reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
+            return
+        if st is not None and st.manifest.state.get("wanted") != wanted:
+            self._remove(run.id)  # its name changed (a new label): a new directory
+            st = None
+        if st is None:
+            manifest = self._adopt(run.id, wanted)
+            if manifest is None:
+                return
+            st = self._runs[run.id] = _RunState(run, manifest, RunFiles(run.dir, self.fs))
+            stats.added += 1
+            log.info("run added: %s", manifest.name)
+        elif st.run != run:
+            stats.updated += 1
+        st.run = run
+        try:
+            st.files.refresh()
+        except Exception as e:  # never let one run stop the sync
+            self.reporter.warn(run.id, "files", f"run {st.name}: {describe_error(e)}")
+        self._report_file_errors(st)
+        self._sync_links(st)
+        self._sync_scalars(st)
+        st.hparams = run.hparams()
+        metrics = st.files.metrics()
+        metrics.update(tuple(m) for m in st.manifest.state.get("synth_metrics", []))
+        if run.duration is not None:
+            metrics.add((hparams.TIME_METRIC, ""))
+        st.metrics = frozenset(metrics)
+        self._columns.set_run(run.id, st.hparams, st.metrics)
+        self._dirty.add(run.id)
+
+    def _report_file_errors(self, st: _RunState) -> None:
+        for f in st.files.files.values():
+            if f.scan.error:
+                self.reporter.warn(
+                    st.run.id,
+                    f"events:{f.path}",
+                    f"run {st.name}: event file {f.rel}: {f.scan.error}; "
+                    "showing what could be read",
+                )
+
+    def _sync_links(self, st: _RunState) -> None:
+        wanted = st.files.placed(LINK)
+        manifest = st.manifest
+        current = {**manifest.links, **manifest.copies}
+        if current != wanted:
+            for rel in [r for r in current if r not in wanted]:
+                self._try(st, "link", lambda rel=rel: self.logdir.unlink(manifest, rel))
+            # The manifest names a link before it exists: a kill in between
+            # leaves nothing runsmon would not know to delete.
+            manifest.links.update({r: p for r, p in wanted.items() if r not in manifest.copies})
+            self._try(st, "manifest", lambda: self.logdir.save_manifest(manifest))
+            for rel, path in wanted.items():
+                target = self.fs.local_path(path) or path
+                self._try(st, "link", lambda r=rel, t=target: self.logdir.link(manifest, r, t))
+            self._try(st, "manifest", lambda: self.logdir.save_manifest(manifest))
+        for rel, path in manifest.copies.items():
+            self._try(st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p))
+        self._sync_filtered(st)
+
+    def _sync_filtered(self, st: _RunState) -> None:
+        """Keep copies, without hparams summaries, of files that hold some."""
+        offsets: dict[str, int] = st.manifest.state.setdefault("filtered", {})
+        for rel, path in st.files.placed(FILTER).items():
+            offset = offsets.get(rel, 0)
+            try:
+                size = os.path.getsize(path)
+                if size < offset:
+                    self._reset(st, f"event file {rel} was replaced")
+                    return
+                while offset < size:
+                    chunk = self.fs.read_bytes(path, offset, FILTER_CHUNK)
+                    split = events.split_records(chunk)
+                    kept = b"".join(
+                        events.encode_record(r) for r in split.records if HPARAMS_MARK not in r
+                    )
+                    if kept:
+                        self.logdir.append_file(st.manifest, rel, kept)
+                    if split.end == 0:
+                        break  # an incomplete record (or lost framing): later
+                    offset += split.end
+            except OSError as e:
+                self.reporter.warn(st.run.id, "copy", f"run {st.name}: {rel}: {describe_error(e)}")
+            offsets[rel] = offset
+
+    def _sync_scalars(self, st: _RunState) -> None:
+        """Write scalars a source knows outside event files (MLflow, wandb)."""
+        if st.run.scalars is None:
+            return
+        try:
+            points = list(st.run.scalars())
+        except Exception as e:
+            self.reporter.warn(st.run.id, "scalars", f"run {st.name}: scalars: {describe_error(e)}")
+            return
+        by_group: dict[str, list[ScalarPoint]] = {}
+        for p in points:
+            by_group.setdefault(p.group, []).append(p)
+        counts: dict[str, int] = dict(st.manifest.state.get("scalars", {}))
+        synth: set[tuple[str, str]] = set()
+        for group, group_points in by_group.items():
+            have = counts.get(group, 0)
+            if len(group_points) < have:
+                self._reset(st, "its scalars were rewritten")
+                return
+            synth.update((p.tag, group) for p in group_points if "/" not in p.tag)
+            new = group_points[have:]
+            if not new:
+                continue
+            rel = f"{group}/{SCALARS_FILE}" if group else SCALARS_FILE
+            data = events.encode_events(
+                [events.scalar_event(p.tag, p.value, p.step, p.wall_time) for p in new],
+                file_version=have == 0,
+            )
+            if self._try(
+                st,
+                "write",
+                lambda rel=rel, data=data: self.logdir.append_file(st.manifest, rel, data),
+            ):
+                counts[group] = len(group_points)
+        st.manifest.state["scalars"] = counts
+        st.manifest.state["synth_metrics"] = sorted(synth)
+        self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest))
+
+    def _try(self, st: _RunState, cause: str, action: Callable[[], object]) -> bool:
+        try:
+            action()
+        except (OSError, LogdirError) as e:
+            self.reporter.warn(
+                st.run.id, cause, f"run {st.name}: cannot write to the logdir: {describe_error(e)}"
+            )
+            return False
+        self.reporter.clear(st.run.id, cause)
+        return True
+
+    def _remove(self, run_id: str) -> None:
+        st = self._runs.pop(run_id, None)
+        self._columns.remove_run(run_id)
+        self._namer.release(run_id)
+        self._resets.pop(run_id, None)
+        self._dirty.discard(run_id)
+        if st is not None:
+            self._remove_manifest(st.manifest)
+            self.reporter.clear(run_id)
+            log.info("run removed: %s", st.name)
+
+    def _reset(self, st: _RunState, why: str) -> None:
+        """Drop a session TensorBoard cannot update, to write it anew later."""
+        log.info("run %s: %s; rewriting its session", st.name, why)
+        run_id = st.run.id
+        self._remove(run_id)
+        self._resets[run_id] = time.monotonic() + self.reset_delay
+
+    # -- sessions and the experiment -----------------------------------------
+
+    def _write_sessions(self, stats: SyncStats) -> None:
+        """Write the sessions and end infos that are due, then the experiment."""
+        columns = {c.name: c for c in self._columns.columns()}
+        kinds = {name: c.kind for name, c in columns.items()}
+        if kinds != self._kinds:
+            # A column changed kind (e.g. a string met a numeric column): every
+            # session holding it may now show its value differently.
+            moved = {
+                n for n in kinds.keys() | self._kinds.keys() if kinds.get(n) != self._kinds.get(n)
+            }
+            self._dirty.update(
+                rid for rid, st in self._runs.items() if moved.intersection(st.hparams)
+            )
+            self._kinds = kinds
+        dirty, self._dirty = self._dirty, set()
+        for run_id in dirty:
+            st = self._runs.get(run_id)
+            if st is not None:
+                self._write_session(st, columns, stats)
+        self._write_experiment(columns, stats)
+
+    def _write_session(
+        self, st: _RunState, columns: Mapping[str, hparams.Column], stats: SyncStats
+    ) -> None:
+        run, state = st.run, st.manifest.state
+        encoded = hparams.encode_hparams(st.hparams, columns)
+        key = _digest([sorted(encoded.items()), st.name, run.started])
+        written_end = state.get("end")
+        if state.get("session") not in (None, key) or (
+            written_end is not None and written_end != run.status
+        ):
+            stats.resets += 1
+            self._reset(st, "its hparams or status changed after TensorBoard read them")
+            return
+        before = dict(state)
+        if state.get("session") is None:
+            summary = hparams.session_start_summary(encoded, st.name, run.started)
+            wall = run.started if run.started is not None else self._created
+            data = events.encode_events(
+                [events.summary_event(summary, wall_time=wall)], file_version=True, wall_time=wall
+            )
+            if self._try(
+                st, "write", lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)
+            ):
+                state["session"] = key
+                stats.sessions += 1
+        if run.ended and written_end is None and state.get("session") is not None:
+            wall = run.stopped if run.stopped is not None else self._created
+            evs = [
+                events.summary_event(
+                    hparams.session_end_summary(run.status, run.stopped), wall_time=wall
+                )
+            ]
+            if run.duration is not None and (hparams.TIME_METRIC, "") not in st.files.metrics():
+                evs.append(events.scalar_event(hparams.TIME_METRIC, run.duration, 0, wall))
+            data = events.encode_events(evs, file_version=True, wall_time=wall)
+            if self._try(st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)):
+                state["end"] = run.status
+                stats.ended += 1
+                log.info("run %s: %s", st.name, run.status)
+        if state != before:
+            self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest))
+
+    def _write_experiment(self, columns: Mapping[str, hparams.Column], stats: SyncStats) -> None:
+        summary = hparams.experiment_summary(
+            columns.values(), self._columns.metrics(), self._created
+        )
+        data = events.encode_events(
+            [events.summary_event(summary, wall_time=self._created)],
+            file_version=True,
+            wall_time=self._created,
+        )
+        if self._experiment is not None and self._experiment[1] == data:
+            return
+        self._experiment_gen += 1
+        dirname = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
+        try:
+            os.makedirs(self.logdir.run_path(dirname), exist_ok=True)
+            self.logdir.write_atomic(self.logdir.run_path(dirname, EXPERIMENT_FILE), data)
+        except OSError as e:
+            self.reporter.warn(
+                "logdir", "experiment", f"cannot write the experiment: {describe_error(e)}"
+            )
+            return
+        self.reporter.clear("logdir", "experiment")
+        # The new experiment is in place before the old one goes, so
+        # TensorBoard always has one.
+        for old in self.logdir.experiment_dirs():
+            if old != dirname:
+                self.logdir.remove_experiment(old)
+        self._experiment = (dirname, data)
+        stats.experiment_written = True
+
+    # -- restart -----------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Pick up what an earlier runsmon wrote in this logdir (also after kill -9)."""
+        self.logdir.clean_tmp()
+        self._created = _logdir_created(self.logdir.path)
+        for manifest in self.logdir.manifests():
+            self._namer.restore(manifest.run_id, manifest.name)
+            self._restored[manifest.run_id] = manifest
+        dirs = self.logdir.experiment_dirs()
+        gens = [
+            int(d[len(EXPERIMENT_PREFIX) :]) for d in dirs if d[len(EXPERIMENT_PREFIX) :].isdigit()
+        ]
+        if gens:
+            self._experiment_gen = max(gens)
+            newest = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
+            try:
+                with open(self.logdir.run_path(newest, EXPERIMENT_FILE), "rb") as f:
+                    self._experiment = (newest, f.read())
+            except OSError:
+                pass
+
+    def _adopt(self, run_id: str, wanted: str) -> Manifest | None:
+        """The manifest for a run new to this process: restored or created."""
+        manifest = self._restored.pop(run_id, None)
+        if manifest is not None and manifest.state.get("wanted") != wanted:
+            self._namer.release(run_id)
+            self._remove_manifest(manifest)
+            manifest = None
+        if manifest is not None:
+            # Trust only what is really on disk: a kill may have come between
+            # the manifest and the file it announces.
+            for key, rel in (("session", SESSION_FILE), ("end", END_FILE)):
+                if not os.path.exists(self.logdir.run_path(manifest.name, rel)):
+                    manifest.state.pop(key, None)
+            if "end" in manifest.state and "session" not in manifest.state:
+                manifest.state.pop("end")
+            return manifest
+        for _ in range(3):
+            name = self._namer.name_for(run_id, wanted)
+            try:
+                manifest = self.logdir.create_run(run_id, name)
+            except FileExistsError:
+                # Something runsmon did not make holds that name: leave it be.
+                self._namer.release(run_id)
+                self._namer.restore(f"\0foreign:{name}", name)
+                continue
+            except (OSError, LogdirError) as e:
+                self.reporter.warn(
+                    run_id, "write", f"run {name}: cannot write to the logdir: {describe_error(e)}"
+                )
+                self._namer.release(run_id)
+                return None
+            manifest.state["wanted"] = wanted
+            return manifest
+        self._namer.release(run_id)
+        return None
+
+    def _remove_manifest(self, manifest: Manifest) -> None:
+        try:
+            self.logdir.remove_run(manifest)
+        except (OSError, LogdirError) as e:
+            log.warning(
+                "%s: cannot remove it from the logdir: %s", manifest.name, describe_error(e)
+            )
+
+    def _drop_unclaimed(self) -> None:
+        """After the first full sync: runs an earlier runsmon wrote that are gone."""
+        for run_id, manifest in list(self._restored.items()):
+            del self._restored[run_id]
+            self._namer.release(run_id)
+            self._remove_manifest(manifest)
+
+
+@runtime_checkable
+class _SupportsChanged(Protocol):
+    """A source that can re-check only what a watcher reported."""
+
+    def __call__(self, changed: Collection[str] | None = None) -> list[Run]: ...
+
+    def roots(self) -> list[str]: ...
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()
+
+
+def _logdir_created(path: str) -> float:
+    """A fixed time for synthesized events, so rewriting gives the same bytes."""
+    try:
+        with open(os.path.join(path, MARKER), encoding="utf-8") as f:
+            return float(json.load(f)["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0

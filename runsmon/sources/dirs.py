@@ -1,0 +1,435 @@
+"""Runs from a plain tree of run directories (Lightning, Hydra, Keras, sweeps, ...).
+
+A *run* is a directory that holds a recognised flags file (see
+:mod:`runsmon.sources.flagsfiles`), or that holds event files (a name
+containing ``tfevents``) and is not inside another run, or whose
+``train``/``validation``/``val``/``eval``/``test`` subdirectories hold event
+files (Keras).  The walk stops at a run: everything below it belongs to it
+(``lightning_logs/version_0/`` inside a sweep combination, the timestamp
+subdirectory of ``SummaryWriter.add_hparams``).  Hidden directories are not
+walked, and a directory holding ``.runsmon`` (a runsmon logdir) is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from google.protobuf import struct_pb2
+from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import metadata as hp_metadata
+
+from runsmon.fs import LOCAL, Entry, FileSystem
+from runsmon.report import Reporter, describe_error
+from runsmon.run import COMPLETED, RUNNING, Run
+from runsmon.sources.base import RunSource
+from runsmon.sources.flagsfiles import (
+    GUILD_FLAGS,
+    HYDRA_CONFIG,
+    find_flags_file,
+    load_yaml,
+    parse_hydra_overrides,
+    read_flags,
+)
+
+#: Subdirectory names that make their parent one run (Keras' TensorBoard callback).
+GROUP_DIRS = frozenset({"train", "training", "validation", "val", "valid", "eval", "test"})
+
+#: Event files larger than this are not searched for ``add_hparams`` summaries.
+HPARAMS_SCAN_LIMIT = 4 << 20
+
+#: Directories inside a run that are walked although hidden.
+_HIDDEN_WALKED = frozenset({".guild"})
+
+_TS_RE = re.compile(r"tfevents\.(\d{9,}(?:\.\d+)?)")
+_SESSION_START_TAG = hp_metadata.SESSION_START_INFO_TAG
+
+
+def is_event_file(name: str) -> bool:
+    """Whether ``name`` is a TensorBoard event file name."""
+    return "tfevents" in name
+
+
+def event_file_time(name: str) -> float | None:
+    """The creation time written into an event file's name, if any.
+
+    >>> event_file_time("events.out.tfevents.1700000000.host.1.0")
+    1700000000.0
+    >>> event_file_time("events.out.tfevents.host") is None
+    True
+    """
+    m = _TS_RE.search(name)
+    return float(m.group(1)) if m else None
+
+
+class _Tree:
+    """What one read found inside a run: its directories and event files."""
+
+    def __init__(self) -> None:
+        self.dirs: list[str] = []
+        self.events: list[str] = []
+        self.flags_path: str | None = None
+        self.flags_rel: str | None = None
+
+
+class DirRuns(RunSource):
+    """Runs from a directory tree.
+
+    Status rule (the tree has no status of its own): a run is ``running``
+    while its newest event file (or, with none, its flags file) changed less
+    than ``idle_after`` seconds ago, and ``completed`` after that.  It is
+    ``running`` again as soon as an event file changes.  ``started`` is the
+    earliest event file's creation time (the timestamp in its name, else its
+    mtime); ``stopped`` the newest mtime, for an ended run.
+
+    Flags come from the flags file, else from ``_hparams_/session_start_info``
+    in an event file (PyTorch's ``SummaryWriter.add_hparams``; its numbers are
+    floats, as stored).  Hydra runs name their command-line overrides in
+    ``user_flags``.  Nothing is ever written into a run's directory.
+    """
+
+    kind = "dirs"
+
+    def __init__(
+        self,
+        path: str,
+        flags_file: str | None = None,
+        idle_after: float = 300.0,
+        fs: FileSystem = LOCAL,
+        reporter: Reporter | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(fs, reporter)
+        self.path = os.path.normpath(path)
+        self.flags_file = flags_file.strip("/") if flags_file else None
+        self.idle_after = float(idle_after)
+        self.clock = clock
+        self._walked: list[str] = [self.path]
+        self._trees: dict[str, _Tree] = {}
+        self._session_cache: dict[str, tuple[Hashable, dict[str, Any] | None]] = {}
+
+    # -- listing ---------------------------------------------------------------
+
+    def roots(self) -> list[str]:
+        """The root and every directory above a run seen in the last listing."""
+        return list(self._walked)
+
+    def list_run_dirs(self) -> list[str]:
+        runs: list[str] = []
+        walked: list[str] = []
+        stack: list[tuple[str, list[Entry]]] = [(self.path, self.fs.scandir(self.path))]
+        while stack:
+            d, entries = stack.pop()
+            files, dirs = _split(entries)
+            if ".runsmon" in files or ".runsmon" in dirs:
+                continue
+            if self._is_run(d, entries, files, dirs):
+                runs.append(d)
+                continue
+            children: list[tuple[str, list[Entry]]] = []
+            group_run = False
+            for e in entries:
+                if not e.is_dir or e.name.startswith(".") or e.name == "__pycache__":
+                    continue
+                sub = self._scandir(e.path)
+                if sub is None:
+                    continue
+                if e.name.lower() in GROUP_DIRS and any(
+                    is_event_file(s.name) and not s.is_dir for s in sub
+                ):
+                    sfiles, sdirs = _split(sub)
+                    if find_flags_file(self.fs, e.path, sfiles, sdirs, self.flags_file) is None:
+                        group_run = True
+                        break
+                children.append((e.path, sub))
+            if group_run:
+                runs.append(d)
+                continue
+            walked.append(d)
+            stack.extend(reversed(children))
+        self._walked = walked or [self.path]
+        gone = set(self._trees) - set(runs)
+        for d in gone:
+            self._trees.pop(d, None)
+        return sorted(runs)
+
+    def _is_run(self, d: str, entries: list[Entry], files: set[str], dirs: set[str]) -> bool:
+        if any(is_event_file(e.name) and not e.is_dir for e in entries):
+            return True
+        return find_flags_file(self.fs, d, files, dirs, self.flags_file) is not None
+
+    def _scandir(self, path: str) -> list[Entry] | None:
+        try:
+            return self.fs.scandir(path)
+        except OSError as e:
+            if not isinstance(e, FileNotFoundError):
+                self.reporter.warn(path, "list", f"cannot list {path}: {describe_error(e)}")
+            return None
+
+    # -- one run -------------------------------------------------------------
+
+    def run_id(self, run_dir: str) -> str:
+        """The run's id: its path relative to the root (the root's name for the root)."""
+        rel = os.path.relpath(run_dir, self.path)
+        if rel == ".":
+            return os.path.basename(self.path) or self.path
+        return rel.replace(os.sep, "/")
+
+    def describe(self) -> str:
+        return f"{self.kind} runs in {self.path}"
+
+    def fingerprint(self, run_dir: str) -> Hashable:
+        tree = self._trees.get(run_dir)
+        if tree is None:
+            tree = self._scan_run(run_dir)
+            if tree is None:
+                return None
+        dir_times = tuple(_mtime(self.fs, d) for d in tree.dirs)
+        flags_key = None
+        if tree.flags_path is not None:
+            st = self.fs.stat(tree.flags_path)
+            flags_key = st.key if st else None
+        newest = self._newest(tree)
+        idle = newest is None or self.clock() - newest >= self.idle_after
+        return (dir_times, flags_key, idle)
+
+    def _scan_run(self, run_dir: str) -> _Tree | None:
+        """Walk a run afresh (and remember it); None when it is gone."""
+        try:
+            entries = self.fs.scandir(run_dir)
+        except FileNotFoundError:
+            self._trees.pop(run_dir, None)
+            return None
+        files, dirs = _split(entries)
+        flags_rel = find_flags_file(self.fs, run_dir, files, dirs, self.flags_file)
+        tree = self._walk_run(run_dir, entries)
+        tree.flags_rel = flags_rel
+        tree.flags_path = f"{run_dir}/{flags_rel}" if flags_rel else None
+        self._trees[run_dir] = tree
+        return tree
+
+    def read_run(self, run_dir: str) -> Run | None:
+        tree = self._scan_run(run_dir)
+        if tree is None:
+            return None
+        flags_rel = tree.flags_rel
+        if flags_rel is None and not tree.events:
+            self._trees.pop(run_dir, None)
+            return None
+        run_id = self.run_id(run_dir)
+
+        flags: dict[str, Any] = {}
+        user_flags: frozenset[str] | None = None
+        label = operation = ""
+        if flags_rel is not None:
+            flags = self._read_flags(run_dir, run_id, flags_rel)
+            if flags_rel == HYDRA_CONFIG:
+                user_flags, label, operation = self._hydra_extras(run_dir, run_id)
+            elif flags_rel == GUILD_FLAGS:
+                user_flags = self._guild_user_flags(run_dir)
+        else:
+            flags = self._session_hparams(run_dir, run_id, tree.events) or {}
+
+        started, stopped, status = self._times(tree)
+        return Run(
+            id=run_id,
+            dir=run_dir,
+            flags=flags,
+            status=status,
+            started=started,
+            stopped=stopped,
+            label=label,
+            operation=operation,
+            attrs={"source": self.kind, "flags_file": flags_rel, "event_files": len(tree.events)},
+            user_flags=user_flags,
+            fingerprint=self.fingerprint(run_dir),
+        )
+
+    def _walk_run(self, run_dir: str, entries: list[Entry]) -> _Tree:
+        tree = _Tree()
+        stack: list[tuple[str, list[Entry] | None]] = [(run_dir, entries)]
+        while stack:
+            d, ents = stack.pop()
+            if ents is None:
+                ents = self._scandir(d)
+                if ents is None:
+                    continue
+            tree.dirs.append(d)
+            for e in ents:
+                if e.is_dir:
+                    if not e.name.startswith(".") or e.name in _HIDDEN_WALKED:
+                        stack.append((e.path, None))
+                elif is_event_file(e.name):
+                    tree.events.append(e.path)
+        tree.events.sort()
+        return tree
+
+    def _newest(self, tree: _Tree) -> float | None:
+        times = [t for t in (_mtime(self.fs, p) for p in tree.events) if t is not None]
+        if not times and tree.flags_path is not None:
+            t = _mtime(self.fs, tree.flags_path)
+            times = [t] if t is not None else []
+        return max(times) / 1e9 if times else None
+
+    def _times(self, tree: _Tree) -> tuple[float | None, float | None, str]:
+        starts: list[float] = []
+        for p in tree.events:
+            t = event_file_time(os.path.basename(p))
+            if t is None:
+                m = _mtime(self.fs, p)
+                t = m / 1e9 if m is not None else None
+            if t is not None:
+                starts.append(t)
+        newest = self._newest(tree)
+        if not starts and newest is not None:
+            starts = [newest]
+        started = min(starts) if starts else None
+        if newest is None or self.clock() - newest < self.idle_after:
+            return started, None, RUNNING
+        return started, newest, COMPLETED
+
+    # -- flags ---------------------------------------------------------------
+
+    def _read_flags(self, run_dir: str, run_id: str, rel: str) -> dict[str, Any]:
+        try:
+            flags = read_flags(self.fs, f"{run_dir}/{rel}")
+        except (OSError, ValueError) as e:
+            self.reporter.warn(
+                run_dir, "flags", f"run {run_id}: cannot read {rel}: {describe_error(e)}"
+            )
+            return {}
+        self.reporter.clear(run_dir, "flags")
+        return flags
+
+    def _read_optional_yaml(self, run_dir: str, run_id: str, rel: str) -> tuple[bool, Any]:
+        """(found, data) for an optional YAML file; a bad one warns and counts as absent."""
+        path = f"{run_dir}/{rel}"
+        st = self.fs.stat(path)
+        if st is None or not st.is_file:
+            return False, None
+        try:
+            return True, load_yaml(self.fs.read_text(path))
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            cause = describe_error(e)
+        except Exception as e:  # yaml.YAMLError and friends
+            cause = describe_error(e)
+        self.reporter.warn(run_dir, rel, f"run {run_id}: cannot read {rel}: {cause}")
+        return False, None
+
+    def _hydra_extras(self, run_dir: str, run_id: str) -> tuple[frozenset[str] | None, str, str]:
+        user_flags: frozenset[str] | None = None
+        label = operation = ""
+        found, data = self._read_optional_yaml(run_dir, run_id, ".hydra/overrides.yaml")
+        if found:
+            try:
+                texts, user_flags = parse_hydra_overrides(data)
+                label = " ".join(texts)
+            except ValueError as e:
+                self.reporter.warn(run_dir, "overrides", f"run {run_id}: {e}")
+        found, data = self._read_optional_yaml(run_dir, run_id, ".hydra/hydra.yaml")
+        if found and isinstance(data, Mapping):
+            job = (
+                (data.get("hydra") or {}).get("job")
+                if isinstance(data.get("hydra"), Mapping)
+                else None
+            )
+            if isinstance(job, Mapping) and isinstance(job.get("name"), str):
+                operation = job["name"]
+        return user_flags, label, operation
+
+    def _guild_user_flags(self, run_dir: str) -> frozenset[str] | None:
+        found, data = self._read_optional_yaml(run_dir, run_dir, ".guild/attrs/user_flags")
+        if not found:
+            return None
+        if isinstance(data, Mapping):
+            return frozenset(str(k) for k in data)
+        if isinstance(data, list):
+            return frozenset(str(k) for k in data)
+        return None
+
+    def _session_hparams(
+        self, run_dir: str, run_id: str, events: list[str]
+    ) -> dict[str, Any] | None:
+        """Hparams from the first ``session_start_info`` in a small event file."""
+        sized = []
+        for p in events:
+            st = self.fs.stat(p)
+            if st is not None and st.size <= HPARAMS_SCAN_LIMIT:
+                sized.append((st.size, p, st.key))
+        for _, path, key in sorted(sized):
+            cached = self._session_cache.get(path)
+            if cached is not None and cached[0] == key:
+                found = cached[1]
+            else:
+                try:
+                    found = session_start_hparams(self.fs.read_bytes(path))
+                except Exception as e:  # OSError, protobuf's DecodeError
+                    self.reporter.warn(
+                        run_dir, "events", f"run {run_id}: cannot read {path}: {describe_error(e)}"
+                    )
+                    continue
+                self._session_cache[path] = (key, found)
+            if found is not None:
+                return found
+        return None
+
+
+def session_start_hparams(data: bytes) -> dict[str, Any] | None:
+    """The hparams of the first ``_hparams_/session_start_info`` in event-file bytes."""
+    for record in iter_records(data):
+        event = event_pb2.Event.FromString(record)
+        if not event.HasField("summary"):
+            continue
+        for value in event.summary.value:
+            if value.tag != _SESSION_START_TAG:
+                continue
+            plugin = value.metadata.plugin_data
+            if plugin.plugin_name != hp_metadata.PLUGIN_NAME:
+                continue
+            info = hp_metadata.parse_session_start_info_plugin_data(plugin.content)
+            return {k: _proto_value(v) for k, v in info.hparams.items()}
+    return None
+
+
+def iter_records(data: bytes):
+    """Record payloads of TFRecord framing (checksums not verified); stops at a torn tail."""
+    pos, end = 0, len(data)
+    while pos + 12 <= end:
+        (length,) = struct.unpack_from("<Q", data, pos)
+        start = pos + 12
+        if start + length + 4 > end:
+            return
+        yield data[start : start + length]
+        pos = start + length + 4
+
+
+def _proto_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "list_value":
+        return [_proto_value(v) for v in value.list_value.values]
+    if kind == "struct_value":
+        return {k: _proto_value(v) for k, v in value.struct_value.fields.items()}
+    return None
+
+
+def _split(entries: list[Entry]) -> tuple[set[str], set[str]]:
+    """(file names, directory names); a symlink counts as a file."""
+    files = {e.name for e in entries if not e.is_dir}
+    dirs = {e.name for e in entries if e.is_dir}
+    return files, dirs
+
+
+def _mtime(fs: FileSystem, path: str) -> int | None:
+    st = fs.stat(path)
+    return st.mtime_ns if st is not None else None

@@ -1,0 +1,499 @@
+"""Guild AI runs: ``<guild home>/runs/<id>/.guild/...`` read as :class:`Run` objects.
+
+The layout (Guild 0.9): ``.guild/attrs/<name>`` holds one YAML document per
+attribute, ``.guild/opref`` four shell-quoted words naming the operation, and
+marker files (``LOCK``, ``LOCK.remote``, ``PENDING``, ``STAGED``) the state of a
+run that has no ``exit_status`` yet.  Nothing here ever writes into a run.
+
+Status follows Guild's own rules, with one addition: a run that has no exit
+status and no ``LOCK`` yet, and whose files changed in the last ``settle``
+seconds, is still being set up by Guild (Guild would call it an error for
+that moment); it shows as running (``started`` written) or pending.  Problems
+in a run that changed that recently are not reported yet either, because
+Guild writes attributes in place and a read can catch one half written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import yaml
+
+from runsmon import run as runmod
+from runsmon.fs import LOCAL, FileSystem, Stat
+from runsmon.report import Reporter, describe_error
+from runsmon.run import Run
+from runsmon.sources.base import RunSource
+
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: Attributes read for every run (never ``env``, ``pip_freeze`` or other big ones).
+RUN_ATTRS = (
+    "flags",
+    "label",
+    "started",
+    "stopped",
+    "exit_status",
+    "initialized",
+    "user_flags",
+    "sourcecode_digest",
+)
+#: Attributes whose change must make a run be read again.
+FINGERPRINT_ATTRS = ("flags", "label", "exit_status", "stopped", "started", "user_flags")
+#: Missing these (once a run is past its set-up) is worth a warning.
+REQUIRED_ATTRS = ("flags",)
+
+_INT_RE = re.compile(rb"\s*(-?(?:0|[1-9][0-9]*))\s*\Z")
+# Text YAML surely reads as itself: a hex digest, or one line that starts with
+# a letter and holds none of the characters that make YAML see more than text.
+_HEX_RE = re.compile(r"[0-9a-f]*[a-f][0-9a-f]*\Z")
+_PLAIN_RE = re.compile(r"[A-Za-z][^:#\[\]{},&*!|>%@`\\\"\t]*\Z")
+_YAML_WORDS = frozenset(
+    w
+    for word in ("yes", "no", "true", "false", "on", "off", "null")
+    for w in (word, word.capitalize(), word.upper())
+)
+
+
+class AttrError(Exception):
+    """One attribute that could not be read; ``str()`` is the short cause."""
+
+
+def load_yaml(data: bytes) -> Any:
+    """Parse one attribute file as Guild wrote it (a single YAML document).
+
+    Plain integers (timestamps, exit statuses) skip the YAML parser.
+
+    >>> load_yaml(b"1795916747164338\\n"), load_yaml(b"lr: 0.1\\nlayers: [1, 2]\\n")
+    (1795916747164338, {'lr': 0.1, 'layers': [1, 2]})
+    """
+    m = _INT_RE.match(data)
+    if m:
+        return int(m.group(1))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise AttrError("not UTF-8 text") from e
+    plain = text[:-1] if text.endswith("\n") else text
+    if _is_plain_text(plain):
+        return plain
+    if not text.strip():
+        raise AttrError("empty file")
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        if isinstance(e, yaml.reader.ReaderError):
+            raise AttrError("not text (control characters)") from e
+        raise AttrError(f"invalid YAML{where}") from e
+
+
+_KEY_LINE_RE = re.compile(rb"[A-Za-z_][A-Za-z0-9_.-]*(?=: |:$)")
+
+
+def _top_keys(data: bytes) -> list[str] | None:
+    """The keys of a flat block mapping, when every line is ``key: value``.
+
+    Only the keys of ``user_flags`` matter; anything less simple is left to
+    YAML (None).
+
+    >>> _top_keys(b"lr: 0.1\\nopt: 'a: b'\\n"), _top_keys(b"lr:\\n  x: 1\\n")
+    (['lr', 'opt'], None)
+    """
+    lines = data.splitlines()
+    if not lines:
+        return None
+    keys = []
+    for line in lines:
+        m = _KEY_LINE_RE.match(line)
+        if m is None:
+            return None
+        keys.append(m.group().decode("ascii"))
+    return keys if len(set(keys)) == len(keys) else None
+
+
+def _is_plain_text(text: str) -> bool:
+    """Whether YAML would read ``text`` (one line, no newline) as that very string."""
+    if _HEX_RE.match(text):
+        return not text.startswith("0b")  # 0b101... is a YAML 1.1 binary integer
+    return (
+        _PLAIN_RE.match(text) is not None
+        and text.isprintable()
+        and text == text.rstrip()
+        and text not in _YAML_WORDS
+        and text != "<<"
+    )
+
+
+def parse_opref(text: str) -> dict[str, str]:
+    """Guild's ``.guild/opref``: ``PKG_TYPE:PKG_NAME PKG_VERSION MODEL OP``.
+
+    >>> parse_opref("script:/tmp/proj '' '' train.py")["op_name"]
+    'train.py'
+    """
+    words = text.split()
+    if any(("'" in w and w != "''") or '"' in w or "\\" in w for w in words):
+        words = []  # quoting beyond '' (empty): let shlex do it
+    else:
+        words = ["" if w == "''" else w for w in words]
+    try:
+        words = words or shlex.split(text)
+    except ValueError as e:
+        raise AttrError(f"invalid opref ({e})") from e
+    if len(words) != 4 or ":" not in words[0]:
+        raise AttrError("invalid opref (want 4 words, the first PKG_TYPE:PKG_NAME)")
+    pkg_type, pkg_name = words[0].split(":", 1)
+    return {
+        "pkg_type": pkg_type,
+        "pkg_name": pkg_name,
+        "pkg_version": words[1],
+        "model_name": words[2],
+        "op_name": words[3],
+    }
+
+
+def format_operation(opref: Mapping[str, str]) -> str:
+    """The operation as ``guild runs`` shows it (Guild 0.9 ``format_operation``).
+
+    >>> format_operation(parse_opref("guildfile:/p/guild.yml abc mnist train"))
+    'mnist:train'
+    >>> format_operation(parse_opref("script:/p '' '' train.py"))
+    'train.py'
+    >>> format_operation(parse_opref("package:gpkg.mnist 0.1 mnist train"))
+    'gpkg.mnist/mnist:train'
+    """
+    pkg_type = opref.get("pkg_type", "")
+    model, op = opref.get("model_name", ""), opref.get("op_name", "")
+    full = f"{model}:{op}" if model else op
+    if pkg_type == "package":
+        return f"{opref.get('pkg_name', '')}/{full}"
+    if pkg_type == "pending":
+        return op
+    if pkg_type == "func":
+        return f"{op}()"
+    return full
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a local process ``pid`` exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except (OSError, OverflowError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    # "pid (comm) S ...": the state follows the last ")".
+    state = stat.rpartition(b")")[2].split()[:1]
+    return state not in ([b"Z"], [b"X"])
+
+
+def status_for_exit(exit_status: int) -> str:
+    """Guild's mapping: 0 completed, negative terminated, positive error."""
+    if exit_status == 0:
+        return runmod.COMPLETED
+    return runmod.TERMINATED if exit_status < 0 else runmod.ERROR
+
+
+class GuildRuns(RunSource):
+    """The runs of a Guild home (``path/runs``) or of a runs directory itself.
+
+    ``settle`` is how many seconds a run's files must rest before a missing
+    LOCK means "error" and before problems in its attributes are reported.
+    """
+
+    kind = "guild"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fs: FileSystem = LOCAL,
+        reporter: Reporter | None = None,
+        settle: float = 5.0,
+    ) -> None:
+        super().__init__(fs=fs, reporter=reporter)
+        self.path = os.fspath(path)
+        self.settle = settle
+        self._runs_dir = self._find_runs_dir()
+        self._warned: dict[str, str] = {}
+        self._fp_stats: tuple[str, list[Stat | None]] = ("", [])
+
+    # -- finding runs --------------------------------------------------------
+
+    def _find_runs_dir(self) -> str:
+        """``path/runs`` when path is a Guild home, else path itself.
+
+        A home whose ``runs/`` does not exist yet is read as a runs directory
+        with no runs in it; once ``runs/`` appears the next listing uses it.
+        """
+        runs = os.path.join(self.path, "runs")
+        st = self.fs.stat(runs)
+        if st is not None and st.is_dir and not self._is_run_dir(runs):
+            return runs
+        return self.path
+
+    def _is_run_dir(self, path: str) -> bool:
+        st = self.fs.stat(os.path.join(path, ".guild"))
+        return st is not None and st.is_dir
+
+    @property
+    def runs_dir(self) -> str:
+        """The runs directory as decided by the last listing."""
+        return self._runs_dir
+
+    def roots(self) -> list[str]:
+        if self._runs_dir == self.path:
+            return [self.path]
+        return [self.path, self._runs_dir]
+
+    def describe(self) -> str:
+        return f"guild runs in {self.path}"
+
+    def list_run_dirs(self) -> list[str]:
+        self._runs_dir = runs_dir = self._find_runs_dir()
+        dirs = []
+        for entry in self.fs.scandir(runs_dir):
+            if entry.name.startswith(".") or not (entry.is_dir or entry.is_link):
+                continue
+            if self._is_run_dir(entry.path):
+                dirs.append(entry.path)
+        dirs.sort()
+        if self._warned:
+            known = set(dirs)
+            for gone in [d for d in self._warned if d not in known]:
+                self.reporter.clear(gone, self._warned.pop(gone))
+        return dirs
+
+    # -- change detection ----------------------------------------------------
+
+    def _stats(self, run_dir: str) -> list[Stat | None]:
+        guild = run_dir + "/.guild"
+        attrs = guild + "/attrs/"
+        stat = self.fs.stat
+        stats = [stat(guild), stat(attrs[:-1])]
+        stats += [stat(attrs + n) for n in FINGERPRINT_ATTRS]
+        stats.append(stat(guild + "/opref"))
+        return stats
+
+    def fingerprint(self, run_dir: str) -> Hashable:
+        stats = self._stats(run_dir)
+        # read_run (called next when this moved) reuses them.
+        self._fp_stats = (run_dir, stats)
+        fp: list[Hashable] = [s.key if s is not None else None for s in stats]
+        if stats[2 + FINGERPRINT_ATTRS.index("exit_status")] is None:
+            # Status may hang on a pid or on time: put them in the fingerprint.
+            guild = run_dir + "/.guild"
+            if self.fs.stat(guild + "/LOCK") is not None:
+                fp.append(("pid", self._lock_pid_alive(guild)))
+        fp.append(("settled", self._settled(stats)))
+        return tuple(fp)
+
+    def _settled(self, stats: list[Stat | None]) -> bool:
+        newest = max((s.mtime_ns for s in stats if s is not None), default=0)
+        return time.time() - newest / 1e9 >= self.settle
+
+    def _lock_pid_alive(self, guild: str) -> bool | None:
+        """True/False for a LOCK naming a live/dead pid; None when unreadable."""
+        try:
+            raw = self.fs.read_bytes(guild + "/LOCK", 0, 32)
+        except OSError:
+            return None
+        try:
+            return pid_alive(int(raw.strip() or b"-1"))
+        except ValueError:
+            return False
+
+    # -- reading -------------------------------------------------------------
+
+    def read_run(self, run_dir: str) -> Run | None:
+        guild = run_dir + "/.guild"
+        attrs_dir = guild + "/attrs"
+        problems: list[tuple[str, str]] = []  # (what, cause)
+        values: dict[str, Any] = {}
+        missing: set[str] = set()
+        attrs_stat = self.fs.stat(attrs_dir)
+        if attrs_stat is not None and not attrs_stat.is_dir:
+            problems.append((".guild/attrs", "not a directory"))
+        elif attrs_stat is None:
+            missing.update(RUN_ATTRS)
+        else:
+            for name in RUN_ATTRS:
+                try:
+                    data = self.fs.read_bytes(f"{attrs_dir}/{name}")
+                    values[name] = load_yaml(data)
+                except FileNotFoundError:
+                    missing.add(name)
+                except AttrError as e:
+                    problems.append((name, str(e)))
+                except OSError as e:
+                    problems.append((name, _os_cause(e)))
+
+        opref: dict[str, str] | None = None
+        try:
+            opref = parse_opref(self.fs.read_text(guild + "/opref"))
+        except FileNotFoundError:
+            missing.add("opref")
+        except AttrError as e:
+            problems.append(("opref", str(e)))
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(("opref", _os_cause(e)))
+
+        last_dir, stats = self._fp_stats
+        if last_dir != run_dir:
+            stats = self._stats(run_dir)
+        self._fp_stats = ("", [])
+        if self.fs.stat(guild) is None:
+            return None  # the run went away while being read
+        settled = self._settled(stats)
+
+        flags = values.get("flags")
+        if flags is None:
+            flags = {}
+        elif not isinstance(flags, Mapping):
+            problems.append(("flags", f"not a mapping ({type(flags).__name__})"))
+            flags = {}
+        started = _micros(values, "started", problems)
+        stopped = _micros(values, "stopped", problems)
+        exit_status = values.get("exit_status")
+        if exit_status is not None and (
+            isinstance(exit_status, bool) or not isinstance(exit_status, int)
+        ):
+            problems.append(("exit_status", f"not an integer ({exit_status!r:.40})"))
+            exit_status = None
+        label = values.get("label")
+        label = "" if label is None else str(label)
+        user_flags = _user_flags(values.get("user_flags"), problems)
+
+        status, pid = self._status(guild, exit_status, started, settled)
+        if status not in (runmod.PENDING, runmod.STAGED):
+            problems += [(name, "missing") for name in REQUIRED_ATTRS if name in missing]
+            if "opref" in missing:
+                problems.append(("opref", "missing"))
+
+        operation = format_operation(opref) if opref else ""
+        if opref and self.fs.stat(guild + "/proto/.guild/opref"):
+            operation = self._batch_operation(guild, operation)
+
+        extra: dict[str, Any] = {
+            k: values[k] for k in ("initialized", "sourcecode_digest") if k in values
+        }
+        if exit_status is not None:
+            extra["exit_status"] = exit_status
+        if opref:
+            extra["opref"] = opref
+        if pid is not None:
+            extra["pid"] = pid
+
+        self._report(run_dir, problems if settled else [])
+        return Run(
+            id=os.path.basename(os.path.normpath(run_dir)),
+            dir=run_dir,
+            flags=flags,
+            status=status,
+            started=started,
+            stopped=stopped,
+            label=label,
+            operation=operation,
+            attrs=extra,
+            user_flags=user_flags,
+        )
+
+    def _status(
+        self, guild: str, exit_status: int | None, started: float | None, settled: bool
+    ) -> tuple[str, int | None]:
+        """Guild's status rules (see the module docstring); also the LOCK pid."""
+        if self.fs.stat(guild + "/LOCK.remote") is not None:
+            return runmod.RUNNING, None
+        if self.fs.stat(guild + "/PENDING") is not None:
+            return runmod.PENDING, None
+        if self.fs.stat(guild + "/STAGED") is not None:
+            return runmod.STAGED, None
+        if exit_status is not None:
+            return status_for_exit(exit_status), None
+        try:
+            raw = self.fs.read_bytes(guild + "/LOCK", 0, 32)
+        except FileNotFoundError:
+            if not settled:  # Guild is still setting the run up
+                return (runmod.RUNNING if started is not None else runmod.PENDING), None
+            return runmod.ERROR, None
+        except OSError:
+            return runmod.ERROR, None
+        try:
+            pid = int(raw.strip())
+        except ValueError:
+            return runmod.ERROR, None
+        return (runmod.RUNNING if pid_alive(pid) else runmod.ERROR), pid
+
+    def _batch_operation(self, guild: str, operation: str) -> str:
+        """Guild shows a batch run as ``PROTO_OP+OP`` (its trials' operation)."""
+        try:
+            proto = parse_opref(self.fs.read_text(guild + "/proto/.guild/opref"))
+        except (OSError, UnicodeDecodeError, AttrError):
+            return operation
+        sep = "" if operation.startswith("+") else "+"
+        return f"{format_operation(proto)}{sep}{operation}"
+
+    def _report(self, run_dir: str, problems: list[tuple[str, str]]) -> None:
+        """One warning line per run for its current set of problems."""
+        by_cause: dict[str, list[str]] = {}
+        for what, cause in problems:
+            by_cause.setdefault(cause, []).append(what)
+        text = "; ".join(f"{', '.join(whats)}: {cause}" for cause, whats in by_cause.items())
+        old = self._warned.get(run_dir)
+        cause = f"attrs: {text}" if problems else None
+        if old == cause:
+            return
+        if old is not None:
+            self.reporter.clear(run_dir, old)
+            del self._warned[run_dir]
+        if cause is not None:
+            self._warned[run_dir] = cause
+            short = os.path.basename(os.path.normpath(run_dir))[:8]
+            self.reporter.warn(
+                subject=run_dir, cause=cause, message=f"guild run {short} ({run_dir}): {text}"
+            )
+
+
+def _micros(values: dict[str, Any], name: str, problems: list[tuple[str, str]]) -> float | None:
+    """A timestamp attribute (microseconds since the epoch) in seconds."""
+    value = values.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append((name, f"not a timestamp ({value!r:.40})"))
+        return None
+    return value / 1_000_000
+
+
+def _user_flags(value: Any, problems: list[tuple[str, str]]) -> frozenset[str] | None:
+    """Guild 0.9 writes a mapping of the flags set on the command line."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return frozenset(str(k) for k in value)
+    if isinstance(value, list):
+        return frozenset(str(k) for k in value)
+    problems.append(("user_flags", f"not a mapping ({type(value).__name__})"))
+    return None
+
+
+def _os_cause(error: BaseException) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, OSError) and str(error).startswith("not a regular file"):
+        return "not a regular file"
+    return describe_error(error)

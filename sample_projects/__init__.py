@@ -1,0 +1,1 @@
+"""Sample projects: the run layouts real tools write, for tests and demos."""

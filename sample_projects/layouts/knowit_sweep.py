@@ -1,0 +1,47 @@
+"""A KnowIt-style grid sweep: one directory per combination.
+
+``<sweep>/<combination>/model_args.yaml`` holds the combination's arguments
+and ``lightning_logs/version_0/`` the Lightning event files (with Lightning's
+own ``hparams.yaml``, empty as a model without ``save_hyperparameters``
+leaves it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import yaml
+
+from sample_projects.layouts._events import T0, write_events, write_text
+
+GRID = {"learning_rate": [0.01, 0.001], "batch_size": [16, 64]}
+
+
+def model_args(lr: float, batch: int) -> dict:
+    return {
+        "arch": {"name": "MLP", "arch_hps": {"depth": 3, "dropout": 0.1}},
+        "data": {"name": "synth_2", "task": "regression", "in_components": ["x1", "x2"]},
+        "trainer": {"learning_rate": lr, "batch_size": batch, "max_epochs": 3, "optim": "Adam"},
+    }
+
+
+def make(root: str, sweep: str = "lr_sweep") -> dict[str, dict]:
+    """Write the sweep under ``root/<sweep>``; returns {combination: model_args}."""
+    out = {}
+    for i, (lr, batch) in enumerate(itertools.product(*GRID.values())):
+        combo = f"learning_rate-{lr}-batch_size-{batch}"
+        run = os.path.join(root, sweep, combo)
+        args = model_args(lr, batch)
+        start = T0 + i * 600
+        write_text(os.path.join(run, "model_args.yaml"), yaml.safe_dump(args), start)
+        version = os.path.join(run, "lightning_logs", "version_0")
+        write_text(os.path.join(version, "hparams.yaml"), "{}\n", start)
+        loss = [1.0 / (k + 1) + lr * 10 for k in range(3)]
+        write_events(
+            version,
+            {"train_loss": loss, "valid_loss": [v + 0.05 for v in loss], "epoch": [0, 1, 2]},
+            start,
+        )
+        out[combo] = args
+    return out

@@ -1,0 +1,224 @@
+"""RunsMonitor without TensorBoard: what lands in the logdir, and when."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+
+import pytest
+
+from runsmon import Run, RunsMonitor
+from runsmon.logdir import MANIFEST, Logdir
+from runsmon.monitor import END_FILE, SESSION_FILE
+from runsmon.report import Reporter
+from runs_helpers import write_scalars
+
+
+def _make_run(root, run_id, status="completed", flags=None, groups=("", "train")) -> Run:
+    run_dir = root / run_id
+    for group in groups:
+        write_scalars(run_dir / group if group else run_dir, {"loss": [(0, 1.0), (1, 0.5)]})
+    return Run(
+        run_id,
+        str(run_dir),
+        flags=flags if flags is not None else {"lr": 0.1},
+        status=status,
+        started=1_700_000_000.0,
+        stopped=1_700_000_010.0 if status == "completed" else None,
+        operation="train",
+    )
+
+
+def _files(path) -> list[str]:
+    out = []
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for name in filenames:
+            out.append(os.path.relpath(os.path.join(dirpath, name), path))
+    return sorted(out)
+
+
+def test_run_once_links_every_event_file_and_writes_a_session(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1")
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: [run])
+    stats = monitor.run_once()
+    assert (stats.runs, stats.added, stats.sessions, stats.ended) == (1, 1, 1, 1)
+    name = monitor.run_names["r1"]
+    run_dir = tmp_path / "logdir" / name
+    links = sorted(
+        os.path.relpath(os.path.join(d, f), run_dir)
+        for d, _, fs in os.walk(run_dir)
+        for f in fs
+        if os.path.islink(os.path.join(d, f))
+    )
+    expected = sorted(
+        os.path.relpath(os.path.join(d, f), run.dir) for d, _, fs in os.walk(run.dir) for f in fs
+    )
+    assert links == expected
+    assert (run_dir / SESSION_FILE).is_file() and (run_dir / END_FILE).is_file()
+    for rel in links:
+        assert os.path.realpath(run_dir / rel) == os.path.realpath(os.path.join(run.dir, rel))
+
+
+def test_an_unchanged_second_sync_writes_nothing(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1")
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: [run])
+    monitor.run_once()
+    before = {p: os.lstat(tmp_path / "logdir" / p).st_mtime_ns for p in _files(tmp_path / "logdir")}
+    stats = monitor.run_once()
+    after = {p: os.lstat(tmp_path / "logdir" / p).st_mtime_ns for p in _files(tmp_path / "logdir")}
+    assert (stats.added, stats.sessions, stats.ended, stats.experiment_written) == (0, 0, 0, False)
+    assert before == after
+
+
+def test_a_removed_run_leaves_nothing_behind(tmp_path):
+    runs = [_make_run(tmp_path / "runs", "r1"), _make_run(tmp_path / "runs", "r2")]
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs))
+    monitor.run_once()
+    gone = monitor.run_names["r2"]
+    runs.pop()
+    monitor.run_once()
+    assert not (tmp_path / "logdir" / gone).exists()
+    assert monitor.run_names.keys() == {"r1"}
+
+
+def test_a_run_that_ends_gets_its_end_info(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1", status="running")
+    runs = [run]
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs))
+    monitor.run_once()
+    run_dir = tmp_path / "logdir" / monitor.run_names["r1"]
+    assert not (run_dir / END_FILE).exists()
+    runs[0] = dataclasses.replace(run, status="error", stopped=1_700_000_020.0)
+    assert monitor.run_once().ended == 1
+    assert (run_dir / END_FILE).is_file()
+
+
+def test_a_restarted_monitor_converges_without_rewriting(tmp_path):
+    runs = [_make_run(tmp_path / "runs", f"r{i}") for i in range(3)]
+    RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs)).run_once()
+    snapshot = {
+        p: os.lstat(tmp_path / "logdir" / p).st_mtime_ns for p in _files(tmp_path / "logdir")
+    }
+    runs.pop()
+    again = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs))
+    stats = again.run_once()
+    assert stats.sessions == 0  # sessions already there are kept
+    left = _files(tmp_path / "logdir")
+    assert len([p for p in left if p.endswith(MANIFEST)]) == 2
+    for p in left:
+        if p in snapshot and "experiment" not in p:
+            assert os.lstat(tmp_path / "logdir" / p).st_mtime_ns == snapshot[p]
+
+
+def test_a_half_written_run_from_a_killed_monitor_is_completed(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1")
+    logdir = Logdir(str(tmp_path / "logdir"))
+    manifest = logdir.create_run("r1", "partial")
+    manifest.state["session"] = "claimed but never written"
+    logdir.save_manifest(manifest)
+    (tmp_path / "logdir" / ".runsmon-tmp-abc").write_bytes(b"half")
+    monitor = RunsMonitor(logdir, lambda: [run], run_name_cb=lambda r: "partial")
+    stats = monitor.run_once()
+    assert stats.sessions == 1
+    assert (tmp_path / "logdir" / "partial" / SESSION_FILE).is_file()
+    assert not (tmp_path / "logdir" / ".runsmon-tmp-abc").exists()
+
+
+def test_a_changed_session_is_reset_after_the_delay(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1", status="running")
+    runs = [run]
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs), reset_delay=0.3)
+    monitor.run_once()
+    name = monitor.run_names["r1"]
+    runs[0] = dataclasses.replace(run, flags={"lr": 0.2})
+    assert monitor.run_once().resets == 1
+    assert not (tmp_path / "logdir" / name).exists()
+    monitor.run_once()
+    assert not (tmp_path / "logdir" / name).exists()  # still waiting
+    time.sleep(0.35)
+    assert monitor.run_once().sessions == 1
+    assert (tmp_path / "logdir" / name / SESSION_FILE).is_file()
+
+
+def test_a_run_listed_twice_is_shown_once_with_one_warning(tmp_path, caplog):
+    run = _make_run(tmp_path / "runs", "r1")
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: [run, run])
+    monitor.run_once()
+    monitor.run_once()
+    assert len(monitor.run_names) == 1
+    assert len([r for r in caplog.records if "listed twice" in r.getMessage()]) == 1
+
+
+def test_a_failing_callback_keeps_the_logdir(tmp_path, caplog):
+    run = _make_run(tmp_path / "runs", "r1")
+    state = {"fail": False}
+
+    def runs():
+        if state["fail"]:
+            raise RuntimeError("database is locked")
+        return [run]
+
+    monitor = RunsMonitor(str(tmp_path / "logdir"), runs)
+    monitor.run_once()
+    state["fail"] = True
+    monitor.run_once()
+    monitor.run_once()
+    assert monitor.run_names.keys() == {"r1"}
+    warnings = [r.getMessage() for r in caplog.records if "database is locked" in r.getMessage()]
+    assert len(warnings) == 1 and "run listing failed" in warnings[0]
+
+
+def test_a_hanging_callback_is_time_limited(tmp_path, caplog):
+    release = threading.Event()
+    monitor = RunsMonitor(
+        str(tmp_path / "logdir"), lambda: release.wait(30) and [], callback_timeout=0.2
+    )
+    t0 = time.monotonic()
+    monitor.run_once()
+    assert time.monotonic() - t0 < 2
+    assert any("did not answer" in r.getMessage() for r in caplog.records)
+    release.set()
+
+
+def test_start_stop_is_quick_and_leaves_no_thread(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1")
+    before = set(threading.enumerate())
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: [run], interval=30)
+    monitor.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    monitor.stop()
+    assert time.monotonic() - t0 < 2
+    time.sleep(0.1)
+    assert {t for t in threading.enumerate() if t.is_alive()} - before == set()
+
+
+def test_a_new_run_appears_while_the_monitor_runs(tmp_path):
+    runs = [_make_run(tmp_path / "runs", "r1")]
+    with RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs), interval=0.2) as monitor:
+        runs.append(_make_run(tmp_path / "runs", "r2"))
+        deadline = time.monotonic() + 5
+        while "r2" not in monitor.run_names and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "r2" in monitor.run_names
+        assert (tmp_path / "logdir" / monitor.run_names["r2"] / SESSION_FILE).exists() or (
+            time.sleep(0.5)
+            or (tmp_path / "logdir" / monitor.run_names["r2"] / SESSION_FILE).exists()
+        )
+
+
+def test_warnings_are_not_repeated_every_poll(tmp_path):
+    reporter = Reporter()
+    assert reporter.warn("run", "cause", "message") is True
+    assert reporter.warn("run", "cause", "message") is False
+    reporter.clear("run")
+    assert reporter.warn("run", "cause", "message") is True
+
+
+@pytest.mark.parametrize("bad", [None, "not a run", 3])
+def test_non_run_items_from_a_callback_are_ignored(tmp_path, bad):
+    run = _make_run(tmp_path / "runs", "r1")
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: [run, bad])
+    assert monitor.run_once().runs == 1

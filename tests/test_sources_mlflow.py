@@ -1,0 +1,133 @@
+"""MLflowRuns on a file store written as MLflow writes it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runsmon.run import COMPLETED, ERROR, TERMINATED, ScalarPoint
+from runsmon.sources import detect_kind, detect_source
+from runsmon.sources.mlflow import STATUS, MLflowRuns, param_value
+from sample_projects.layouts import mlflow_store
+from sample_projects.layouts._events import T0, write_text
+
+EXP = mlflow_store.EXPERIMENT_ID
+A, B = list(mlflow_store.RUNS)
+
+
+@pytest.fixture
+def store(tmp_path):
+    mlflow_store.make(str(tmp_path))
+    return tmp_path
+
+
+def run_dir(store, run_id):
+    return os.path.join(store, "mlruns", EXP, run_id)
+
+
+def test_runs_params_status_times(store):
+    runs = {r.id: r for r in MLflowRuns(str(store))()}
+    assert set(runs) == {A, B}
+    a, b = runs[A], runs[B]
+    assert a.flags == {
+        "lr": 0.01,
+        "epochs": 3,
+        "optimizer": "adam",
+        "use_bn": True,
+        "weight_decay": 1e-05,
+        "model/depth": 4,
+    }
+    assert type(a.flags["epochs"]) is int and type(a.flags["lr"]) is float
+    assert a.flags["use_bn"] is True and b.flags["use_bn"] is False
+    assert a.status == COMPLETED and b.status == ERROR
+    assert a.started == T0 and a.stopped == T0 + 3
+    assert b.started == T0 + 60 and b.stopped == T0 + 62
+    assert a.label == "bold-fox-42" and a.operation == "demo"
+    assert a.attrs["tags"]["mlflow.user"] == "alice"
+    assert a.attrs["experiment_id"] == EXP and a.dir == run_dir(store, A)
+
+
+def test_metrics_as_scalars(store):
+    runs = {r.id: r for r in MLflowRuns(str(store / "mlruns"))()}
+    points = list(runs[A].scalars())
+    assert ScalarPoint("loss", 0.3, 2, T0 + 2) in points
+    assert ScalarPoint("val/loss", 0.7, 1, T0 + 1) in points  # nested name, subdirectory file
+    assert len(points) == 8
+    # Appending a metric line changes the run's fingerprint and what scalars() returns.
+    src = MLflowRuns(str(store))
+    before = src.fingerprint(run_dir(store, A))
+    with open(os.path.join(run_dir(store, A), "metrics", "loss"), "a") as f:
+        f.write(f"{int(T0 * 1000) + 3000} 0.25 3\n{int(T0 * 1000)} 0.")  # a torn last line
+    assert src.fingerprint(run_dir(store, A)) != before
+    assert ScalarPoint("loss", 0.25, 3, T0 + 3) in list(runs[A].scalars())
+
+
+@pytest.mark.parametrize("code,status", sorted(STATUS.items()))
+def test_status_codes(store, code, status):
+    meta = os.path.join(run_dir(store, A), "meta.yaml")
+    text = Path(meta).read_text().replace("status: 3", f"status: {code}")
+    write_text(meta, text)
+    [r] = [r for r in MLflowRuns(str(store))() if r.id == A]
+    assert r.status == status
+    assert (r.stopped is not None) == (status in (COMPLETED, ERROR, TERMINATED))
+
+
+def test_param_values():
+    assert param_value("-3") == -3 and param_value("2.") == 2.0 and param_value(".5") == 0.5
+    assert param_value("[1, 2]") == "[1, 2]" and param_value("yes") == "yes"
+    assert param_value("nan") != param_value("nan")  # a float NaN; the core shows it as text
+
+
+def test_deleted_trash_and_non_runs_skipped(store):
+    mlruns = store / "mlruns"
+    trash = mlruns / ".trash" / "5"
+    shutil.copytree(mlruns / EXP, trash)
+    meta = os.path.join(run_dir(store, B), "meta.yaml")
+    write_text(
+        meta, Path(meta).read_text().replace("lifecycle_stage: active", "lifecycle_stage: deleted")
+    )
+    (mlruns / EXP / "tags").mkdir()
+    (mlruns / EXP / "datasets" / "abc").mkdir(parents=True)
+    (mlruns / "models").mkdir()
+    (mlruns / "notes").mkdir()  # a directory without meta.yaml: no experiment
+    assert [r.id for r in MLflowRuns(str(store))()] == [A]
+
+
+def test_bad_input_warns_once(store, caplog):
+    mlruns = store / "mlruns"
+    write_text(os.path.join(run_dir(store, B), "meta.yaml"), "status: [\n")
+    os.remove(os.path.join(run_dir(store, A), "params", "lr"))
+    os.mkfifo(os.path.join(run_dir(store, A), "params", "lr"))
+    write_text(os.path.join(run_dir(store, A), "metrics", "acc2"), "garbage\n1 2 3\n")
+    write_text(str(mlruns / "9" / "meta.yaml"), "{{{")
+    src = MLflowRuns(str(store))
+    with caplog.at_level(logging.WARNING, logger="runsmon"):
+        runs = src()
+        list(runs[0].scalars())
+        runs2 = src()
+        list(runs2[0].scalars())
+    assert [r.id for r in runs] == [A]
+    assert "lr" not in runs[0].flags and runs[0].flags["epochs"] == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4, messages
+    assert any("cannot read meta.yaml" in m and B in m for m in messages)
+    assert any("metrics/acc2: 1 unreadable line(s) skipped" in m for m in messages)
+    shutil.rmtree(mlruns)
+    assert src() == []
+
+
+def test_detection(store, tmp_path):
+    assert detect_kind(str(store)) == "mlflow"
+    assert detect_kind(str(store / "mlruns")) == "mlflow"
+    src = detect_source(str(store), idle_after=5, flags_file="x")
+    assert isinstance(src, MLflowRuns) and src.path == str(store / "mlruns")
+    assert src.roots() == [str(store / "mlruns")]
+    src()
+    assert str(store / "mlruns" / EXP) in src.roots()
+    # A store renamed: experiments with meta.yaml are enough.
+    os.rename(store / "mlruns", tmp_path / "tracking")
+    assert detect_kind(str(tmp_path / "tracking")) == "mlflow"
