@@ -20,6 +20,7 @@ A run without a value for an hparam simply has none in its session.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -46,6 +47,56 @@ END_STATUS = {
 }
 
 Metric = tuple[str, str]  # (tag, group)
+
+ALL = "all"
+DIFFERING = "differing"
+OVERRIDDEN = "overridden"
+HPARAM_MODES = (ALL, DIFFERING, OVERRIDDEN)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which hparams and metrics the experiment declares (the dashboard's columns).
+
+    Sessions always carry every hparam; the selection only decides the
+    columns, so changing it never rewrites a session.
+
+    - ``hparams``: ``all`` flags, only those whose value ``differing`` between
+      runs (or missing in some), or only those a user set (``overridden``).
+    - Globs match an hparam's name; for a metric they match its tag and
+      ``group/tag``. Includes narrow, excludes remove.
+    - Metrics default to root scalars (tags without "/"); an include glob
+      can bring in others.
+    """
+
+    hparams: str = ALL
+    hparam_include: tuple[str, ...] = ()
+    hparam_exclude: tuple[str, ...] = ()
+    metric_include: tuple[str, ...] = ()
+    metric_exclude: tuple[str, ...] = ("sys/*",)
+
+    def __post_init__(self) -> None:
+        if self.hparams not in HPARAM_MODES:
+            raise ValueError(f"hparams must be one of {', '.join(HPARAM_MODES)}")
+
+    def wants_hparam(self, name: str) -> bool:
+        if self.hparam_include and not _matches(name, self.hparam_include):
+            return False
+        return not _matches(name, self.hparam_exclude)
+
+    def wants_metric(self, metric: Metric) -> bool:
+        tag, group = metric
+        names = (tag, f"{group}/{tag}") if group else (tag,)
+        if self.metric_include:
+            if not any(_matches(n, self.metric_include) for n in names):
+                return False
+        elif "/" in tag:
+            return False
+        return not any(_matches(n, self.metric_exclude) for n in names)
+
+
+def _matches(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, g) for g in globs)
 
 
 def value_kind(value: FlagValue) -> str:
@@ -91,16 +142,23 @@ class Columns:
     def __init__(self) -> None:
         self._values: dict[str, Counter[tuple[str, FlagValue]]] = {}
         self._metrics: Counter[Metric] = Counter()
-        self._runs: dict[str, tuple[Mapping[str, FlagValue], frozenset[Metric]]] = {}
+        self._user: Counter[str] = Counter()  # hparam -> runs where a user set it
+        self._runs: dict[
+            str, tuple[Mapping[str, FlagValue], frozenset[Metric], frozenset[str]]
+        ] = {}
 
     def __len__(self) -> int:
         return len(self._runs)
 
     def set_run(
-        self, run_id: str, hparams: Mapping[str, FlagValue], metrics: Iterable[Metric]
+        self,
+        run_id: str,
+        hparams: Mapping[str, FlagValue],
+        metrics: Iterable[Metric],
+        user_flags: Iterable[str] = (),
     ) -> None:
-        """Record (or replace) one run's hparams and metrics."""
-        new = (dict(hparams), frozenset(metrics))
+        """Record (or replace) one run's hparams, metrics and user-set flags."""
+        new = (dict(hparams), frozenset(metrics), frozenset(user_flags))
         old = self._runs.get(run_id)
         if old == new:
             return
@@ -114,8 +172,14 @@ class Columns:
         if old is not None:
             self._count(old, -1)
 
-    def _count(self, entry: tuple[Mapping[str, FlagValue], frozenset[Metric]], sign: int) -> None:
-        hparams, metrics = entry
+    def _count(
+        self, entry: tuple[Mapping[str, FlagValue], frozenset[Metric], frozenset[str]], sign: int
+    ) -> None:
+        hparams, metrics, user_flags = entry
+        for name in user_flags:
+            self._user[name] += sign
+            if self._user[name] <= 0:
+                del self._user[name]
         for name, value in hparams.items():
             counter = self._values.setdefault(name, Counter())
             # The kind is part of the key: True, 1 and 1.0 are distinct values.
@@ -149,6 +213,23 @@ class Columns:
     def metrics(self) -> list[Metric]:
         """Every metric (tag, group), sorted by group then tag."""
         return sorted(self._metrics, key=lambda m: (m[1], m[0]))
+
+    def differs(self, name: str) -> bool:
+        """Whether runs disagree on ``name``: several values, or some lack it."""
+        counter = self._values.get(name)
+        if not counter:
+            return False
+        return len(counter) > 1 or sum(counter.values()) < len(self._runs)
+
+    def selected(self, selection: Selection) -> tuple[list[Column], list[Metric]]:
+        """The experiment's columns and metrics under ``selection``."""
+        columns = [c for c in self.columns() if selection.wants_hparam(c.name)]
+        if selection.hparams == DIFFERING:
+            columns = [c for c in columns if self.differs(c.name)]
+        elif selection.hparams == OVERRIDDEN:
+            columns = [c for c in columns if self._user.get(c.name)]
+        metrics = [m for m in self.metrics() if m == (TIME_METRIC, "") or selection.wants_metric(m)]
+        return columns, metrics
 
 
 def _sort_key(value: FlagValue) -> tuple[int, float, str]:

@@ -92,6 +92,7 @@ class RunsMonitor:
         fs: FileSystem = LOCAL,
         reporter: Reporter | None = None,
         progress: Callable[[int, int], None] | None = None,
+        selection: hparams.Selection | None = None,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
@@ -104,6 +105,7 @@ class RunsMonitor:
         self.fs = fs
         self.reporter = reporter or getattr(list_runs_cb, "reporter", None) or Reporter()
         self.progress = progress
+        self.selection = selection or hparams.Selection()
         self.last_stats = SyncStats()
 
         self._lock = threading.RLock()
@@ -374,7 +376,9 @@ class RunsMonitor:
         if run.duration is not None:
             metrics.add((hparams.TIME_METRIC, ""))
         st.metrics = frozenset(metrics)
-        self._columns.set_run(run.id, st.hparams, st.metrics)
+        user = run.user_flags or ()
+        user_hparams = [h for h in st.hparams if any(h == u or h.startswith(f"{u}.") for u in user)]
+        self._columns.set_run(run.id, st.hparams, st.metrics, user_hparams)
         self._dirty.add(run.id)
 
     def _report_file_errors(self, st: _RunState) -> None:
@@ -442,6 +446,11 @@ class RunsMonitor:
             return
         by_group: dict[str, list[ScalarPoint]] = {}
         for p in points:
+            if not p.group and "/" in p.tag:
+                # "val/loss" from MLflow or wandb: tag "loss" in group "val",
+                # as TensorBoard writers lay it out.
+                group, tag = p.tag.rsplit("/", 1)
+                p = dataclasses.replace(p, tag=tag, group=group)
             by_group.setdefault(p.group, []).append(p)
         counts: dict[str, int] = dict(st.manifest.state.get("scalars", {}))
         synth: set[tuple[str, str]] = set()
@@ -450,7 +459,7 @@ class RunsMonitor:
             if len(group_points) < have:
                 self._reset(st, "its scalars were rewritten")
                 return
-            synth.update((p.tag, group) for p in group_points if "/" not in p.tag)
+            synth.update((p.tag, group) for p in group_points)
             new = group_points[have:]
             if not new:
                 continue
@@ -564,9 +573,8 @@ class RunsMonitor:
             self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest))
 
     def _write_experiment(self, columns: Mapping[str, hparams.Column], stats: SyncStats) -> None:
-        summary = hparams.experiment_summary(
-            columns.values(), self._columns.metrics(), self._created
-        )
+        selected, metrics = self._columns.selected(self.selection)
+        summary = hparams.experiment_summary(selected, metrics, self._created)
         data = events.encode_events(
             [events.summary_event(summary, wall_time=self._created)],
             file_version=True,

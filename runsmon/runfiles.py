@@ -36,7 +36,6 @@ class EventFile:
         return posixpath.dirname(self.rel)
 
 
-
 #: How an event file reaches the logdir.
 LINK = "link"  # a symlink to the run's file
 FILTER = "filter"  # a copy without its hparams summaries (they would fight runsmon's)
@@ -156,11 +155,15 @@ class RunFiles:
         return [f for p, f in self.files.items() if modes[p] != SKIP]
 
     def metrics(self) -> set[tuple[str, str]]:
-        """Root scalars (tags without "/") as (tag, group) over the shown files."""
+        """Every scalar tag as (tag, group) over the shown files.
+
+        The group is the file's directory in the run ("" at its root); which
+        of these become metrics is the experiment's selection.
+        """
         out: set[tuple[str, str]] = set()
         for f in self._shown():
             group = f.group
-            out.update((tag, group) for tag in f.scan.scalars if "/" not in tag)
+            out.update((tag, group) for tag in f.scan.scalar_tags)
         return out
 
     def last_values(self) -> dict[tuple[str, str], float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 from runsmon import hparams
@@ -85,7 +86,9 @@ def test_experiment_summary_round_trips_through_tensorboard_parser():
 
 def test_session_summaries_carry_values_group_and_status():
     start = hparams.session_start_summary({"lr": 0.1, "aug": True, "opt": "sgd"}, "run-1", 10.0)
-    info = metadata.parse_session_start_info_plugin_data(start.value[0].metadata.plugin_data.content)
+    info = metadata.parse_session_start_info_plugin_data(
+        start.value[0].metadata.plugin_data.content
+    )
     assert info.group_name == "run-1" and info.start_time_secs == 10.0
     assert info.hparams["lr"].number_value == 0.1
     assert info.hparams["aug"].bool_value is True
@@ -96,7 +99,9 @@ def test_session_summaries_carry_values_group_and_status():
         (ERROR, api_pb2.STATUS_FAILURE),
     ):
         end = hparams.session_end_summary(status, 20.0)
-        parsed = metadata.parse_session_end_info_plugin_data(end.value[0].metadata.plugin_data.content)
+        parsed = metadata.parse_session_end_info_plugin_data(
+            end.value[0].metadata.plugin_data.content
+        )
         assert parsed.status == expected and parsed.end_time_secs == 20.0
 
 
@@ -104,7 +109,12 @@ def test_run_hparams_flatten_and_normalise():
     run = Run(
         "abc",
         "/r",
-        flags={"opt": {"lr": 0.1, "betas": [0.9, 0.99]}, "big": 2**70, "nan": float("nan"), "n": None},
+        flags={
+            "opt": {"lr": 0.1, "betas": [0.9, 0.99]},
+            "big": 2**70,
+            "nan": float("nan"),
+            "n": None,
+        },
     )
     assert run.hparams() == {
         "opt.lr": 0.1,
@@ -112,3 +122,39 @@ def test_run_hparams_flatten_and_normalise():
         "big": str(2**70),
         "nan": "nan",
     }
+
+
+def test_selection_differing_keeps_only_columns_that_vary():
+    cols = hparams.Columns()
+    cols.set_run("a", {"lr": 0.1, "epochs": 10, "opt": "adam"}, [])
+    cols.set_run("b", {"lr": 0.2, "epochs": 10}, [])
+    selected, _ = cols.selected(hparams.Selection(hparams=hparams.DIFFERING))
+    assert [c.name for c in selected] == ["lr", "opt"]  # opt: missing in b
+
+
+def test_selection_overridden_keeps_user_set_flags():
+    cols = hparams.Columns()
+    cols.set_run("a", {"lr": 0.1, "epochs": 10}, [], user_flags=["lr"])
+    cols.set_run("b", {"lr": 0.2, "epochs": 10}, [])
+    selected, _ = cols.selected(hparams.Selection(hparams=hparams.OVERRIDDEN))
+    assert [c.name for c in selected] == ["lr"]
+    cols.remove_run("a")
+    assert cols.selected(hparams.Selection(hparams=hparams.OVERRIDDEN))[0] == []
+
+
+def test_selection_globs_for_hparams_and_metrics():
+    cols = hparams.Columns()
+    cols.set_run(
+        "a",
+        {"model.lr": 0.1, "model.depth": 3, "seed": 1},
+        [("loss", "train"), ("acc", ""), ("sys/gpu", ""), ("lr/group0", ""), ("time", "")],
+    )
+    sel = hparams.Selection(hparam_include=("model.*",), hparam_exclude=("*.depth",))
+    selected, metrics = cols.selected(sel)
+    assert [c.name for c in selected] == ["model.lr"]
+    assert metrics == [("acc", ""), ("time", ""), ("loss", "train")]  # root tags only
+    sel = hparams.Selection(metric_include=("lr/*", "train/*"), metric_exclude=("sys/*",))
+    assert cols.selected(sel)[1] == [("lr/group0", ""), ("time", ""), ("loss", "train")]
+    assert hparams.Selection().wants_metric(("sys", "")) is True
+    with pytest.raises(ValueError):
+        hparams.Selection(hparams="some")
