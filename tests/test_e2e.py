@@ -6,10 +6,10 @@ import dataclasses
 import os
 
 import pytest
-
-from runsmon import Run, RunsMonitor
 from runs_helpers import write_scalars
 from tb import TensorBoardProcess
+
+from runsmon import Run, RunsMonitor
 
 ALL_DONE = ("STATUS_SUCCESS", "STATUS_FAILURE")
 

@@ -8,12 +8,12 @@ import threading
 import time
 
 import pytest
+from runs_helpers import write_scalars
 
 from runsmon import Run, RunsMonitor
 from runsmon.logdir import MANIFEST, Logdir
 from runsmon.monitor import END_FILE, SESSION_FILE
 from runsmon.report import Reporter
-from runs_helpers import write_scalars
 
 
 def _make_run(root, run_id, status="completed", flags=None, groups=("", "train")) -> Run:

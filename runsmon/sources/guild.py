@@ -3,7 +3,10 @@
 The layout (Guild 0.9): ``.guild/attrs/<name>`` holds one YAML document per
 attribute, ``.guild/opref`` four shell-quoted words naming the operation, and
 marker files (``LOCK``, ``LOCK.remote``, ``PENDING``, ``STAGED``) the state of a
-run that has no ``exit_status`` yet.  Nothing here ever writes into a run.
+run that has no ``exit_status`` yet.  A run's id is its directory name (as in
+Guild); its operation is shown as ``guild runs`` shows it.  Only small
+attributes are read (``RUN_ATTRS``), never ``env`` or ``pip_freeze``.  Nothing
+here ever writes into a run.
 
 Status follows Guild's own rules, with one addition: a run that has no exit
 status and no ``LOCK`` yet, and whose files changed in the last ``settle``

@@ -1,0 +1,179 @@
+"""A run's directory name in the logdir: Guild-like, filesystem-safe, unique.
+
+:func:`default_run_name` builds ``SHORT_ID OPERATION STARTED LABEL`` as Guild's
+own TensorBoard logdir does, :func:`safe_name` makes any name one valid path
+component, and :class:`RunNamer` keeps names unique and stable per run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import unicodedata
+
+from runsmon.run import Run
+
+#: A name may use this many bytes of UTF-8 (most filesystems allow 255).
+MAX_NAME_BYTES = 200
+
+# Control characters (C0, DEL, C1) and Unicode line/paragraph separators.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_SLASH_RE = re.compile(r"[/\\]+")
+
+
+def format_started(started: float | None) -> str:
+    """Seconds since the epoch as local time ``YYYY-MM-DD HH:MM:SS`` ("" for none)."""
+    if not started:
+        return ""
+    try:
+        return datetime.datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return ""
+
+
+def default_run_name(run: Run) -> str:
+    """``SHORT_ID OPERATION STARTED LABEL``, leaving out empty parts.
+
+    STARTED is local time, as Guild shows it.  The result is not yet made
+    safe: pass it through :func:`safe_name` (or :class:`RunNamer`).
+
+    >>> default_run_name(Run(id="3f2a9c1b77", dir="/r", operation="mnist:train", label="lr=0.1"))
+    '3f2a9c1b mnist:train lr=0.1'
+    """
+    parts = [run.short_id, run.operation, format_started(run.started), run.label]
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def safe_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``name`` as one path component on Linux, at most ``max_bytes`` of UTF-8.
+
+    Slashes (and backslashes, as Guild does) become ``_``; control characters
+    and line breaks become a space; surrounding whitespace goes; a leading
+    ``.`` becomes ``_`` (names starting with a dot are runsmon's own); an empty
+    result is ``_``.  Trimming never splits a character.
+
+    >>> safe_name("abc lr/0.1\\nnext")
+    'abc lr_0.1 next'
+    >>> safe_name(".."), safe_name(""), safe_name("é" * 3, max_bytes=5)
+    ('_.', '_', 'éé')
+    """
+    if max_bytes < 4:
+        raise ValueError("max_bytes must allow one character of UTF-8 (at least 4)")
+    # Lone surrogates (undecodable bytes from os.fsdecode) cannot be encoded.
+    name = name.encode("utf-8", "replace").decode("utf-8")
+    name = _SLASH_RE.sub("_", name)
+    name = _CONTROL_RE.sub(" ", name).strip()
+    if name.startswith("."):
+        name = "_" + name[1:]
+    name = trim_utf8(name, max_bytes).rstrip()
+    return name or "_"
+
+
+def trim_utf8(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 fits ``max_bytes``.
+
+    >>> trim_utf8("añb", 2)
+    'a'
+    """
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def _key(name: str) -> str:
+    # Names that only differ in case or Unicode normal form would collide on
+    # macOS filesystems and look alike to users: treat them as the same.
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+class RunNamer:
+    """Hands out unique, stable logdir names for runs.
+
+    The first run to want a name gets it; a later run wanting the same name
+    gets it with a suffix derived from its run id.  A run keeps its name until
+    :meth:`release`; :meth:`restore` re-registers names given before a restart.
+
+    >>> namer = RunNamer()
+    >>> namer.name_for("run-a", "train lr=0.1")
+    'train lr=0.1'
+    >>> namer.name_for("run-b", "train lr=0.1")
+    'train lr=0.1 (97f64e07)'
+    >>> namer.name_for("run-a", "another wish")  # stable once given
+    'train lr=0.1'
+    """
+
+    def __init__(self, max_bytes: int = MAX_NAME_BYTES) -> None:
+        if max_bytes < 24:
+            raise ValueError("max_bytes must be at least 24")
+        self.max_bytes = max_bytes
+        self._by_id: dict[str, str] = {}
+        self._by_key: dict[str, str] = {}  # _key(name) -> run id
+
+    def name_for(self, run_id: str, wanted: str) -> str:
+        """The name of ``run_id``: its earlier one, else ``wanted`` made safe and unique."""
+        given = self._by_id.get(run_id)
+        if given is not None:
+            return given
+        base = safe_name(wanted, self.max_bytes)
+        name = base if _key(base) not in self._by_key else self._suffixed(run_id, base)
+        self._take(run_id, name)
+        return name
+
+    def _suffixed(self, run_id: str, base: str) -> str:
+        digest = hashlib.sha1(run_id.encode("utf-8", "surrogatepass")).hexdigest()
+        for width in (8, 12, 16, 40):
+            name = self._with_suffix(base, f" ({digest[:width]})")
+            if _key(name) not in self._by_key:
+                return name
+        n = 2
+        while True:  # only with a 160-bit hash collision; still terminates
+            name = self._with_suffix(base, f" ({digest[:8]}-{n})")
+            if _key(name) not in self._by_key:
+                return name
+            n += 1
+
+    def _with_suffix(self, base: str, suffix: str) -> str:
+        room = self.max_bytes - len(suffix.encode("utf-8"))
+        return trim_utf8(base, room).rstrip() + suffix
+
+    def _take(self, run_id: str, name: str) -> None:
+        self._by_id[run_id] = name
+        self._by_key[_key(name)] = run_id
+
+    def name_of(self, run_id: str) -> str | None:
+        """The name given to ``run_id``, if any."""
+        return self._by_id.get(run_id)
+
+    def owner(self, name: str) -> str | None:
+        """The run id holding ``name`` (or a name that collides with it)."""
+        return self._by_key.get(_key(name))
+
+    def release(self, run_id: str) -> None:
+        """Forget the name of ``run_id`` (its run is gone); it may be given again."""
+        name = self._by_id.pop(run_id, None)
+        if name is not None and self._by_key.get(_key(name)) == run_id:
+            del self._by_key[_key(name)]
+
+    def restore(self, run_id: str, name: str) -> bool:
+        """Give ``run_id`` the ``name`` it had before (e.g. read from a manifest).
+
+        Returns False, changing nothing, when another run already holds that
+        name or ``name`` is not one :func:`safe_name` would keep as it is.
+        """
+        if safe_name(name, self.max_bytes) != name:
+            return False
+        owner = self._by_key.get(_key(name))
+        if owner is not None and owner != run_id:
+            return False
+        self.release(run_id)
+        self._take(run_id, name)
+        return True
+
+    def names(self) -> dict[str, str]:
+        """Run id -> name, for every name given."""
+        return dict(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
