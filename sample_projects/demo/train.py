@@ -3,12 +3,17 @@
 It writes `loss` and `accuracy` to `train/` and `val/` event files in the
 current directory (the run directory) and prints `loss: ...` lines, which a
 Guild-style runner turns into root scalars.
+
+Two settings come from the environment, not flags, so they stay out of the
+hparams: `DEMO_EPOCH_SECONDS` (how long an epoch takes, default 0) and
+`DEMO_FAIL_AT` (the epoch at which the run fails, default never).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import time
@@ -28,12 +33,17 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--augment", type=boolean, default=False)
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--batch_norm", type=boolean, default=False)
+    p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--epoch_seconds", type=float, default=0.0)
-    p.add_argument("--fail_at", type=int, default=-1)
     args = p.parse_args()
+    epoch_seconds = float(os.environ.get("DEMO_EPOCH_SECONDS", "0"))
+    fail_at = int(os.environ.get("DEMO_FAIL_AT", "-1"))
 
-    rng = random.Random(f"{args.lr}{args.optimizer}{args.layers}{args.dropout}{args.augment}")
+    rng = random.Random(
+        f"{args.lr}{args.optimizer}{args.layers}{args.dropout}{args.augment}{args.activation}"
+    )
     quality = (
         1.0
         - abs(math.log10(args.lr) + 2.5) / 4
@@ -41,10 +51,13 @@ def main() -> int:
         + (0.05 if args.augment else 0.0)
         + (0.03 if args.optimizer == "adam" else 0.0)
         + 0.02 * min(args.layers, 4)
+        + (0.02 if args.batch_norm else 0.0)
+        + (0.02 if args.activation == "gelu" else 0.0)
+        - 0.01 * abs(math.log2(args.batch_size / 64))
     )
     writers = {g: EventFileWriter(g, flush_secs=1) for g in ("train", "val")}
     for epoch in range(args.epochs):
-        if epoch == args.fail_at:
+        if epoch == fail_at:
             print(f"error: loss diverged at epoch {epoch}", file=sys.stderr)
             return 1
         progress = (epoch + 1) / args.epochs
@@ -64,7 +77,7 @@ def main() -> int:
         print(f"step: {epoch}")
         print(f"loss: {val_loss:.4f}")
         print(f"accuracy: {max(0.0, 1 - val_loss / 2.5):.4f}")
-        time.sleep(args.epoch_seconds)
+        time.sleep(epoch_seconds)
     for writer in writers.values():
         writer.close()
     return 0

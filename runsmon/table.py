@@ -1,0 +1,339 @@
+"""``runsmon table``: the HParams dashboard's data as a table, with no logdir.
+
+One pass over a source: each run's event files are scanned with
+:class:`~runsmon.runfiles.RunFiles` (the monitor's own scanner, so the same
+files count and the same last values show), scalars a source keeps outside
+event files (MLflow, wandb) are added as the monitor adds them, and
+:class:`~runsmon.hparams.Columns` with a :class:`~runsmon.hparams.Selection`
+picks the columns exactly as the experiment the monitor writes declares
+them.  Nothing is written anywhere, so it works on read-only run trees and
+machines without a browser.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from runsmon import hparams
+from runsmon.fs import LOCAL, FileSystem
+from runsmon.naming import RunNamer, default_run_name, format_started, safe_name
+from runsmon.report import Reporter, describe_error
+from runsmon.run import FlagValue, Run
+from runsmon.runfiles import RunFiles
+
+FORMATS = ("table", "csv", "json")
+RUN = "run"
+STATUS = "status"
+#: A cell of the text table is cut to this many characters (the run name to more).
+MAX_CELL = 24
+MAX_RUN_CELL = 48
+MIN_RUN_CELL = 28
+ELLIPSIS = "…"
+
+Cell = FlagValue | None
+
+
+def metric_header(metric: hparams.Metric) -> str:
+    """A metric's column name: ``tag`` at the run's root, else ``group/tag``.
+
+    >>> metric_header(("loss", "")), metric_header(("loss", "val"))
+    ('loss', 'val/loss')
+    """
+    tag, group = metric
+    return f"{group}/{tag}" if group else tag
+
+
+@dataclasses.dataclass
+class Row:
+    """One run's line: its name and status, and a value (or None) per column."""
+
+    run: Run
+    name: str
+    values: dict[str, Cell]
+
+
+@dataclasses.dataclass
+class RunsTable:
+    """Rows of runs under hparam and metric columns."""
+
+    hparams: list[str]
+    metrics: list[hparams.Metric]
+    rows: list[Row]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column name, in order: run, status, hparams, metrics."""
+        return [RUN, STATUS, *self.hparams, *(metric_header(m) for m in self.metrics)]
+
+    def cells(self, row: Row) -> list[Cell]:
+        return [row.name, row.run.status, *(row.values.get(c) for c in self.columns[2:])]
+
+    def sort(self, spec: str | None) -> None:
+        """Sort by ``[-]COLUMN``; rows without a value go last either way.
+
+        Without a spec: by start time, then name.  Raises ValueError for a
+        column the table does not have.
+        """
+        if not spec:
+            self.rows.sort(key=lambda r: (r.run.started is None, r.run.started or 0.0, r.name))
+            return
+        descending = spec.startswith("-")
+        name = spec[1:] if descending else spec.lstrip("+")
+        columns = self.columns
+        if name not in columns:
+            raise ValueError(f"no column {name!r} to sort by (columns: {', '.join(columns)})")
+        index = columns.index(name)
+        present = [r for r in self.rows if self.cells(r)[index] is not None]
+        missing = [r for r in self.rows if self.cells(r)[index] is None]
+        present.sort(key=lambda r: _sort_key(self.cells(r)[index]), reverse=descending)
+        self.rows = present + missing
+
+
+def _sort_key(value: Cell) -> tuple[int, float, str]:
+    if isinstance(value, bool):
+        return (0, float(value), "")
+    if isinstance(value, (int, float)):
+        return (1, float(value) if not math.isnan(value) else math.inf, "")
+    return (2, 0.0, str(value))
+
+
+def collect(
+    source: Callable[[], Iterable[Run]],
+    selection: hparams.Selection | None = None,
+    run_name_cb: Callable[[Run], str] | None = None,
+    fs: FileSystem = LOCAL,
+    reporter: Reporter | None = None,
+) -> RunsTable:
+    """Read every run ``source`` lists once and build the table."""
+    selection = selection or hparams.Selection()
+    reporter = reporter or getattr(source, "reporter", None) or Reporter()
+    name_cb = run_name_cb or default_run_name
+    namer = RunNamer()
+    columns = hparams.Columns()
+    found: list[tuple[Run, str, dict[str, FlagValue], dict[hparams.Metric, float]]] = []
+    seen: set[str] = set()
+    for run in source():
+        if not isinstance(run, Run) or run.id in seen:
+            continue
+        seen.add(run.id)
+        try:
+            name = namer.name_for(run.id, safe_name(name_cb(run)))
+        except Exception as e:
+            reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
+            continue
+        values, metrics = _metrics(run, name, fs, reporter)
+        run_hparams = run.hparams()
+        user = run.user_flags or ()
+        user_hparams = [
+            h for h in run_hparams if any(h == u or h.startswith(f"{u}.") for u in user)
+        ]
+        columns.set_run(run.id, run_hparams, metrics, user_hparams)
+        found.append((run, name, run_hparams, values))
+    chosen, chosen_metrics = columns.selected(selection)
+    by_name = {c.name: c for c in columns.columns()}
+    rows = []
+    for run, name, run_hparams, values in found:
+        cells: dict[str, Cell] = {}
+        for column in chosen:
+            value = run_hparams.get(column.name)
+            cells[column.name] = None if value is None else by_name[column.name].encode(value)
+        for metric in chosen_metrics:
+            cells[metric_header(metric)] = values.get(metric)
+        rows.append(Row(run, name, cells))
+    table = RunsTable([c.name for c in chosen], chosen_metrics, rows)
+    table.sort(None)
+    return table
+
+
+def _metrics(
+    run: Run, name: str, fs: FileSystem, reporter: Reporter
+) -> tuple[dict[hparams.Metric, float], set[hparams.Metric]]:
+    """(last value per metric, every metric) of one run, as the monitor counts them."""
+    files = RunFiles(run.dir, fs)
+    try:
+        files.refresh()
+    except Exception as e:  # one bad run never stops the table
+        reporter.warn(run.id, "files", f"run {name}: {describe_error(e)}")
+    for f in files.files.values():
+        if f.scan.error:
+            reporter.warn(
+                run.id,
+                f"events:{f.path}",
+                f"run {name}: event file {f.rel}: {f.scan.error}; showing what could be read",
+            )
+    values: dict[hparams.Metric, float] = dict(files.last_values())
+    metrics = set(files.metrics())
+    if run.scalars is not None:
+        try:
+            points = list(run.scalars())
+        except Exception as e:
+            reporter.warn(run.id, "scalars", f"run {name}: scalars: {describe_error(e)}")
+            points = []
+        last: dict[hparams.Metric, tuple[int, float, float]] = {}
+        for p in points:
+            tag, group = p.tag, p.group
+            if not group and "/" in tag:
+                group, tag = tag.rsplit("/", 1)  # as the monitor lays them out
+            key = (tag, group)
+            metrics.add(key)
+            if key not in last or (p.step, p.wall_time) >= last[key][:2]:
+                last[key] = (p.step, p.wall_time, p.value)
+        values.update({k: v[2] for k, v in last.items()})
+    if run.duration is not None:
+        metrics.add((hparams.TIME_METRIC, ""))
+        values.setdefault((hparams.TIME_METRIC, ""), run.duration)
+    return values, metrics
+
+
+# -- output -------------------------------------------------------------------
+
+
+def format_cell(value: Cell, digits: int = 5) -> str:
+    """A value as the text table shows it.
+
+    >>> [format_cell(v) for v in (None, True, 3, 0.000123456, 12.3456789, "adam")]
+    ['', 'true', '3', '0.00012346', '12.346', 'adam']
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(value, f".{digits}g")
+    return str(value)
+
+
+def _cut(text: str, width: int) -> str:
+    text = " ".join(text.split())  # no line breaks or tabs in a cell
+    return text if len(text) <= width else text[: max(0, width - 1)] + ELLIPSIS
+
+
+def render_text(table: RunsTable, width: int | None = None) -> str:
+    """The table aligned for a terminal, cut to ``width`` characters (None: no limit).
+
+    Long cells are shortened with an ellipsis.  When the columns do not fit,
+    run names are shortened, then hparam columns (before metric columns) are
+    left out, and named in a last line.
+    """
+    if not table.rows:
+        return "no runs\n"
+    headers = table.columns
+    numeric = [
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in col if v is not None)
+        for col in zip(*(table.cells(r) for r in table.rows), strict=True)
+    ]
+    texts = [
+        [_cut(format_cell(v), MAX_RUN_CELL if i == 0 else MAX_CELL) for i, v in enumerate(cells)]
+        for cells in (table.cells(r) for r in table.rows)
+    ]
+    heads = [_cut(h, MAX_RUN_CELL if i == 0 else MAX_CELL) for i, h in enumerate(headers)]
+    widths = [max(len(heads[i]), *(len(t[i]) for t in texts)) for i in range(len(headers))]
+    shown = list(range(len(headers)))
+    if width is not None:
+        # Shorten the run names first (down to MIN_RUN_CELL), then leave out
+        # the columns that still do not fit, last first.
+        rest = sum(2 + w for w in widths[1:])
+        run_width = max(min(widths[0], width - rest), min(widths[0], MIN_RUN_CELL, width))
+        if run_width < widths[0]:
+            widths[0] = max(run_width, 1)
+            heads[0] = _cut(heads[0], widths[0])
+            texts = [[_cut(t[0], widths[0]), *t[1:]] for t in texts]
+        # What to keep when not all fits: status, then the metrics (what runs
+        # are compared by), then the hparams, each left to right.
+        first_metric = 2 + len(table.hparams)
+        priority = [1, *range(first_metric, len(headers)), *range(2, first_metric)]
+        kept, total = {0}, widths[0]
+        for i in priority:
+            if total + 2 + widths[i] > width:
+                break
+            kept.add(i)
+            total += 2 + widths[i]
+        shown = sorted(kept)
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cells[i].rjust(widths[i]) if numeric[i] and i > 1 else cells[i].ljust(widths[i])
+            for i in shown
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(heads), line(["-" * w for w in widths])]
+    out.extend(line(t) for t in texts)
+    left = [headers[i] for i in range(len(headers)) if i not in shown]
+    if left:
+        note = f"(+{len(left)} not shown: {', '.join(left)}; --format csv shows all)"
+        out.append(note if width is None else _cut(note, width))
+    return "\n".join(out) + "\n"
+
+
+def _plain(value: Cell) -> Cell:
+    """A value for CSV and JSON: non-finite numbers have no value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _csv_cell(value: Cell) -> str:
+    value = _plain(value)
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back the same number
+    return format_cell(value)
+
+
+def render_csv(table: RunsTable) -> str:
+    """Comma-separated values with a header line; numbers in full precision."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(table.columns)
+    for row in table.rows:
+        writer.writerow(_csv_cell(v) for v in table.cells(row))
+    return buf.getvalue()
+
+
+def render_json(table: RunsTable) -> str:
+    """A JSON list, one object per run: id, run (its name), status, started,
+    stopped (ISO local time or null), hparams and metrics (by column name;
+    a missing or non-finite value is null)."""
+    out: list[dict[str, Any]] = []
+    for row in table.rows:
+        run = row.run
+        out.append(
+            {
+                "id": run.id,
+                "run": row.name,
+                "status": run.status,
+                "started": _iso(run.started),
+                "stopped": _iso(run.stopped),
+                "dir": run.dir,
+                "hparams": {h: _plain(row.values.get(h)) for h in table.hparams},
+                "metrics": {
+                    metric_header(m): _plain(row.values.get(metric_header(m)))
+                    for m in table.metrics
+                },
+            }
+        )
+    return json.dumps(out, indent=2) + "\n"
+
+
+def _iso(t: float | None) -> str | None:
+    text = format_started(t)
+    return text.replace(" ", "T") if text else None
+
+
+def render(table: RunsTable, fmt: str, width: int | None = None) -> str:
+    """The table in one of :data:`FORMATS`."""
+    if fmt == "table":
+        return render_text(table, width)
+    if fmt == "csv":
+        return render_csv(table)
+    if fmt == "json":
+        return render_json(table)
+    raise ValueError(f"unknown format {fmt!r} (one of: {', '.join(FORMATS)})")

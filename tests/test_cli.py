@@ -1,0 +1,366 @@
+"""The command line, run as users run it: a subprocess, real TensorBoard, real signals."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from tb import poll
+
+from runsmon import demo
+from runsmon.cli import Progress, build_parser, main
+from runsmon.sources.guild import GuildRuns
+from sample_projects.layouts import yaml_experiment
+from sample_projects.layouts._events import T0, write_events, write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+GUILD_RUNS = ROOT / "tests" / "data" / "guild-0.9" / "runs"
+
+
+def runsmon(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runsmon", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        **kw,
+    )
+
+
+def _post(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def session_names(url: str) -> set[str]:
+    body = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 100,
+    }
+    return {
+        g["name"] for g in _post(url, "/data/plugin/hparams/session_groups", body)["sessionGroups"]
+    }
+
+
+class Serving:
+    """``runsmon serve`` in a subprocess, its stderr collected in a file."""
+
+    def __init__(self, tmp: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.err_path = tmp / "stderr.txt"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runsmon", "serve", *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self.err_path.open("w"),
+            text=True,
+            env=dict(os.environ, **(env or {})),
+        )
+        self.out: list[str] = []
+
+    def read_until(self, pattern: str, timeout: float = 90) -> re.Match[str]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                self.out.append(line)
+                m = re.search(pattern, line)
+                if m:
+                    return m
+        raise AssertionError(f"no {pattern!r} in {self.out}; stderr: {self.stderr}")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, float]:
+        """Send ``sig``; (exit code, seconds it took)."""
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=10)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        return code, time.monotonic() - t0
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Serving]:
+    s = Serving(tmp, list(args), env)
+    try:
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+# -- help and usage errors -------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["table"], ["demo"]])
+def test_help_shows_an_example(command, capsys):
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example" in out
+    assert re.search(r"^  runsmon \w+", out, re.M), out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["serve", "--port", "70000"], "not a port number (0-65535)"),
+        (["serve", "--interval", "0"], "must be more than 0"),
+        (["serve", "-O", "window_title"], "expected NAME=VALUE"),
+        (["serve", "--since", "last tuesday"], "not a duration or date"),
+        (["serve", "--status", "finished"], "unknown status 'finished'"),
+        (["serve", "--source", "comet"], "invalid choice: 'comet'"),
+        (["serve", "--hparams", "some"], "invalid choice: 'some'"),
+        (["table", "--limit", "0"], "must be 1 or more"),
+        (["serve", "--once", "/no/such/runs"], "no such directory: /no/such/runs"),
+        (["table", __file__], "not a directory"),
+        (["serve", "--run-name-flags", ",", "--once", str(GUILD_RUNS)], "--run-name-flags"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args, message):
+    done = runsmon(*args)
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert lines[0].startswith("runsmon")
+
+
+def test_foreign_logdir_is_a_runtime_error(tmp_path):
+    logdir = tmp_path / "mine"
+    logdir.mkdir()
+    (logdir / "notes.txt").write_text("keep me")
+    done = runsmon("serve", "--once", "--no-tensorboard", "--logdir", str(logdir), str(GUILD_RUNS))
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "not empty and was not made by runsmon" in done.stderr
+    assert os.listdir(logdir) == ["notes.txt"]
+
+
+def test_port_in_use_is_a_runtime_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        done = runsmon("serve", "--port", str(port), "-q", str(GUILD_RUNS))
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0]
+    assert "--port" in lines[0]
+
+
+def test_bad_tensorboard_option_is_one_line(tmp_path):
+    done = runsmon("serve", "--port", "0", "-O", "no_such_flag=1", str(GUILD_RUNS))
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TensorBoard did not start" in lines[0], done.stderr
+
+
+# -- serving ----------------------------------------------------------------------
+
+
+def test_serve_port_0_follows_runs_and_stops_on_signals(tmp_path):
+    runs = tmp_path / "runs"
+    yaml_experiment.make(str(runs))
+    with serving(
+        tmp_path, str(runs), "--port", "0", "-v", "--interval", "0.5", "-O", "window_title=XYZ"
+    ) as s:
+        summary = s.read_until(
+            r"2 runs, 2 sessions, (\d+) hparams, (\d+) metrics in .*logdir (\S+)"
+        )
+        assert summary.group(1) == "5" and summary.group(2) == "3"  # time, train/loss, val/loss
+        logdir = Path(summary.group(3))
+        url = s.read_until(r"TensorBoard at (http://127\.0\.0\.1:(\d+))/#hparams").group(1)
+        assert not url.endswith(":0") and not url.endswith(":6006")
+        # Printed once the HParams data is ready: both runs are there at once.
+        assert len(session_names(url)) == 2
+        with urllib.request.urlopen(url + "/data/environment") as r:
+            assert json.load(r)["window_title"] == "XYZ"  # -O reached TensorBoard
+        assert "run added" not in s.stderr  # startup says it in its summary line
+        write_text(str(runs / "run-c" / "config.yaml"), yaml.safe_dump({"lr": 0.5}), T0)
+        write_events(str(runs / "run-c" / "train"), {"loss": [3.0]}, T0)
+        poll(lambda: session_names(url), lambda names: len(names) == 3, timeout=30)
+        assert re.search(r"^runsmon: run added: run-c ", s.stderr, re.M), s.stderr
+        code, seconds = s.stop(signal.SIGTERM)
+    assert code == 0 and seconds < 2.0, (code, seconds, s.stderr)
+    assert not logdir.exists()
+    assert "Traceback" not in s.stderr
+
+
+def test_open_and_sigint(tmp_path):
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
+    browser.chmod(0o755)
+    with serving(
+        tmp_path, str(GUILD_RUNS), "--port", "0", "--open", "-q", env={"BROWSER": f"{browser} %s"}
+    ) as s:
+        url = s.read_until(r"TensorBoard at (\S+)").group(1)
+        poll(lambda: opened.exists() and opened.read_text().strip(), bool, timeout=10)
+        assert opened.read_text().strip() == url
+        code, seconds = s.stop(signal.SIGINT)
+    assert code == 0 and seconds < 2.0
+    assert s.out == [f"runsmon: TensorBoard at {url} (Ctrl-C to stop)\n"]  # -q: the URL only
+    assert s.stderr == ""
+
+
+def test_serve_once_quiet_and_filters(tmp_path):
+    logdir = tmp_path / "logdir"
+    done = runsmon(
+        "serve", "--once", "--no-tensorboard", "-q", "--logdir", str(logdir),
+        "--status", "completed", "--run-name-flags", "lr", str(GUILD_RUNS),
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+    completed = [r for r in GuildRuns(str(GUILD_RUNS))() if r.status == "completed"]
+    names = sorted(p for p in os.listdir(logdir) if not p.startswith("."))
+    assert len(names) == len(completed) > 1
+    for run in completed:
+        lr = run.hparams().get("lr")
+        assert any(
+            n.startswith(run.short_id) and (lr is None or n.endswith(f"lr={lr}")) for n in names
+        )
+
+
+def test_source_options(tmp_path):
+    runs = tmp_path / "runs"
+    write_text(str(runs / "a" / "settings.yaml"), yaml.safe_dump({"depth": 3}), T0)
+    write_events(str(runs / "a"), {"loss": [1.0]}, time.time())  # written just now
+    table = ("table", str(runs), "--format", "json")
+    plain = json.loads(runsmon(*table).stdout)
+    assert plain[0]["hparams"] == {} and plain[0]["status"] == "running"
+    chosen = json.loads(
+        runsmon(*table, "--flags-file", "settings.yaml", "--idle-after", "0.01").stdout
+    )
+    assert chosen[0]["hparams"] == {"depth": 3} and chosen[0]["status"] == "completed"
+    done = runsmon("serve", "--once", "--no-tensorboard", "--source", "dirs", str(GUILD_RUNS))
+    assert done.returncode == 0
+    assert f"runsmon: reading dirs runs in {GUILD_RUNS}" in done.stdout
+    done = runsmon("serve", "--once", "--no-tensorboard", str(GUILD_RUNS))
+    assert f"runsmon: reading guild runs in {GUILD_RUNS}" in done.stdout
+
+
+# -- progress ------------------------------------------------------------------------
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a TTY: a bar redrawn in place with done/total and a rate, then cleared."""
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runsmon", "serve", "--once", "--no-tensorboard", str(GUILD_RUNS)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=child_fd,
+        text=True,
+    )
+    os.close(child_fd)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(main_fd)
+    text = out.decode()
+    total = len(GuildRuns(str(GUILD_RUNS))())
+    assert re.search(
+        rf"\rrunsmon: \[#+\] {total}/{total} runs  \d+ runs/s", text.replace("\x1b[K", "")
+    ), text
+    assert text.endswith("\r\x1b[K")  # the bar is gone before the summary
+    assert proc.stdout is not None and f"{total} runs, {total} sessions" in proc.stdout.read()
+
+
+def test_plain_progress_lines_when_not_a_terminal():
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(stream, tty=False, every=5.0, clock=lambda: now[0])
+    for done in range(1, 1001):
+        now[0] = done * 0.02  # 50 runs/s: a line every 5 s
+        progress(done, 1000)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "runsmon: read 250 of 1000 runs (50 runs/s)",
+        "runsmon: read 500 of 1000 runs (50 runs/s)",
+        "runsmon: read 750 of 1000 runs (50 runs/s)",
+        "runsmon: read 1000 of 1000 runs (50 runs/s)",
+    ]
+    progress.finish()
+    assert "\r" not in stream.getvalue()
+
+
+def test_no_progress_when_not_a_terminal_and_quick():
+    done = runsmon("serve", "--once", "--no-tensorboard", str(GUILD_RUNS))
+    assert done.returncode == 0 and done.stderr == ""
+    assert re.search(
+        r"^runsmon: \d+ runs, \d+ sessions, \d+ hparams, \d+ metrics in ", done.stdout, re.M
+    )
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+def test_demo_sweep_runs_and_cleans_up():
+    with demo.make_demo(running_seconds=3) as sweep:
+        runs = {r.label: r for r in GuildRuns(sweep.runs_dir)()}
+        assert set(runs) == set(demo.all_runs())
+        assert runs["diverges"].status == "error"
+        assert runs["long-run"].status == "running"
+        assert {r.status for n, r in runs.items() if n not in ("diverges", "long-run")} == {
+            "completed"
+        }
+        for label, run in runs.items():
+            assert run.hparams() == demo.all_runs()[label]
+        kinds = {type(v) for v in runs["baseline"].hparams().values()}
+        assert kinds == {float, int, str, bool}
+        assert os.path.isdir(os.path.join(runs["baseline"].dir, "train"))
+        assert os.path.isdir(os.path.join(runs["baseline"].dir, "val"))
+        poll(
+            lambda: {r.label: r.status for r in GuildRuns(sweep.runs_dir)()}["long-run"],
+            lambda status: status == "completed",
+            timeout=20,
+        )
+    assert not os.path.exists(sweep.root)
+
+
+def test_parser_accepts_repeatable_globs():
+    args = build_parser().parse_args(
+        ["serve", "--hparam-include", "a*", "--hparam-include", "b*", "--metric-exclude", "x/*"]
+    )
+    assert args.hparam_include == ["a*", "b*"] and args.metric_exclude == ["x/*"]
