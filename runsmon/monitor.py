@@ -186,6 +186,11 @@ class RunsMonitor:
                 for st in self._runs.values()
             ]
 
+    def experiment_columns(self) -> tuple[list[hparams.Column], list[hparams.Metric]]:
+        """The hparam columns and metrics the experiment declares now."""
+        with self._lock:
+            return self._columns.selected(self.selection)
+
     # -- the loop ----------------------------------------------------------------
 
     def _loop(self) -> None:
