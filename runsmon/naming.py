@@ -20,6 +20,7 @@ MAX_NAME_BYTES = 200
 # Control characters (C0, DEL, C1) and Unicode line/paragraph separators.
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SLASH_RE = re.compile(r"[/\\]+")
+_HEX_RE = re.compile("[0-9a-fA-F]{8,}")
 
 
 def format_started(started: float | None) -> str:
@@ -38,10 +39,16 @@ def default_run_name(run: Run) -> str:
     STARTED is local time, as Guild shows it.  The result is not yet made
     safe: pass it through :func:`safe_name` (or :class:`RunNamer`).
 
+    SHORT_ID is the first 8 digits of a hex id (Guild, MLflow); any other id
+    (a path in a run tree) is shown whole, since its start says little.
+
     >>> default_run_name(Run(id="3f2a9c1b77", dir="/r", operation="mnist:train", label="lr=0.1"))
     '3f2a9c1b mnist:train lr=0.1'
+    >>> default_run_name(Run(id="lr_sweep/lr=0.1", dir="/r"))
+    'lr_sweep/lr=0.1'
     """
-    parts = [run.short_id, run.operation, format_started(run.started), run.label]
+    ident = run.short_id if _HEX_RE.fullmatch(run.id) else run.id
+    parts = [ident, run.operation, format_started(run.started), run.label]
     return " ".join(p.strip() for p in parts if p and p.strip())
 
 
