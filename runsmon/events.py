@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -89,6 +90,7 @@ _LEGACY_PLUGINS = {
     "simple_value": SCALARS_PLUGIN,
 }
 _SCALAR_CLASSES = (summary_pb2.DATA_CLASS_UNKNOWN, summary_pb2.DATA_CLASS_SCALAR)
+_intern = sys.intern
 
 
 def _mask(crc: int) -> int:
@@ -224,7 +226,7 @@ def encode_events(
 # -- reading -----------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ScalarValue:
     """One point of a scalar series."""
 
@@ -359,11 +361,42 @@ def _template_walk(buf: bytes, pos: int, end: int, mask: np.ndarray, base: int, 
 
 
 _PERIOD_MAX = 256
+#: Runs of records up to this size are matched with plain integers: numpy's
+#: fixed cost per call is more than they need (most event files are small).
+_SMALL_RUN = 64 << 10
+#: Templates by period shape, shared by every scan: files of one writer
+#: repeat one shape, so most files need no template walk of their own.
+_TEMPLATES: dict[tuple, list[tuple[tuple, tuple[bytes, bytes]]]] = {}
+_TEMPLATES_MAX = 1024
 _COOLDOWN_MAX = 1024
 
 
 class FileScan:
     """Incremental scan state of one event file."""
+
+    # Slots: a monitor keeps one per event file, tens of thousands of them.
+    __slots__ = (
+        "chunk_size",
+        "max_record_size",
+        "fast",
+        "offset",
+        "tags",
+        "scalars",
+        "has_hparams",
+        "hparams",
+        "records",
+        "bad_records",
+        "skipped_records",
+        "error",
+        "framing_lost",
+        "_lost_size",
+        "_lost_offset",
+        "generation",
+        "_value_tags",
+        "_pending",
+        "_template",
+        "_template_bytes",
+    )
 
     def __init__(
         self,
@@ -400,9 +433,10 @@ class FileScan:
         self._lost_offset = -1
         self.generation = 0
         """Bumped whenever the file was found replaced and scanned anew."""
-        self._value_tags: set[str] = set()
+        self._value_tags: set[str] | None = None  # root scalar tags, during an update
         self._pending: dict[str, tuple[int, float, Any]] = {}
         self._template: tuple[list[tuple[int, int]], np.ndarray, np.ndarray, tuple] | None = None
+        self._template_bytes: tuple[bytes, bytes] = (b"", b"")  # mask, expected bytes
 
     @property
     def scalar_tags(self) -> set[str]:
@@ -412,7 +446,7 @@ class FileScan:
     @property
     def root_scalar_tags(self) -> set[str]:
         """Scalar tags whose last values are kept (see :meth:`wants_value`)."""
-        return set(self._value_tags)
+        return {t for t, p in self.tags.items() if p == SCALARS_PLUGIN and self.wants_value(t)}
 
     def wants_value(self, tag: str) -> bool:
         """Whether the scanner keeps values of scalar ``tag`` (root tags)."""
@@ -441,10 +475,12 @@ class FileScan:
             return False
         start = self.offset
         self.framing_lost = False
+        self._value_tags = self.root_scalar_tags
         try:
             self._read(fs, path)
         finally:
             self._flush_pending()
+            self._value_tags = None  # not kept between updates: memory per file
             if self.framing_lost:
                 self._lost_size = size
         return self.offset != start
@@ -525,7 +561,8 @@ class FileScan:
         decode_error = pb_message.DecodeError
         fast = self.fast
         recent: list[tuple[int, int, tuple]] = []
-        cooldown = backoff = 2
+        # Three records show a period of one (after the file_version one).
+        cooldown, backoff = 3, 2
         while True:
             if pos + 12 > n:
                 return pos, None
@@ -584,7 +621,7 @@ class FileScan:
         value_tags = self._value_tags
         shape = []
         for value in values:
-            tag = value.tag
+            tag = _intern(value.tag)
             shape.append(tag)
             if tag not in tags:
                 self._first(tag, value)
@@ -635,6 +672,8 @@ class FileScan:
         available = (len(buf) - pos) // size
         if available < 2:
             return 0
+        if available * size <= _SMALL_RUN:
+            return self._small_run(buf, pos, layout, size, available)
         view = np.frombuffer(buf, np.uint8, count=available * size, offset=pos).reshape(
             available, size
         )
@@ -661,6 +700,42 @@ class FileScan:
         self.records += skip * len(layout)
         return skip * size
 
+    def _small_run(
+        self, buf: bytes, pos: int, layout: list[tuple[int, int]], size: int, available: int
+    ) -> int:
+        """:meth:`_try_run` on a short stretch: the bytes as one big integer."""
+        mask, expected = self._template_bytes
+        end = pos + available * size
+        from_bytes = int.from_bytes
+        diff = (from_bytes(buf[pos:end], "little") & from_bytes(mask * available, "little")) ^ (
+            from_bytes(expected * available, "little")
+        )
+        # The lowest differing bit is in the first period that does not match.
+        matched = available if not diff else ((diff & -diff).bit_length() - 1) // (8 * size)
+        if matched < 2:
+            return 0
+        skip = matched - 1
+        crc = _crc32c
+        if crc is not None:
+            # As in _verify_run: stop before the period holding a bad record.
+            unpack = _U32_LE.unpack_from
+            bad = matched
+            for rel, length in layout:
+                starts = range(pos + rel, pos + rel + matched * size, size)
+                computed = [
+                    (((c >> 15) | (c << 17)) + _MASK_DELTA) & _U32
+                    for c in map(crc, [buf[a : a + length] for a in starts])
+                ]
+                stored = [unpack(buf, a + length)[0] for a in starts]
+                if computed != stored:
+                    pairs = enumerate(zip(computed, stored, strict=True))
+                    bad = min(bad, next(i for i, (x, y) in pairs if x != y))
+            skip = min(skip, bad - 1)
+            if skip < 1:
+                return 0
+        self.records += skip * len(layout)
+        return skip * size
+
     @staticmethod
     def _period(recent: list[tuple[int, int, tuple]]) -> int | None:
         """Smallest p such that the last p records repeat the p before them."""
@@ -677,6 +752,17 @@ class FileScan:
         key = tuple((r[1], r[2]) for r in group)
         start = group[0][0]
         size = sum(r[1] for r in group)
+        shared = _TEMPLATES.get(key, ())
+        if shared:
+            period = int.from_bytes(buf[start : start + size], "little")
+            for template, template_bytes in shared:
+                mask_bytes, expected_bytes = template_bytes
+                if period & int.from_bytes(mask_bytes, "little") == int.from_bytes(
+                    expected_bytes, "little"
+                ):
+                    self._template = template
+                    self._template_bytes = template_bytes
+                    return self._template
         mask = np.zeros(size, np.uint8)
         layout = []
         try:
@@ -689,6 +775,9 @@ class FileScan:
             return None
         expected = np.frombuffer(buf, np.uint8, count=size, offset=start) & mask
         self._template = (layout, mask, expected, key)
+        self._template_bytes = (mask.tobytes(), expected.tobytes())
+        if len(_TEMPLATES) < _TEMPLATES_MAX and len(shared) < 4:
+            _TEMPLATES.setdefault(key, []).append((self._template, self._template_bytes))
         return self._template
 
     def _verify_run(

@@ -14,7 +14,7 @@ import stat as stat_mod
 from typing import Protocol
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
     """One directory entry. ``is_dir``/``is_file`` do not follow symlinks."""
 
@@ -25,7 +25,7 @@ class Entry:
     is_link: bool
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Stat:
     """What change detection needs of a file: its size and change time."""
 
@@ -89,11 +89,26 @@ class LocalFileSystem:
         # O_NONBLOCK keeps a FIFO posing as a file from blocking the monitor.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat_mod.S_ISREG(st.st_mode):
                 raise OSError(f"not a regular file: {path}")
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                f.seek(offset)
-                return f.read() if size < 0 else f.read(size)
+            # What the file holds now, never more than asked: pread allocates
+            # what it is asked for, and most reads here are of small files.
+            want = st.st_size - offset if size < 0 else min(size, st.st_size - offset)
+            if want <= 0:
+                return b""
+            data = os.pread(fd, want, offset)
+            if len(data) < want:  # a short read: go on to ``want`` or the end
+                parts = [data]
+                got = len(data)
+                while got < want:
+                    part = os.pread(fd, want - got, offset + got)
+                    if not part:
+                        break
+                    parts.append(part)
+                    got += len(part)
+                data = b"".join(parts)
+            return data
         finally:
             os.close(fd)
 

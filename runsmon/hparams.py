@@ -137,9 +137,16 @@ class Column:
 
 
 class Columns:
-    """Running counts of hparam values and metrics over every run."""
+    """Running counts of hparam values and metrics over every run.
+
+    ``version`` moves whenever anything the experiment or a session could
+    show changed, so a caller can skip rebuilding them while it stays put.
+    """
 
     def __init__(self) -> None:
+        self.version = 0
+        self._column_cache: dict[str, Column | None] = {}  # valid until a value comes or goes
+        self._all: tuple[int, list[Column]] | None = None
         self._values: dict[str, Counter[tuple[str, FlagValue]]] = {}
         self._metrics: Counter[Metric] = Counter()
         self._user: Counter[str] = Counter()  # hparam -> runs where a user set it
@@ -158,7 +165,12 @@ class Columns:
         user_flags: Iterable[str] = (),
     ) -> None:
         """Record (or replace) one run's hparams, metrics and user-set flags."""
-        new = (dict(hparams), frozenset(metrics), frozenset(user_flags))
+        # Kept as given (callers never change it afterwards): no copy per run.
+        new = (
+            hparams if type(hparams) is dict else dict(hparams),
+            frozenset(metrics),
+            frozenset(user_flags),
+        )
         old = self._runs.get(run_id)
         if old == new:
             return
@@ -166,11 +178,13 @@ class Columns:
             self._count(old, -1)
         self._runs[run_id] = new
         self._count(new, +1)
+        self.version += 1
 
     def remove_run(self, run_id: str) -> None:
         old = self._runs.pop(run_id, None)
         if old is not None:
             self._count(old, -1)
+            self.version += 1
 
     def _count(
         self, entry: tuple[Mapping[str, FlagValue], frozenset[Metric], frozenset[str]], sign: int
@@ -187,14 +201,25 @@ class Columns:
             counter[key] += sign
             if counter[key] <= 0:
                 del counter[key]
+                self._column_cache.pop(name, None)
                 if not counter:
                     del self._values[name]
+            elif counter[key] == sign:  # a value new to this column
+                self._column_cache.pop(name, None)
         for metric in metrics:
             self._metrics[metric] += sign
             if self._metrics[metric] <= 0:
                 del self._metrics[metric]
 
     def column(self, name: str) -> Column | None:
+        try:
+            return self._column_cache[name]
+        except KeyError:
+            pass
+        column = self._column_cache[name] = self._make_column(name)
+        return column
+
+    def _make_column(self, name: str) -> Column | None:
         counter = self._values.get(name)
         if not counter:
             return None
@@ -208,7 +233,10 @@ class Columns:
 
     def columns(self) -> list[Column]:
         """Every hparam column, in name order."""
-        return [c for c in (self.column(n) for n in sorted(self._values)) if c]
+        if self._all is None or self._all[0] != self.version:
+            columns = [c for c in (self.column(n) for n in sorted(self._values)) if c]
+            self._all = (self.version, columns)
+        return list(self._all[1])
 
     def metrics(self) -> list[Metric]:
         """Every metric (tag, group), sorted by group then tag."""

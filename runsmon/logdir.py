@@ -15,6 +15,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ MANIFEST = ".runsmon-run.json"
 EXPERIMENT_PREFIX = ".runsmon-experiment-"
 TMP_PREFIX = ".runsmon-tmp-"
 FORMAT = 1
+_tmp_names = itertools.count()
 
 
 class LogdirError(Exception):
@@ -115,14 +117,19 @@ class Logdir:
         text = json.dumps({"runsmon": FORMAT, "created": time.time()})
         self.write_atomic(os.path.join(self.path, MARKER), text.encode())
 
-    def ensure(self) -> None:
-        """Recreate the logdir (and its marker) if it was deleted under us."""
+    def ensure(self) -> bool:
+        """Recreate the logdir (and its marker) if it was deleted under us.
+
+        Returns True when it was recreated: everything written before is gone.
+        """
         if not os.path.isdir(self.path):
             os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, MARKER)):
             if os.listdir(self.path):
                 raise LogdirError(f"logdir {self.path} lost its runsmon marker; not touching it")
             self._write_marker()
+            return True
+        return False
 
     # -- writing ---------------------------------------------------------------
 
@@ -130,7 +137,14 @@ class Logdir:
     def write_atomic(path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` through a temporary name and a rename."""
         directory, name = os.path.split(path)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+        # A name of this process's own (mkstemp's random names cost more).
+        while True:
+            tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{next(_tmp_names)}")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                break
+            except FileExistsError:
+                continue
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -147,16 +161,32 @@ class Logdir:
             raise LogdirError(f"refusing a path outside the logdir: {path}")
         return real
 
-    def create_run(self, run_id: str, name: str) -> Manifest:
-        """Make a run directory with its manifest in it (manifest first)."""
+    def create_run(self, run_id: str, name: str, *, save: bool = True) -> Manifest:
+        """Make a run directory with its manifest in it (manifest first).
+
+        With ``save`` False the caller saves the manifest itself, before it
+        writes anything else there (one write instead of two).
+        """
         path = self.run_path(name)
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.mkdir(path)  # FileExistsError: the name is taken by something else
+        except FileExistsError:
+            # An empty directory is what a kill between mkdir and the manifest
+            # leaves: taken again, not left as a stray beside a renamed run.
+            if os.path.islink(path) or not os.path.isdir(path) or os.listdir(path):
+                raise
         manifest = Manifest(run_id, name)
-        self.save_manifest(manifest)
+        if save:
+            self.save_manifest(manifest)
         return manifest
 
     def save_manifest(self, manifest: Manifest) -> None:
         self.write_atomic(self.run_path(manifest.name, MANIFEST), manifest.to_json().encode())
+
+    def make_parents(self, manifest: Manifest, rels: list[str]) -> None:
+        """Make the directories files at ``rels`` need (the manifest lists them)."""
+        for rel in rels:
+            self._make_parents(manifest, rel)
 
     def _make_parents(self, manifest: Manifest, rel: str) -> None:
         parent = os.path.dirname(rel)
@@ -259,6 +289,9 @@ class Logdir:
 
     def remove_run(self, manifest: Manifest) -> None:
         """Delete what runsmon made for one run, and nothing else."""
+        run_dir = self.run_path(manifest.name)
+        if os.path.islink(run_dir):
+            raise LogdirError(f"refusing to delete through a symlink: {run_dir}")
         for rel in list(manifest.links) + list(manifest.copies) + list(manifest.files):
             path = self.run_path(manifest.name, rel)
             try:
@@ -271,10 +304,13 @@ class Logdir:
                 log.warning("left in place: %s", e)
         self._remove_tmp_files(self.run_path(manifest.name))
         for rel_dir in sorted(manifest.dirs, key=len, reverse=True):
+            path = self.run_path(manifest.name, rel_dir)
+            if path == run_dir or os.path.islink(path) or self._through_link(path):
+                continue
             with contextlib.suppress(OSError):
-                os.rmdir(self.run_path(manifest.name, rel_dir))
+                os.rmdir(path)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.run_path(manifest.name, MANIFEST))
+            self._remove_entry(self.run_path(manifest.name, MANIFEST))
         with contextlib.suppress(OSError):
             os.rmdir(self.run_path(manifest.name))
 
@@ -309,14 +345,20 @@ class Logdir:
         path = os.path.normpath(path)
         if not path.startswith(self.path + os.sep):
             raise LogdirError(f"refusing to delete outside the logdir: {path}")
-        parent = os.path.dirname(path)
-        while parent != self.path:
-            if os.path.islink(parent):
-                raise LogdirError(f"refusing to delete through a symlink: {path}")
-            parent = os.path.dirname(parent)
+        if self._through_link(path):
+            raise LogdirError(f"refusing to delete through a symlink: {path}")
         if os.path.isdir(path) and not os.path.islink(path):
             raise LogdirError(f"refusing to delete a directory runsmon did not make: {path}")
         os.unlink(path)
+
+    def _through_link(self, path: str) -> bool:
+        """Whether a directory between the logdir and ``path`` is a symlink."""
+        parent = os.path.dirname(path)
+        while parent != self.path and parent.startswith(self.path + os.sep):
+            if os.path.islink(parent):
+                return True
+            parent = os.path.dirname(parent)
+        return False
 
     def destroy(self) -> None:
         """Remove a temporary logdir entirely (links are unlinked, not followed)."""

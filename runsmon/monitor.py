@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,6 +127,22 @@ class RunsMonitor:
         self._wake = threading.Event()
         self._watcher: Watcher | None = None
         self._unwatched: set[tuple[str, bool]] = set()
+        self._unsaved: set[str] = set()  # runs whose manifest is saved at the end of the sync
+        self._write_ok: set[str] = set()  # runs with a write that worked, in this sync
+        self._write_failed: set[str] = set()  # runs with a write that failed, in this sync
+        self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
+        self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
+        self._wanted: dict[str, Run] = {}  # the last listing, by run id
+        self._last_out: object = None  # the list the callback returned last
+        self._same_listing = False  # the callback said "nothing changed" (the same list)
+        self._column_map: tuple[int, dict[str, hparams.Column]] = (-1, {})
+        self._experiment_key: tuple[int, hparams.Selection] | None = None
+        self._watch_keys: dict[str, frozenset[tuple[str, bool]]] = {}  # run id -> its watches
+        self._watch_count: Counter[tuple[str, bool]] = Counter()
+        self._watch_dirty = True
+        self._watched: set[tuple[str, bool]] = set()
+        self._recheck: set[str] = set()  # paths to re-check next (their watch was just set)
+        self._metric_sets: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
         self._restore()
 
     # -- public API ------------------------------------------------------------
@@ -133,6 +150,18 @@ class RunsMonitor:
     def run_once(self) -> SyncStats:
         """Sync the logdir now, checking every run (a full check)."""
         return self._sync(changed=None)
+
+    def sync_changes(self) -> SyncStats:
+        """Sync what the watchers reported since the last sync (what the loop does).
+
+        A full check when nothing is watched (not started, or no watcher).
+        """
+        watcher = self._watcher
+        if watcher is None or not watcher.running:
+            return self.run_once()
+        stats = self._sync(changed=self._take_changes())
+        self._update_watches()
+        return stats
 
     def start(self) -> RunsMonitor:
         if self._thread is not None:
@@ -199,12 +228,13 @@ class RunsMonitor:
             now = time.monotonic()
             full = now >= next_full or self._watcher is None or not self._watcher.running
             try:
-                changed = None if full else self._watcher.take()  # type: ignore[union-attr]
+                changed = None if full else self._take_changes()
                 self._sync(changed=changed)
                 if full:
                     next_full = time.monotonic() + self.full_check_interval
                     if self._watcher is not None:
                         self._watcher.retry_failed()
+                        self._watch_dirty = True
                 self._update_watches()
             except Exception as e:  # the daemon goes on whatever happens
                 log.warning("sync failed: %s", describe_error(e))
@@ -217,22 +247,64 @@ class RunsMonitor:
                 # Let a burst of writes settle so one sync covers it.
                 self._stop.wait(0.1)
 
+    def _take_changes(self) -> set[str]:
+        """The paths the watchers reported, and those whose watch was just set."""
+        watcher = self._watcher
+        changed = watcher.take() if watcher is not None else set()
+        with self._lock:
+            changed |= self._recheck
+            self._recheck = set()
+        return changed
+
+    def _watch_run(self, st: _RunState) -> None:
+        """Keep the watches one run needs: its tree while it has not ended."""
+        run = st.run
+        keys = set()
+        if not run.ended:
+            keys.add((run.dir, True))
+        if not callable(getattr(self.list_runs_cb, "roots", None)):
+            keys.add((os.path.dirname(os.path.normpath(run.dir)), False))
+        self._set_watch_keys(run.id, frozenset(keys))
+
+    def _set_watch_keys(self, run_id: str, keys: frozenset[tuple[str, bool]]) -> None:
+        old = self._watch_keys.get(run_id, frozenset())
+        if old == keys:
+            return
+        for key in old - keys:
+            self._watch_count[key] -= 1
+            if self._watch_count[key] <= 0:
+                del self._watch_count[key]
+        for key in keys - old:
+            self._watch_count[key] += 1
+        if keys:
+            self._watch_keys[run_id] = keys
+        else:
+            self._watch_keys.pop(run_id, None)
+        self._watch_dirty = True
+
     def _update_watches(self) -> None:
+        """Bring the watches in line with the runs, when the runs' needs moved."""
         watcher = self._watcher
         if watcher is None:
             return
-        roots = getattr(self.list_runs_cb, "roots", None)
-        wanted: set[tuple[str, bool]] = set()
-        if callable(roots):
-            wanted.update((r, False) for r in roots() if os.path.isdir(r))
         with self._lock:
-            for st in self._runs.values():
-                if not st.run.ended:
-                    wanted.add((st.run.dir, True))
-                parent = os.path.dirname(os.path.normpath(st.run.dir))
-                if not callable(roots):
-                    wanted.add((parent, False))
-        self._unwatched = watcher.set_watches(w for w in wanted if os.path.isdir(w[0]))
+            if not self._watch_dirty:
+                return
+            self._watch_dirty = False
+            wanted = set(self._watch_count)
+        roots = getattr(self.list_runs_cb, "roots", None)
+        if callable(roots):
+            wanted.update((r, False) for r in roots())
+        wanted = {w for w in wanted if os.path.isdir(w[0])}
+        self._unwatched = watcher.set_watches(wanted)
+        watched = wanted - self._unwatched
+        # What changed before a new watch was in place was not seen: look.
+        added = {path for path, _ in watched - self._watched}
+        self._watched = watched
+        if added:
+            with self._lock:
+                self._recheck |= added
+            self._wake.set()
 
     # -- one sync --------------------------------------------------------------
 
@@ -241,7 +313,7 @@ class RunsMonitor:
             t0 = time.monotonic()
             stats = SyncStats()
             try:
-                self.logdir.ensure()
+                recreated = self.logdir.ensure()
             except (OSError, LogdirError) as e:
                 self.reporter.warn(
                     "logdir",
@@ -250,22 +322,44 @@ class RunsMonitor:
                 )
                 return stats
             self.reporter.clear("logdir", "unusable")
+            if recreated and (self._runs or self._experiment is not None):
+                # Deleted under us: nothing written is there any more.
+                log.info("logdir %s was deleted; writing it again", self.logdir.path)
+                for run_id in list(self._runs):
+                    self._remove(run_id)
+                self._experiment = None
+                self._experiment_key = None
+                changed = None
             if changed is not None and self._unwatched:
                 changed = None  # part of the tree is unwatched: check everything
             runs = self._list_runs(changed)
             if runs is None:
                 return stats
-            wanted = self._dedupe(runs)
-            for run_id in [r for r in self._runs if r not in wanted]:
-                self._remove(run_id)
-                stats.removed += 1
-            touched = self._touched(wanted, changed)
-            for i, run in enumerate(wanted.values()):
-                if run.id in touched:
-                    self._refresh(run, stats)
-                if self.progress is not None and (i % 100 == 0 or i == len(wanted) - 1):
-                    self.progress(i + 1, len(wanted))
+            same = self._same_listing
+            if same and changed is not None:
+                wanted = self._wanted  # the source re-checked what changed: nothing
+            else:
+                wanted = self._wanted = self._dedupe(runs)
+                for run_id in [r for r in self._runs if r not in wanted]:
+                    self._remove(run_id)
+                    stats.removed += 1
+            touched = self._touched(wanted, changed, same)
+            if changed is None:
+                for i, run in enumerate(wanted.values()):
+                    if run.id in touched:
+                        self._refresh(run, stats)
+                    if self.progress is not None and (i % 100 == 0 or i == len(wanted) - 1):
+                        self.progress(i + 1, len(wanted))
+            else:
+                for run_id in sorted(touched):
+                    if run_id in wanted:
+                        self._refresh(wanted[run_id], stats)
             self._write_sessions(stats)
+            self._save_manifests()
+            for run_id in self._write_ok - self._write_failed:
+                self.reporter.clear(run_id, "write")
+            self._write_ok.clear()
+            self._write_failed.clear()
             if changed is None:
                 self._drop_unclaimed()
             stats.runs = len(self._runs)
@@ -284,7 +378,8 @@ class RunsMonitor:
         def call() -> None:
             try:
                 out = cb(changed) if takes_changed and changed is not None else cb()
-                result["runs"] = list(out)
+                result["out"] = out
+                result["runs"] = out if type(out) is list else list(out)
             except BaseException as e:  # report whatever the callback raised
                 result["error"] = e
 
@@ -310,6 +405,13 @@ class RunsMonitor:
             )
             return None
         self.reporter.clear("callback", "error")
+        # Our sources hand back the very same list while nothing changed.
+        self._same_listing = result["out"] is self._last_out and getattr(
+            cb, "shares_unchanged", False
+        )
+        if self._same_listing:
+            return self._last_runs
+        self._last_out = result["out"]
         runs = [r for r in result["runs"] if isinstance(r, Run)]
         self._last_runs = runs
         return runs
@@ -325,21 +427,37 @@ class RunsMonitor:
             wanted[run.id] = run
         return wanted
 
-    def _touched(self, wanted: Mapping[str, Run], changed: set[str] | None) -> set[str]:
+    def _touched(
+        self, wanted: Mapping[str, Run], changed: set[str] | None, same: bool = False
+    ) -> set[str]:
         """Runs to re-check: all on a full check, else new, changed or watched."""
         if changed is None:
             return set(wanted)
-        touched = set()
-        dirs = [(os.path.normpath(r.dir) + os.sep, r.id) for r in wanted.values()]
-        for run in wanted.values():
-            st = self._runs.get(run.id)
-            if st is None or st.run != run or run.id in self._resets:
-                touched.add(run.id)
+        touched = {r for r in self._resets if r in wanted}
+        if same and len(self._runs) < len(wanted):
+            # Listed but not shown (a failed write, a name that failed): retry.
+            touched.update(r for r in wanted if r not in self._runs)
+        if not same:
+            for run in wanted.values():
+                st = self._runs.get(run.id)
+                if st is None:
+                    touched.add(run.id)
+                elif st.run is not run:
+                    if st.run != run:
+                        touched.add(run.id)
+                    else:
+                        st.run = run  # the same run, read again: compare by identity next
+        by_dir = self._by_dir
         for path in changed:
-            p = os.path.normpath(path) + os.sep
-            for d, rid in dirs:
-                if p.startswith(d):
-                    touched.add(rid)
+            p = os.path.normpath(path)
+            while True:
+                run_id = by_dir.get(p)
+                if run_id is not None:
+                    touched.add(run_id)
+                parent = os.path.dirname(p)
+                if parent == p:
+                    break
+                p = parent
         return touched
 
     # -- per run ----------------------------------------------------------------
@@ -350,6 +468,16 @@ class RunsMonitor:
             if time.monotonic() < self._resets[run.id]:
                 return
             del self._resets[run.id]
+        files_done = False
+        if st is not None and st.run is run and self._written(st):
+            # The same run as read before (its source saw no change): only
+            # its event files can hold news. Most runs stop here.
+            try:
+                if not st.files.refresh():
+                    return
+                files_done = True
+            except Exception:  # reported below
+                pass
         try:
             wanted = safe_name(self.run_name_cb(run))
         except Exception as e:
@@ -359,17 +487,25 @@ class RunsMonitor:
             self._remove(run.id)  # its name changed (a new label): a new directory
             st = None
         if st is None:
-            manifest = self._adopt(run.id, wanted)
+            # A run with scalars of its own writes them now: its directory
+            # is made at once. Others get theirs with their session.
+            manifest = self._adopt(run.id, wanted, create=run.scalars is not None)
             if manifest is None:
                 return
             st = self._runs[run.id] = _RunState(run, manifest, RunFiles(run.dir, self.fs))
             stats.added += 1
             log.info("run added: %s", manifest.name)
-        elif st.run != run:
+        elif st.run is not run and st.run != run:
             stats.updated += 1
+        if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
+            del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run
+        key = os.path.normpath(run.dir)
+        self._by_dir[run.dir if key == run.dir else key] = run.id
+        self._watch_run(st)
         try:
-            st.files.refresh()
+            if not files_done:
+                st.files.refresh()
         except Exception as e:  # never let one run stop the sync
             self.reporter.warn(run.id, "files", f"run {st.name}: {describe_error(e)}")
         self._report_file_errors(st)
@@ -380,11 +516,30 @@ class RunsMonitor:
         metrics.update(tuple(m) for m in st.manifest.state.get("synth_metrics", []))
         if run.duration is not None:
             metrics.add((hparams.TIME_METRIC, ""))
-        st.metrics = frozenset(metrics)
+        st.metrics = self._shared_metrics(frozenset(metrics))
         user = run.user_flags or ()
         user_hparams = [h for h in st.hparams if any(h == u or h.startswith(f"{u}.") for u in user)]
         self._columns.set_run(run.id, st.hparams, st.metrics, user_hparams)
         self._dirty.add(run.id)
+
+    def _shared_metrics(self, metrics: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+        """One object for each distinct set of metrics: most runs share theirs."""
+        shared = self._metric_sets.get(metrics)
+        if shared is None:
+            if len(self._metric_sets) >= 4096:
+                self._metric_sets.clear()
+            shared = self._metric_sets[metrics] = metrics
+        return shared
+
+    def _written(self, st: _RunState) -> bool:
+        """Whether all a run needs is in the logdir (nothing to retry)."""
+        state = st.manifest.state
+        return (
+            st.run.scalars is None
+            and st.run.id not in self._new
+            and state.get("session") is not None
+            and (not st.run.ended or state.get("end") is not None)
+        )
 
     def _report_file_errors(self, st: _RunState) -> None:
         for f in st.files.files.values():
@@ -395,9 +550,26 @@ class RunsMonitor:
                     f"run {st.name}: event file {f.rel}: {f.scan.error}; "
                     "showing what could be read",
                 )
+        for path, cause in st.files.errors.items():
+            if cause != "vanished":  # deleted between listing and reading: no fault
+                rel = os.path.relpath(path, st.run.dir)
+                self.reporter.warn(
+                    st.run.id, f"file:{path}", f"run {st.name}: {rel}: {cause}; left out"
+                )
+
+    def _link_targets(self, st: _RunState) -> dict[str, str]:
+        """rel path in the logdir -> what its link points to."""
+        local = self.fs.local_path
+        out = {}
+        for rel, path in st.files.placed(LINK).items():
+            target = local(path) or path
+            out[rel] = path if target == path else target  # one string, not two
+        return out
 
     def _sync_links(self, st: _RunState) -> None:
-        wanted = st.files.placed(LINK)
+        if st.run.id in self._new:
+            return  # linked once its directory is made, with its session
+        wanted = self._link_targets(st)
         manifest = st.manifest
         current = {**manifest.links, **manifest.copies}
         if current != wanted:
@@ -407,18 +579,30 @@ class RunsMonitor:
             # leaves nothing runsmon would not know to delete.
             manifest.links.update({r: p for r, p in wanted.items() if r not in manifest.copies})
             self._try(st, "manifest", lambda: self.logdir.save_manifest(manifest))
-            for rel, path in wanted.items():
-                target = self.fs.local_path(path) or path
-                self._try(st, "link", lambda r=rel, t=target: self.logdir.link(manifest, r, t))
-            self._try(st, "manifest", lambda: self.logdir.save_manifest(manifest))
+            self._make_links(st, wanted)
+        self._sync_copies(st)
+
+    def _make_links(self, st: _RunState, wanted: Mapping[str, str]) -> None:
+        manifest = st.manifest
+        copies = dict(manifest.copies)
+        for rel, target in wanted.items():
+            self._try(st, "link", lambda r=rel, t=target: self.logdir.link(manifest, r, t))
+        if manifest.copies != copies:  # links impossible here: copies instead
+            self._unsaved.add(st.run.id)
+
+    def _sync_copies(self, st: _RunState) -> None:
+        manifest = st.manifest
         for rel, path in manifest.copies.items():
             self._try(st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p))
         self._sync_filtered(st)
 
     def _sync_filtered(self, st: _RunState) -> None:
         """Keep copies, without hparams summaries, of files that hold some."""
+        placed = st.files.placed(FILTER)
+        if not placed and "filtered" not in st.manifest.state:
+            return
         offsets: dict[str, int] = st.manifest.state.setdefault("filtered", {})
-        for rel, path in st.files.placed(FILTER).items():
+        for rel, path in placed.items():
             offset = offsets.get(rel, 0)
             try:
                 size = os.path.getsize(path)
@@ -458,6 +642,7 @@ class RunsMonitor:
                 p = dataclasses.replace(p, tag=tag, group=group)
             by_group.setdefault(p.group, []).append(p)
         counts: dict[str, int] = dict(st.manifest.state.get("scalars", {}))
+        before = (dict(counts), st.manifest.state.get("synth_metrics"))
         synth: set[tuple[str, str]] = set()
         for group, group_points in by_group.items():
             have = counts.get(group, 0)
@@ -481,17 +666,24 @@ class RunsMonitor:
                 counts[group] = len(group_points)
         st.manifest.state["scalars"] = counts
         st.manifest.state["synth_metrics"] = sorted(synth)
-        self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest))
+        if (counts, st.manifest.state["synth_metrics"]) != before:
+            self._unsaved.add(st.run.id)
 
     def _try(self, st: _RunState, cause: str, action: Callable[[], object]) -> bool:
+        """Do one write of a run's; a failure is one warning line per run (any ``cause``).
+
+        The warning clears only after a sync in which every write of the run
+        succeeded, so writes that keep failing while others succeed (a full
+        disk: links work, files do not) do not print it again every poll.
+        """
         try:
             action()
         except (OSError, LogdirError) as e:
-            self.reporter.warn(
-                st.run.id, cause, f"run {st.name}: cannot write to the logdir: {describe_error(e)}"
-            )
+            self._write_failed.add(st.run.id)
+            message = f"run {st.name}: cannot write to the logdir: {describe_error(e)}"
+            self.reporter.warn(st.run.id, "write", message)
             return False
-        self.reporter.clear(st.run.id, cause)
+        self._write_ok.add(st.run.id)
         return True
 
     def _remove(self, run_id: str) -> None:
@@ -500,7 +692,17 @@ class RunsMonitor:
         self._namer.release(run_id)
         self._resets.pop(run_id, None)
         self._dirty.discard(run_id)
+        self._unsaved.discard(run_id)
+        self._set_watch_keys(run_id, frozenset())
+        fresh = run_id in self._new
+        self._new.discard(run_id)
         if st is not None:
+            key = os.path.normpath(st.run.dir)
+            if self._by_dir.get(key) == run_id:
+                del self._by_dir[key]
+        if st is not None and fresh:
+            log.info("run removed: %s", st.name)  # nothing of it was written yet
+        elif st is not None:
             self._remove_manifest(st.manifest)
             self.reporter.clear(run_id)
             log.info("run removed: %s", st.name)
@@ -516,8 +718,14 @@ class RunsMonitor:
 
     def _write_sessions(self, stats: SyncStats) -> None:
         """Write the sessions and end infos that are due, then the experiment."""
-        columns = {c.name: c for c in self._columns.columns()}
-        kinds = {name: c.kind for name, c in columns.items()}
+        version = self._columns.version
+        if self._column_map[0] == version:
+            columns = self._column_map[1]
+            kinds = self._kinds
+        else:
+            columns = {c.name: c for c in self._columns.columns()}
+            self._column_map = (version, columns)
+            kinds = {name: c.kind for name, c in columns.items()}
         if kinds != self._kinds:
             # A column changed kind (e.g. a string met a numeric column): every
             # session holding it may now show its value differently.
@@ -533,7 +741,8 @@ class RunsMonitor:
             st = self._runs.get(run_id)
             if st is not None:
                 self._write_session(st, columns, stats)
-        self._write_experiment(columns, stats)
+        if self._experiment_key != (version, self.selection):
+            self._write_experiment(columns, stats)
 
     def _write_session(
         self, st: _RunState, columns: Mapping[str, hparams.Column], stats: SyncStats
@@ -549,7 +758,32 @@ class RunsMonitor:
             self._reset(st, "its hparams or status changed after TensorBoard read them")
             return
         before = dict(state)
-        if state.get("session") is None:
+        write_start = state.get("session") is None
+        write_end = run.ended and written_end is None
+        links = None
+        if run.id in self._new:
+            if not self._make_dir(st):
+                return
+            # One manifest write announces the session, end info and links
+            # before any of them exists (a restart trusts only what is on
+            # disk of them). The name is final now: the key follows it.
+            key = _digest([sorted(encoded.items()), st.name, run.started])
+            links = self._link_targets(st)
+            for rel in (SESSION_FILE, END_FILE) if write_end else (SESSION_FILE,):
+                if rel not in st.manifest.files:
+                    st.manifest.files.append(rel)
+            st.manifest.links.update(links)
+            if not self._try(st, "write", lambda: self.logdir.make_parents(st.manifest, [*links])):
+                self._unsaved.add(run.id)
+            state["session"] = key
+            if write_end:
+                state["end"] = run.status
+            if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
+                self._unsaved.add(run.id)
+            before = dict(state)
+            state.pop("session")
+            state.pop("end", None)
+        if write_start:
             summary = hparams.session_start_summary(encoded, st.name, run.started)
             wall = run.started if run.started is not None else self._created
             data = events.encode_events(
@@ -560,7 +794,7 @@ class RunsMonitor:
             ):
                 state["session"] = key
                 stats.sessions += 1
-        if run.ended and written_end is None and state.get("session") is not None:
+        if write_end and state.get("session") is not None:
             wall = run.stopped if run.stopped is not None else self._created
             evs = [
                 events.summary_event(
@@ -574,8 +808,46 @@ class RunsMonitor:
                 state["end"] = run.status
                 stats.ended += 1
                 log.info("run %s: %s", st.name, run.status)
+        if links is not None:
+            # After the session: TensorBoard's Python loader may skip a file
+            # whose name sorts before the one it is reading.
+            self._make_links(st, links)
+            self._sync_copies(st)
         if state != before:
-            self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest))
+            self._unsaved.add(run.id)
+
+    def _make_dir(self, st: _RunState) -> bool:
+        """Make a new run's directory (the name may move off one taken meanwhile)."""
+        run_id, manifest = st.run.id, st.manifest
+        for _ in range(3):
+            try:
+                self.logdir.create_run(run_id, manifest.name, save=False)
+            except FileExistsError:
+                # Something runsmon did not make holds that name: leave it be.
+                name = manifest.name
+                self._namer.release(run_id)
+                self._namer.restore(f"\0foreign:{name}", name)
+                manifest.name = self._namer.name_for(run_id, str(manifest.state["wanted"]))
+                continue
+            except (OSError, LogdirError) as e:
+                self.reporter.warn(
+                    run_id,
+                    "write",
+                    f"run {manifest.name}: cannot write to the logdir: {describe_error(e)}",
+                )
+                break
+            self._new.discard(run_id)
+            return True
+        self._remove(run_id)  # tried again as a new run at the next sync
+        return False
+
+    def _save_manifests(self) -> None:
+        """Save the manifests that changed in this sync: at most one write each."""
+        unsaved, self._unsaved = self._unsaved, set()
+        for run_id in unsaved:
+            st = self._runs.get(run_id)
+            if st is not None and run_id not in self._new:
+                self._try(st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest))
 
     def _write_experiment(self, columns: Mapping[str, hparams.Column], stats: SyncStats) -> None:
         selected, metrics = self._columns.selected(self.selection)
@@ -586,6 +858,7 @@ class RunsMonitor:
             wall_time=self._created,
         )
         if self._experiment is not None and self._experiment[1] == data:
+            self._experiment_key = (self._columns.version, self.selection)
             return
         self._experiment_gen += 1
         dirname = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
@@ -604,6 +877,7 @@ class RunsMonitor:
             if old != dirname:
                 self.logdir.remove_experiment(old)
         self._experiment = (dirname, data)
+        self._experiment_key = (self._columns.version, self.selection)
         stats.experiment_written = True
 
     # -- restart -----------------------------------------------------------------
@@ -628,8 +902,12 @@ class RunsMonitor:
             except OSError:
                 pass
 
-    def _adopt(self, run_id: str, wanted: str) -> Manifest | None:
-        """The manifest for a run new to this process: restored or created."""
+    def _adopt(self, run_id: str, wanted: str, create: bool = True) -> Manifest | None:
+        """The manifest for a run new to this process: restored or created.
+
+        With ``create`` False a new run only gets its name: its directory is
+        made with its session (see :meth:`_make_dir`).
+        """
         manifest = self._restored.pop(run_id, None)
         if manifest is not None and manifest.state.get("wanted") != wanted:
             self._namer.release(run_id)
@@ -643,6 +921,13 @@ class RunsMonitor:
                     manifest.state.pop(key, None)
             if "end" in manifest.state and "session" not in manifest.state:
                 manifest.state.pop("end")
+            for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
+                del manifest.links[rel]  # announced, never made: made again
+            return manifest
+        if not create:
+            manifest = Manifest(run_id, self._namer.name_for(run_id, wanted))
+            manifest.state["wanted"] = wanted
+            self._new.add(run_id)
             return manifest
         for _ in range(3):
             name = self._namer.name_for(run_id, wanted)
@@ -663,6 +948,12 @@ class RunsMonitor:
             return manifest
         self._namer.release(run_id)
         return None
+
+    def _exists(self, manifest: Manifest, rel: str) -> bool:
+        try:
+            return os.path.lexists(self.logdir.run_path(manifest.name, rel))
+        except LogdirError:
+            return False
 
     def _remove_manifest(self, manifest: Manifest) -> None:
         try:

@@ -27,7 +27,7 @@ ENDED_STATUSES = frozenset({COMPLETED, ERROR, TERMINATED})
 FlagValue = bool | float | int | str
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Run:
     """One run: its identity, where its files are, and what is known of it.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import sys
 
 from runsmon.events import FileScan
 from runsmon.fs import FileSystem
@@ -22,7 +23,7 @@ def is_event_file(name: str) -> bool:
     return "tfevents" in name
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class EventFile:
     """One event file of a run and the scan of its contents."""
 
@@ -50,7 +51,7 @@ class RunFiles:
         self.fs = fs
         self.max_depth = max_depth
         self._dirs: dict[
-            str, tuple[int, list[str], list[str]]
+            str, tuple[int, tuple[str, ...], tuple[str, ...]]
         ] = {}  # rel -> (mtime, subdirs, files)
         self.files: dict[str, EventFile] = {}  # path -> file
         self.errors: dict[str, str] = {}  # path -> why it could not be read
@@ -60,7 +61,7 @@ class RunFiles:
 
         Returns True when the set of files or anything they hold changed.
         """
-        seen: dict[str, tuple[int, list[str], list[str]]] = {}
+        seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
         event_paths: dict[str, str] = {}  # path -> rel in logdir
         self._walk("", 0, seen, event_paths)
         self._dirs = seen
@@ -81,7 +82,7 @@ class RunFiles:
         self,
         rel: str,
         depth: int,
-        seen: dict[str, tuple[int, list[str], list[str]]],
+        seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]],
         event_paths: dict[str, str],
     ) -> None:
         path = posixpath.join(self.root, rel) if rel else self.root
@@ -96,11 +97,13 @@ class RunFiles:
                 entries = self.fs.scandir(path)
             except OSError:
                 return
-            subdirs = sorted(e.name for e in entries if e.is_dir and not e.name.startswith("."))
+            subdirs = sorted(
+                sys.intern(e.name) for e in entries if e.is_dir and not e.name.startswith(".")
+            )
             files = sorted(e.name for e in entries if is_event_file(e.name) and not e.is_dir)
             if rel == "" and any(e.name == GUILD_DIR and e.is_dir for e in entries):
                 subdirs.append(GUILD_DIR)
-            listing = (st.mtime_ns, subdirs, files)
+            listing = (st.mtime_ns, tuple(subdirs), tuple(files))
         seen[rel] = listing
         _, subdirs, files = listing
         for name in files:
@@ -138,10 +141,13 @@ class RunFiles:
         it is the run's only source of scalars (Lightning writes hparams and
         curves into one file) and left out when the run has other event files
         (``add_hparams`` writes hparams and a one-off metric beside them).
+        A file that could not be read (a FIFO, unreadable) is left out: a
+        link to a FIFO would block TensorBoard's reader.
         """
-        plain = any(not f.scan.has_hparams for f in self.files.values())
+        errors = self.errors
+        plain = any(not f.scan.has_hparams for p, f in self.files.items() if p not in errors)
         return {
-            path: LINK if not f.scan.has_hparams else SKIP if plain else FILTER
+            path: SKIP if path in errors else _mode(f.scan.has_hparams, plain)
             for path, f in self.files.items()
         }
 
@@ -178,3 +184,8 @@ class RunFiles:
                 if key not in best or cand[:2] >= best[key][:2]:
                     best[key] = cand
         return {k: v[2] for k, v in best.items()}
+
+
+def _mode(has_hparams: bool, plain: bool) -> str:
+    """LINK a plain file; a file with hparams: SKIP beside plain ones, else FILTER."""
+    return LINK if not has_hparams else SKIP if plain else FILTER

@@ -26,13 +26,17 @@ class RunSource:
 
     #: Short name shown to users ("guild", "dirs", "mlflow", ...).
     kind = "runs"
+    #: A call returns the very same list object while nothing changed.
+    shares_unchanged = True
 
     def __init__(self, fs: FileSystem = LOCAL, reporter: Reporter | None = None) -> None:
         self.fs = fs
         self.reporter = reporter or Reporter()
         self._lock = threading.Lock()
         self._dirs: list[str] | None = None
+        self._index: dict[str, str] = {}  # normalised run dir -> run dir
         self._cache: dict[str, tuple[Hashable, Run | None]] = {}
+        self._runs: list[Run] | None = None  # the last answer, while it holds
 
     # -- what subclasses provide -------------------------------------------
 
@@ -58,6 +62,11 @@ class RunSource:
     # -- the callable --------------------------------------------------------
 
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
+        """The runs; with ``changed``, re-checking only the runs under those paths.
+
+        While nothing changed, the same list object is returned again (a
+        caller can tell "no change" by identity); treat it as read-only.
+        """
         with self._lock:
             if changed is None or self._dirs is None or self._touches_roots(changed):
                 listed = self._list_dirs()
@@ -65,22 +74,45 @@ class RunSource:
                     # The root is unreadable or gone for a moment (remount,
                     # rename): keep showing what was known, lose nothing.
                     return [run for _, run in self._cache.values() if run is not None]
-                self._dirs = listed
+                if listed != self._dirs:
+                    self._dirs = listed
+                    self._index = {_norm(d): d for d in listed}
+                    self._runs = None
+            elif not changed and self._runs is not None:
+                return self._runs
             dirs = self._dirs
-            recheck = None if changed is None else self._dirs_under(dirs, changed)
-            runs: list[Run] = []
-            cache: dict[str, tuple[Hashable, Run | None]] = {}
-            for run_dir in dirs:
+            if changed is None or self._runs is None:
+                recheck = None if changed is None else self._dirs_under(dirs, changed)
+                runs: list[Run] = []
+                cache: dict[str, tuple[Hashable, Run | None]] = {}
+                for run_dir in dirs:
+                    cached = self._cache.get(run_dir)
+                    if cached is not None and recheck is not None and run_dir not in recheck:
+                        entry = cached
+                    else:
+                        entry = self._check(run_dir, cached)
+                    cache[run_dir] = entry
+                    if entry[1] is not None:
+                        runs.append(entry[1])
+                self._cache = cache
+                if (
+                    self._runs is None
+                    or len(runs) != len(self._runs)
+                    or any(a is not b for a, b in zip(runs, self._runs, strict=True))
+                ):
+                    self._runs = runs
+                return self._runs
+            # A watcher's report on a known listing: only the runs it names.
+            moved = False
+            for run_dir in self._dirs_under(dirs, changed):
                 cached = self._cache.get(run_dir)
-                if cached is not None and recheck is not None and run_dir not in recheck:
-                    entry = cached
-                else:
-                    entry = self._check(run_dir, cached)
-                cache[run_dir] = entry
-                if entry[1] is not None:
-                    runs.append(entry[1])
-            self._cache = cache
-            return runs
+                entry = self._check(run_dir, cached)
+                if cached is None or entry[1] is not cached[1]:
+                    moved = True
+                self._cache[run_dir] = entry
+            if moved:
+                self._runs = [e[1] for d in dirs if (e := self._cache[d])[1] is not None]
+            return self._runs
 
     def _list_dirs(self) -> list[str] | None:
         try:
@@ -103,7 +135,8 @@ class RunSource:
         self, run_dir: str, cached: tuple[Hashable, Run | None] | None
     ) -> tuple[Hashable, Run | None]:
         try:
-            fp = self.fingerprint(run_dir)
+            # Kept as its hash: one int per run instead of a tuple of stats.
+            fp = hash(self.fingerprint(run_dir))
         except OSError:
             fp = None
         if cached is not None and fp is not None and cached[0] == fp:
@@ -123,22 +156,27 @@ class RunSource:
             for p in changed
         )
 
-    @staticmethod
-    def _dirs_under(dirs: list[str], changed: Collection[str]) -> set[str]:
+    def _dirs_under(self, dirs: list[str], changed: Collection[str]) -> set[str]:
         """The run directories that hold (or are) one of the changed paths."""
-        wanted = {os.path.normpath(d) for d in dirs}
+        index = self._index if dirs is self._dirs else {os.path.normpath(d): d for d in dirs}
         hit: set[str] = set()
         for path in changed:
             path = os.path.normpath(path)
             while True:
-                if path in wanted:
-                    hit.add(path)
+                if path in index:
+                    hit.add(index[path])
                     break
                 parent = os.path.dirname(path)
                 if parent == path:
                     break
                 path = parent
-        return {d for d in dirs if os.path.normpath(d) in hit}
+        return hit
+
+
+def _norm(path: str) -> str:
+    """``os.path.normpath``, keeping the same string object when nothing changes."""
+    norm = os.path.normpath(path)
+    return path if norm == path else norm
 
 
 class CombinedRuns:
@@ -147,6 +185,7 @@ class CombinedRuns:
     def __init__(self, sources: list[RunSource]) -> None:
         self.sources = sources
         self.reporter = sources[0].reporter if sources else Reporter()
+        self._last: tuple[list[list[Run]], list[Run]] | None = None
 
     def roots(self) -> list[str]:
         return [r for s in self.sources for r in s.roots()]
@@ -154,8 +193,18 @@ class CombinedRuns:
     def describe(self) -> str:
         return "; ".join(s.describe() for s in self.sources)
 
+    @property
+    def shares_unchanged(self) -> bool:
+        return all(getattr(s, "shares_unchanged", False) for s in self.sources)
+
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
-        return [run for s in self.sources for run in s(changed)]
+        parts = [s(changed) for s in self.sources]
+        last = self._last
+        if last is not None and all(a is b for a, b in zip(parts, last[0], strict=True)):
+            return last[1]
+        runs = [run for part in parts for run in part]
+        self._last = (parts, runs)
+        return runs
 
 
 def combine(sources: list[RunSource]) -> RunSource | CombinedRuns:

@@ -18,9 +18,11 @@ Guild writes attributes in place and a read can catch one half written.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
+import sys
 import time
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -87,6 +89,9 @@ def load_yaml(data: bytes) -> Any:
         return plain
     if not text.strip():
         raise AttrError("empty file")
+    flat = _flat_mapping(text)
+    if flat is not None:
+        return flat
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
@@ -121,6 +126,49 @@ def _top_keys(data: bytes) -> list[str] | None:
     return keys if len(set(keys)) == len(keys) else None
 
 
+_FLAT_LINE_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):(?: (.*))?\Z")
+_YAML_INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_YAML_FLOAT_RE = re.compile(r"-?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?\Z")
+_YAML_BOOLS = {"true": True, "false": False, "True": True, "False": False}
+_YAML_BOOLS.update({"TRUE": True, "FALSE": False})
+_YAML_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+
+
+def _flat_mapping(text: str) -> dict[str, Any] | None:
+    """A flat ``key: scalar`` mapping (Guild's usual ``flags``) read without YAML.
+
+    Only what surely reads the same as YAML does is taken: simple keys, plain
+    integers, decimal floats, ``true``/``false``, nulls and plain text. Anything
+    else (quotes, lists, nesting, comments, ...) is None: left to YAML.
+
+    >>> _flat_mapping("lr: 1.0e-05\\nn: 3\\nopt: adam\\nf: true\\nx: null\\n")
+    {'lr': 1e-05, 'n': 3, 'opt': 'adam', 'f': True, 'x': None}
+    >>> _flat_mapping("opt: 'a: b'\\n"), _flat_mapping("lr:\\n  x: 1\\n"), _flat_mapping("x")
+    (None, None, None)
+    """
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        m = _FLAT_LINE_RE.match(line)
+        if m is None:
+            return None
+        key, value = sys.intern(m.group(1)), m.group(2) or ""
+        if key in out or key in _YAML_WORDS:
+            return None
+        if value in _YAML_NULLS:
+            out[key] = None
+        elif value in _YAML_BOOLS:
+            out[key] = _YAML_BOOLS[value]
+        elif _YAML_INT_RE.match(value):
+            out[key] = int(value)
+        elif _YAML_FLOAT_RE.match(value):
+            out[key] = float(value)
+        elif _is_plain_text(value):
+            out[key] = sys.intern(value) if len(value) <= 32 else value
+        else:
+            return None
+    return out or None
+
+
 def _is_plain_text(text: str) -> bool:
     """Whether YAML would read ``text`` (one line, no newline) as that very string."""
     if _HEX_RE.match(text):
@@ -132,6 +180,12 @@ def _is_plain_text(text: str) -> bool:
         and text not in _YAML_WORDS
         and text != "<<"
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_opref(text: str) -> dict[str, str]:
+    """One parsed opref shared by every run of an operation (treat as read-only)."""
+    return parse_opref(text)
 
 
 def parse_opref(text: str) -> dict[str, str]:
@@ -268,11 +322,14 @@ class GuildRuns(RunSource):
 
     def list_run_dirs(self) -> list[str]:
         self._runs_dir = runs_dir = self._find_runs_dir()
+        # A directory known as a run needs no new stat: its fingerprint
+        # notices when it stops being one.
+        known = set(self._dirs or ())
         dirs = []
         for entry in self.fs.scandir(runs_dir):
             if entry.name.startswith(".") or not (entry.is_dir or entry.is_link):
                 continue
-            if self._is_run_dir(entry.path):
+            if entry.path in known or self._is_run_dir(entry.path):
                 dirs.append(entry.path)
         dirs.sort()
         if self._warned:
@@ -347,7 +404,7 @@ class GuildRuns(RunSource):
 
         opref: dict[str, str] | None = None
         try:
-            opref = parse_opref(self.fs.read_text(guild + "/opref"))
+            opref = _shared_opref(self.fs.read_text(guild + "/opref"))
         except FileNotFoundError:
             missing.add("opref")
         except AttrError as e:
