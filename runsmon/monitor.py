@@ -760,6 +760,9 @@ class RunsMonitor:
         before = dict(state)
         write_start = state.get("session") is None
         write_end = run.ended and written_end is None
+        # A run seen first when it has already ended gets one file holding
+        # its start and end: one file less to make for each run of a sweep.
+        end_file = SESSION_FILE if write_start and write_end else END_FILE
         links = None
         if run.id in self._new:
             if not self._make_dir(st):
@@ -769,7 +772,7 @@ class RunsMonitor:
             # disk of them). The name is final now: the key follows it.
             key = _digest([sorted(encoded.items()), st.name, run.started])
             links = self._link_targets(st)
-            for rel in (SESSION_FILE, END_FILE) if write_end else (SESSION_FILE,):
+            for rel in {SESSION_FILE, end_file} if write_end else (SESSION_FILE,):
                 if rel not in st.manifest.files:
                     st.manifest.files.append(rel)
             st.manifest.links.update(links)
@@ -778,34 +781,35 @@ class RunsMonitor:
             state["session"] = key
             if write_end:
                 state["end"] = run.status
+                state["end_file"] = end_file
             if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
                 self._unsaved.add(run.id)
             before = dict(state)
             state.pop("session")
             state.pop("end", None)
+        end_events = self._end_events(st) if write_end else []
         if write_start:
             summary = hparams.session_start_summary(encoded, st.name, run.started)
             wall = run.started if run.started is not None else self._created
-            data = events.encode_events(
-                [events.summary_event(summary, wall_time=wall)], file_version=True, wall_time=wall
-            )
+            evs = [events.summary_event(summary, wall_time=wall)]
+            if end_file == SESSION_FILE:
+                evs += end_events
+            data = events.encode_events(evs, file_version=True, wall_time=wall)
             if self._try(
                 st, "write", lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)
             ):
                 state["session"] = key
                 stats.sessions += 1
-        if write_end and state.get("session") is not None:
+                if end_file == SESSION_FILE:
+                    state["end"] = run.status
+                    state["end_file"] = SESSION_FILE
+                    stats.ended += 1
+        if write_end and end_file == END_FILE and state.get("session") is not None:
             wall = run.stopped if run.stopped is not None else self._created
-            evs = [
-                events.summary_event(
-                    hparams.session_end_summary(run.status, run.stopped), wall_time=wall
-                )
-            ]
-            if run.duration is not None and (hparams.TIME_METRIC, "") not in st.files.metrics():
-                evs.append(events.scalar_event(hparams.TIME_METRIC, run.duration, 0, wall))
-            data = events.encode_events(evs, file_version=True, wall_time=wall)
+            data = events.encode_events(end_events, file_version=True, wall_time=wall)
             if self._try(st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)):
                 state["end"] = run.status
+                state["end_file"] = END_FILE
                 stats.ended += 1
                 log.info("run %s: %s", st.name, run.status)
         if links is not None:
@@ -815,6 +819,19 @@ class RunsMonitor:
             self._sync_copies(st)
         if state != before:
             self._unsaved.add(run.id)
+
+    def _end_events(self, st: _RunState) -> list[Any]:
+        """The session end info, and the run's duration as the `time` scalar."""
+        run = st.run
+        wall = run.stopped if run.stopped is not None else self._created
+        evs = [
+            events.summary_event(
+                hparams.session_end_summary(run.status, run.stopped), wall_time=wall
+            )
+        ]
+        if run.duration is not None and (hparams.TIME_METRIC, "") not in st.files.metrics():
+            evs.append(events.scalar_event(hparams.TIME_METRIC, run.duration, 0, wall))
+        return evs
 
     def _make_dir(self, st: _RunState) -> bool:
         """Make a new run's directory (the name may move off one taken meanwhile)."""
@@ -916,7 +933,8 @@ class RunsMonitor:
         if manifest is not None:
             # Trust only what is really on disk: a kill may have come between
             # the manifest and the file it announces.
-            for key, rel in (("session", SESSION_FILE), ("end", END_FILE)):
+            end_file = str(manifest.state.get("end_file", END_FILE))
+            for key, rel in (("session", SESSION_FILE), ("end", end_file)):
                 if not os.path.exists(self.logdir.run_path(manifest.name, rel)):
                     manifest.state.pop(key, None)
             if "end" in manifest.state and "session" not in manifest.state:

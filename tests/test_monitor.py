@@ -56,7 +56,11 @@ def test_run_once_links_every_event_file_and_writes_a_session(tmp_path):
         os.path.relpath(os.path.join(d, f), run.dir) for d, _, fs in os.walk(run.dir) for f in fs
     )
     assert links == expected
-    assert (run_dir / SESSION_FILE).is_file() and (run_dir / END_FILE).is_file()
+    # A run already ended when first seen gets one file with its start and end.
+    session = (run_dir / SESSION_FILE).read_bytes()
+    assert b"_hparams_/session_start_info" in session
+    assert b"_hparams_/session_end_info" in session
+    assert not (run_dir / END_FILE).exists()
     for rel in links:
         assert os.path.realpath(run_dir / rel) == os.path.realpath(os.path.join(run.dir, rel))
 
