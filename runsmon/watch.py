@@ -20,6 +20,20 @@ from watchdog.observers import Observer
 log = logging.getLogger("runsmon")
 
 
+class _DropBenign(logging.Filter):
+    """watchdog logs an *error* when a watch is removed while its thread reads.
+
+    Runs end and their watches go all the time: that line is noise, not a
+    problem, and would reach the user's terminal through logging's fallback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_DropBenign())
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, notify: Callable[[str], None]) -> None:
         self._notify = notify

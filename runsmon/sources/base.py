@@ -78,11 +78,11 @@ class RunSource:
                     self._dirs = listed
                     self._index = {_norm(d): d for d in listed}
                     self._runs = None
-            elif not changed and self._runs is not None:
+            elif not changed and self._runs is not None and not self._live_dirs():
                 return self._runs
             dirs = self._dirs
             if changed is None or self._runs is None:
-                recheck = None if changed is None else self._dirs_under(dirs, changed)
+                recheck = None if changed is None else self._recheck(dirs, changed)
                 runs: list[Run] = []
                 cache: dict[str, tuple[Hashable, Run | None]] = {}
                 for run_dir in dirs:
@@ -102,9 +102,10 @@ class RunSource:
                 ):
                     self._runs = runs
                 return self._runs
-            # A watcher's report on a known listing: only the runs it names.
+            # A watcher's report on a known listing: only the runs it names
+            # (and those whose status may change with no file changing).
             moved = False
-            for run_dir in self._dirs_under(dirs, changed):
+            for run_dir in self._recheck(dirs, changed):
                 cached = self._cache.get(run_dir)
                 entry = self._check(run_dir, cached)
                 if cached is None or entry[1] is not cached[1]:
@@ -148,6 +149,19 @@ class RunSource:
             return (fp, None)
         self.reporter.clear(run_dir, "read")
         return (fp, run)
+
+    def _live_dirs(self) -> set[str]:
+        """Runs that have not ended: their status may move with time alone.
+
+        A run's process dies (its LOCK stays), a run of a tree rests long
+        enough to count as ended: no file changes, so no watcher reports it.
+        Their fingerprints hold what moves (pid alive, idle), so they are
+        re-checked on every call, not only at the next full check.
+        """
+        return {d for d, (_, run) in self._cache.items() if run is not None and not run.ended}
+
+    def _recheck(self, dirs: list[str], changed: Collection[str]) -> set[str]:
+        return self._dirs_under(dirs, changed) | (self._live_dirs() & set(dirs))
 
     def _touches_roots(self, changed: Collection[str]) -> bool:
         roots = {os.path.normpath(r) for r in self.roots()}

@@ -74,6 +74,8 @@ class _Tree:
         self.events: list[str] = []
         self.flags_path: str | None = None
         self.flags_rel: str | None = None
+        #: The earliest start seen: an mtime (no time in a file's name) only grows.
+        self.started: float | None = None
 
 
 class DirRuns(RunSource):
@@ -210,6 +212,9 @@ class DirRuns(RunSource):
         tree = self._walk_run(run_dir, entries)
         tree.flags_rel = flags_rel
         tree.flags_path = f"{run_dir}/{flags_rel}" if flags_rel else None
+        old = self._trees.get(run_dir)
+        if old is not None:
+            tree.started = old.started
         self._trees[run_dir] = tree
         return tree
 
@@ -289,6 +294,11 @@ class DirRuns(RunSource):
         if not starts and newest is not None:
             starts = [newest]
         started = min(starts) if starts else None
+        if tree.started is not None and (started is None or tree.started < started):
+            # A growing file's mtime is no start time: keep the first one seen,
+            # or the run's name and session would move with every write.
+            started = tree.started
+        tree.started = started
         if newest is None or self.clock() - newest < self.idle_after:
             return started, None, RUNNING
         return started, newest, COMPLETED

@@ -1,0 +1,1 @@
+"""The fault catalogue (a package: its conftest must not shadow tests/conftest.py)."""
