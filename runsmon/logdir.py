@@ -173,8 +173,11 @@ class Logdir:
         except FileExistsError:
             # An empty directory is what a kill between mkdir and the manifest
             # leaves: taken again, not left as a stray beside a renamed run.
-            if os.path.islink(path) or not os.path.isdir(path) or os.listdir(path):
+            if os.path.islink(path) or not os.path.isdir(path):
                 raise
+            if any(not n.startswith(TMP_PREFIX) for n in os.listdir(path)):
+                raise
+            self._remove_tmp_files(path)  # a manifest the kill cut short
         manifest = Manifest(run_id, name)
         if save:
             self.save_manifest(manifest)
@@ -182,6 +185,20 @@ class Logdir:
 
     def save_manifest(self, manifest: Manifest) -> None:
         self.write_atomic(self.run_path(manifest.name, MANIFEST), manifest.to_json().encode())
+
+    def plan_parents(self, manifest: Manifest, rels: list[str]) -> None:
+        """List in the manifest the directories files at ``rels`` will need.
+
+        Saved before :meth:`make_parents` makes them, so that a kill in
+        between leaves nothing the manifest does not name.
+        """
+        for rel in rels:
+            parent = os.path.dirname(rel)
+            while parent and parent not in manifest.dirs:
+                if os.path.isdir(self.run_path(manifest.name, parent)):
+                    break
+                manifest.dirs.append(parent)
+                parent = os.path.dirname(parent)
 
     def make_parents(self, manifest: Manifest, rels: list[str]) -> None:
         """Make the directories files at ``rels`` need (the manifest lists them)."""
@@ -196,7 +213,8 @@ class Logdir:
             parent = os.path.dirname(parent)
         for rel_dir in reversed(missing):
             os.mkdir(self.run_path(manifest.name, rel_dir))
-            manifest.dirs.append(rel_dir)
+            if rel_dir not in manifest.dirs:
+                manifest.dirs.append(rel_dir)
 
     def link(self, manifest: Manifest, rel: str, target: str) -> bool:
         """Link ``rel`` in the run directory to ``target``; copy where links fail.

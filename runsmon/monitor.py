@@ -772,17 +772,18 @@ class RunsMonitor:
             # disk of them). The name is final now: the key follows it.
             key = _digest([sorted(encoded.items()), st.name, run.started])
             links = self._link_targets(st)
-            for rel in {SESSION_FILE, end_file} if write_end else (SESSION_FILE,):
+            for rel in dict.fromkeys((SESSION_FILE, end_file) if write_end else (SESSION_FILE,)):
                 if rel not in st.manifest.files:
                     st.manifest.files.append(rel)
             st.manifest.links.update(links)
-            if not self._try(st, "write", lambda: self.logdir.make_parents(st.manifest, [*links])):
-                self._unsaved.add(run.id)
+            self.logdir.plan_parents(st.manifest, [*links])
             state["session"] = key
             if write_end:
                 state["end"] = run.status
                 state["end_file"] = end_file
             if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
+                self._unsaved.add(run.id)
+            if not self._try(st, "write", lambda: self.logdir.make_parents(st.manifest, [*links])):
                 self._unsaved.add(run.id)
             before = dict(state)
             state.pop("session")

@@ -108,3 +108,30 @@ def test_temporary_logdir_is_destroyed_without_touching_link_targets(tmp_path):
     logdir.destroy()
     assert not os.path.exists(logdir.path)
     assert target.read_bytes() == b"keep"
+
+
+def test_a_run_directory_a_kill_left_with_a_half_manifest_is_taken_again(tmp_path):
+    logdir = Logdir(str(tmp_path))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / ".runsmon-tmp-x1y2").write_bytes(b'{"runsmon": 1, "id"')
+    manifest = logdir.create_run("id1", "r")
+    assert sorted(os.listdir(tmp_path / "r")) == [MANIFEST]
+    assert manifest.run_id == "id1"
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("a user's")
+    with pytest.raises(FileExistsError):
+        logdir.create_run("id2", "taken")
+
+
+def test_planned_directories_are_named_before_they_exist(tmp_path):
+    logdir = Logdir(str(tmp_path))
+    manifest = logdir.create_run("id1", "r")
+    logdir.plan_parents(manifest, ["train/a/events.out.tfevents.1", "val/events.out.tfevents.1"])
+    assert sorted(manifest.dirs) == ["train", "train/a", "val"]
+    assert not (tmp_path / "r" / "train").exists()
+    logdir.make_parents(manifest, ["train/a/events.out.tfevents.1", "val/events.out.tfevents.1"])
+    assert (tmp_path / "r" / "train" / "a").is_dir() and sorted(manifest.dirs) == [
+        "train",
+        "train/a",
+        "val",
+    ]
