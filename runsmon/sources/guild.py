@@ -95,6 +95,13 @@ def load_yaml(data: bytes) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
+        if _Loader is not yaml.SafeLoader:
+            # libyaml rejects a few documents PyYAML (and so Guild) reads,
+            # such as "[0:]": ask the reader Guild uses before complaining.
+            try:
+                return yaml.load(text, Loader=yaml.SafeLoader)
+            except yaml.YAMLError:
+                pass
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         if isinstance(e, yaml.reader.ReaderError):
