@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
+from runsmon import events
 from runsmon.fs import LOCAL, Entry, FileSystem
 from runsmon.report import Reporter, describe_error
 from runsmon.run import COMPLETED, RUNNING, Run
@@ -391,45 +390,12 @@ class DirRuns(RunSource):
 
 def session_start_hparams(data: bytes) -> dict[str, Any] | None:
     """The hparams of the first ``_hparams_/session_start_info`` in event-file bytes."""
-    for record in iter_records(data):
+    for record in events.split_records(data, verify=False).records:
         event = event_pb2.Event.FromString(record)
-        if not event.HasField("summary"):
-            continue
         for value in event.summary.value:
-            if value.tag != _SESSION_START_TAG:
-                continue
             plugin = value.metadata.plugin_data
-            if plugin.plugin_name != hp_metadata.PLUGIN_NAME:
-                continue
-            info = hp_metadata.parse_session_start_info_plugin_data(plugin.content)
-            return {k: _proto_value(v) for k, v in info.hparams.items()}
-    return None
-
-
-def iter_records(data: bytes):
-    """Record payloads of TFRecord framing (checksums not verified); stops at a torn tail."""
-    pos, end = 0, len(data)
-    while pos + 12 <= end:
-        (length,) = struct.unpack_from("<Q", data, pos)
-        start = pos + 12
-        if start + length + 4 > end:
-            return
-        yield data[start : start + length]
-        pos = start + length + 4
-
-
-def _proto_value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return value.number_value
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "list_value":
-        return [_proto_value(v) for v in value.list_value.values]
-    if kind == "struct_value":
-        return {k: _proto_value(v) for k, v in value.struct_value.fields.items()}
+            if value.tag == _SESSION_START_TAG and plugin.plugin_name == hp_metadata.PLUGIN_NAME:
+                return events.decode_session_start_info(plugin.content)
     return None
 
 
