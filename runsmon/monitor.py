@@ -239,7 +239,7 @@ class RunsMonitor:
             except Exception as e:  # the daemon goes on whatever happens
                 log.warning("sync failed: %s", describe_error(e))
                 log.debug("sync failure", exc_info=True)
-            self._wake.wait(self.interval if not self._unwatched else self.interval)
+            self._wake.wait(self.interval)
             if self._stop.is_set():
                 break
             if self._wake.is_set():
