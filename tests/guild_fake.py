@@ -19,6 +19,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from runsmon import events
 from runsmon.testing import encode_yaml, read_events
 
 Points = Sequence[tuple[int, float]]
@@ -118,10 +119,7 @@ def session_of(run_logdir: str | os.PathLike[str]) -> dict[str, Any] | None:
     for event in read_events(path):
         for value in event.summary.value:
             if value.tag == hp_metadata.SESSION_START_INFO_TAG:
-                info = hp_metadata.parse_session_start_info_plugin_data(
-                    value.metadata.plugin_data.content
-                )
-                return {k: _value(v) for k, v in info.hparams.items()}
+                return events.decode_session_start_info(value.metadata.plugin_data.content)
     return None
 
 
@@ -144,17 +142,6 @@ def end_status_of(run_logdir: str | os.PathLike[str]) -> str | None:
                         value.metadata.plugin_data.content
                     )
                     return api_pb2.Status.Name(info.status)
-    return None
-
-
-def _value(v: Any) -> Any:
-    kind = v.WhichOneof("kind")
-    if kind == "number_value":
-        return v.number_value
-    if kind == "string_value":
-        return v.string_value
-    if kind == "bool_value":
-        return v.bool_value
     return None
 
 
