@@ -749,9 +749,11 @@ class RunsMonitor:
     ) -> None:
         run, state = st.run, st.manifest.state
         encoded = hparams.encode_hparams(st.hparams, columns)
-        key = _digest([sorted(encoded.items()), st.name, run.started])
         written_end = state.get("end")
-        if state.get("session") not in (None, key) or (
+        written = state.get("session")
+        # The key of a new run is worked out once its name is final (below).
+        key = None if run.id in self._new else _session_key(encoded, st.name, run.started)
+        if (written is not None and written != key) or (
             written_end is not None and written_end != run.status
         ):
             stats.resets += 1
@@ -770,7 +772,7 @@ class RunsMonitor:
             # One manifest write announces the session, end info and links
             # before any of them exists (a restart trusts only what is on
             # disk of them). The name is final now: the key follows it.
-            key = _digest([sorted(encoded.items()), st.name, run.started])
+            key = _session_key(encoded, st.name, run.started)
             links = self._link_targets(st)
             for rel in dict.fromkeys((SESSION_FILE, end_file) if write_end else (SESSION_FILE,)):
                 if rel not in st.manifest.files:
@@ -997,6 +999,11 @@ class _SupportsChanged(Protocol):
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]: ...
 
     def roots(self) -> list[str]: ...
+
+
+def _session_key(encoded: Mapping[str, Any], name: str, started: float | None) -> str:
+    """What a written session shows: a change means it must be written anew."""
+    return _digest([sorted(encoded.items()), name, started])
 
 
 def _digest(value: object) -> str:
