@@ -109,6 +109,45 @@ def live_group_members(pgid: int) -> list[int]:
     return out
 
 
+def request_json(url: str, body: Any = None, timeout: float = 30) -> Any:
+    """GET ``url`` (POST ``body`` as JSON when given); the JSON answer.
+
+    An HTTP error answer raises :class:`HTTPAnswerError` with its body.
+    """
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="GET" if data is None else "POST",
+        headers={"Content-Type": "application/json"} if data is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        raise HTTPAnswerError(exc.code, url, text) from None
+    return json.loads(raw) if raw else None
+
+
+def session_groups_at(
+    base_url: str,
+    col_params: list[dict[str, Any]] | None = None,
+    statuses: Iterable[str] = ALL_STATUSES,
+    slice_size: int = 1000,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """``session_groups`` of the TensorBoard at ``base_url`` (any process, not only ours)."""
+    body = {
+        "experimentName": "",
+        "allowedStatuses": list(statuses),
+        "colParams": list(col_params or []),
+        "startIndex": 0,
+        "sliceSize": slice_size,
+    }
+    return request_json(base_url + "/data/plugin/hparams/session_groups", body, timeout)
+
+
 class TensorBoardProcess:
     """``python -m tensorboard.main`` serving ``logdir`` on 127.0.0.1.
 
@@ -265,20 +304,7 @@ class TensorBoardProcess:
     # -- HTTP --------------------------------------------------------------
 
     def _request(self, path: str, body: Any = None, timeout: float = 30) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method="GET" if data is None else "POST",
-            headers={"Content-Type": "application/json"} if data is not None else {},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode(errors="replace")
-            raise HTTPAnswerError(exc.code, self.url + path, text) from None
-        return json.loads(raw) if raw else None
+        return request_json(self.url + path, body, timeout)
 
     def get(self, path: str, timeout: float = 30) -> Any:
         """GET ``path`` and parse the JSON answer."""
@@ -303,14 +329,7 @@ class TensorBoardProcess:
         slice_size: int = 1000,
     ) -> dict[str, Any]:
         """``session_groups`` with the given colParams; HTTP 400 raises."""
-        body = {
-            "experimentName": "",
-            "allowedStatuses": list(statuses),
-            "colParams": list(col_params or []),
-            "startIndex": 0,
-            "sliceSize": slice_size,
-        }
-        return self.post("/data/plugin/hparams/session_groups", body)
+        return session_groups_at(self.url, col_params, statuses, slice_size)
 
     def table(self, col_params: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
         """Session groups by name: ``{"hparams", "metrics", "status", "sessions"}``.

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tb import poll
+from tb import poll, session_groups_at
 
 from runsmon import demo
 from runsmon.hparams import value_text
@@ -489,17 +489,4 @@ def test_hparams_tab_in_chromium(tmp_path: Path, request: pytest.FixtureRequest)
 
 def _session_groups(url: str) -> list[dict[str, Any]]:
     """The HParams plugin's session groups, as the tab first asks for them."""
-    body = {
-        "experimentName": "",
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [],
-        "startIndex": 0,
-        "sliceSize": 100,
-    }
-    request = urllib.request.Request(
-        f"{url}/data/plugin/hparams/session_groups",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["sessionGroups"]
+    return session_groups_at(url, slice_size=100, timeout=10)["sessionGroups"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tb import poll
+from tb import poll, session_groups_at
 
 from runsmon import demo
 from runsmon.cli import Progress, build_parser, main
@@ -43,25 +43,9 @@ def runsmon(*args: str, **kw) -> subprocess.CompletedProcess:
     )
 
 
-def _post(url: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
 def session_names(url: str) -> set[str]:
-    body = {
-        "experimentName": "",
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [],
-        "startIndex": 0,
-        "sliceSize": 100,
-    }
-    return {
-        g["name"] for g in _post(url, "/data/plugin/hparams/session_groups", body)["sessionGroups"]
-    }
+    groups = session_groups_at(url, slice_size=100, timeout=10)["sessionGroups"]
+    return {g["name"] for g in groups}
 
 
 class Serving:
