@@ -273,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between polls (default 5)",
     )
+    serve.add_argument(
+        "--full-check",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="every run is re-checked within SECONDS, a share at each poll, "
+        "whatever the file watchers reported (default 60)",
+    )
     serve.add_argument("--once", action="store_true", help="sync once and exit")
     serve.add_argument(
         "--no-tensorboard",
@@ -557,6 +565,7 @@ def serve(
             logdir,
             source,
             interval=args.interval,
+            full_check_interval=args.full_check,
             run_name_cb=run_name_cb,
             # In-process TensorBoard reloads every RELOAD_INTERVAL: a reset
             # session must stay gone long enough for it to drop the old one.

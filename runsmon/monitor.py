@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -142,6 +143,11 @@ class RunsMonitor:
         self._watch_dirty = True
         self._watched: set[tuple[str, bool]] = set()
         self._recheck: set[str] = set()  # paths to re-check next (their watch was just set)
+        self._synced = False  # a full check has been done
+        self._sweep: list[str] = []  # run dirs of this round of the safety net
+        self._sweep_pos = 0
+        self._sweep_share = 1
+        self._next_sweep = 0.0
         self._metric_sets: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
         self._restore()
 
@@ -151,15 +157,32 @@ class RunsMonitor:
         """Sync the logdir now, checking every run (a full check)."""
         return self._sync(changed=None)
 
-    def sync_changes(self) -> SyncStats:
-        """Sync what the watchers reported since the last sync (what the loop does).
+    def sync_changes(self, sweep: bool | None = None) -> SyncStats:
+        """One poll of the running monitor (what its loop does on each wake-up).
 
-        A full check when nothing is watched (not started, or no watcher).
+        It re-checks what the watchers reported, and where nothing can be
+        watched (no watcher, a network filesystem, an exhausted inotify
+        limit) the roots and the runs that have not ended.  With ``sweep``
+        (by default: once every ``interval``) it also re-checks the next
+        share of the safety net (see :meth:`_next_share`).  The first call
+        is a full check.
         """
+        if not self._synced:
+            stats = self.run_once()
+            self._update_watches()
+            return stats
+        changed = self._take_changes()
         watcher = self._watcher
         if watcher is None or not watcher.running:
-            return self.run_once()
-        stats = self._sync(changed=self._take_changes())
+            changed |= self._polled_paths()
+        changed |= {path for path, _ in self._unwatched}
+        now = time.monotonic()
+        if sweep is None:
+            sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + self.interval
+            changed |= self._next_share()
+        stats = self._sync(changed=changed)
         self._update_watches()
         return stats
 
@@ -223,19 +246,9 @@ class RunsMonitor:
     # -- the loop ----------------------------------------------------------------
 
     def _loop(self) -> None:
-        next_full = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
-            full = now >= next_full or self._watcher is None or not self._watcher.running
             try:
-                changed = None if full else self._take_changes()
-                self._sync(changed=changed)
-                if full:
-                    next_full = time.monotonic() + self.full_check_interval
-                    if self._watcher is not None:
-                        self._watcher.retry_failed()
-                        self._watch_dirty = True
-                self._update_watches()
+                self.sync_changes()
             except Exception as e:  # the daemon goes on whatever happens
                 log.warning("sync failed: %s", describe_error(e))
                 log.debug("sync failure", exc_info=True)
@@ -246,6 +259,40 @@ class RunsMonitor:
                 self._wake.clear()
                 # Let a burst of writes settle so one sync covers it.
                 self._stop.wait(0.1)
+
+    def _next_share(self) -> set[str]:
+        """The next share of the safety net: the paths to re-check on this poll.
+
+        The full check behind the watchers is spread over
+        ``full_check_interval``: a round lists the roots again (runs the
+        watchers missed), then each poll re-checks the next ``1/k`` of the
+        runs, ``k`` polls of ``interval`` to a round.  So a missed change is
+        seen within about ``full_check_interval`` and no poll pays for every
+        run.
+        """
+        with self._lock:
+            if self._sweep_pos < len(self._sweep):
+                share = self._sweep[self._sweep_pos : self._sweep_pos + self._sweep_share]
+                self._sweep_pos += len(share)
+                return set(share)
+            self._sweep = [st.run.dir for st in self._runs.values()]
+            self._sweep_pos = 0
+            polls = max(1, math.ceil(self.full_check_interval / max(self.interval, 1e-3)))
+            self._sweep_share = max(1, math.ceil(len(self._sweep) / polls))
+            self._watch_dirty = True
+        if self._watcher is not None:
+            self._watcher.retry_failed()
+        return set(self._roots())
+
+    def _roots(self) -> list[str]:
+        roots = getattr(self.list_runs_cb, "roots", None)
+        return list(roots()) if callable(roots) else []
+
+    def _polled_paths(self) -> set[str]:
+        """What a poll re-checks where nothing is watched: roots, unended runs."""
+        with self._lock:
+            paths = {st.run.dir for st in self._runs.values() if not st.run.ended}
+        return paths | set(self._roots())
 
     def _take_changes(self) -> set[str]:
         """The paths the watchers reported, and those whose watch was just set."""
@@ -292,9 +339,7 @@ class RunsMonitor:
                 return
             self._watch_dirty = False
             wanted = set(self._watch_count)
-        roots = getattr(self.list_runs_cb, "roots", None)
-        if callable(roots):
-            wanted.update((r, False) for r in roots())
+        wanted.update((r, False) for r in self._roots())
         wanted = {w for w in wanted if os.path.isdir(w[0])}
         self._unwatched = watcher.set_watches(wanted)
         watched = wanted - self._unwatched
@@ -330,8 +375,6 @@ class RunsMonitor:
                 self._experiment = None
                 self._experiment_key = None
                 changed = None
-            if changed is not None and self._unwatched:
-                changed = None  # part of the tree is unwatched: check everything
             runs = self._list_runs(changed)
             if runs is None:
                 return stats
@@ -362,6 +405,7 @@ class RunsMonitor:
             self._write_failed.clear()
             if changed is None:
                 self._drop_unclaimed()
+                self._synced = True
             stats.runs = len(self._runs)
             stats.seconds = time.monotonic() - t0
             self.last_stats = stats

@@ -301,9 +301,33 @@ def test_changes_the_watcher_missed_are_caught_by_the_full_check(tmp_path, runs,
         assert wait_for(lambda: "4" * 32 in monitor.run_names)
 
 
-def test_an_unwatched_tree_is_checked_in_full_every_poll(tmp_path, runs, monkeypatch):
+def test_the_safety_net_is_spread_over_the_polls_of_a_round(tmp_path, runs):
+    """Each timed poll re-checks 1/k of the runs; a round covers them all and
+    catches what no watcher reported (here: an ended run's file grew)."""
+    run_dirs = [make_run(runs, f"{i:032x}", lr=0.1 * (i + 1)) for i in range(12)]
+    fs = CountingFS()
+    # 4 polls to a round (full_check_interval / interval): 3 runs a poll.
+    monitor = monitor_for(tmp_path, runs, fs=fs, interval=1.0, full_check_interval=4.0)
+    monitor.run_once()
+    append(os.path.join(run_dirs[7], "events.out.tfevents.1.host"), scalars("loss", [(2, 0.25)]))
+    seen: list[set[str]] = []
+    for _ in range(5):  # the roots listed again, then four shares of the runs
+        fs.reset()
+        monitor.sync_changes(sweep=True)
+        seen.append({d for d in run_dirs if any(p.startswith(d) for p in fs.stats)})
+    assert seen[0] == set()
+    assert [len(s) for s in seen[1:]] == [3, 3, 3, 3]
+    assert set().union(*seen) == set(run_dirs)
+    assert last_loss(monitor, f"{7:032x}") == 0.25
+    fs.reset()
+    monitor.sync_changes(sweep=False)  # between timed polls: only the roots (nothing watched)
+    assert not [p for p in [*fs.stats, *fs.reads] if p.startswith(tuple(run_dirs))]
+
+
+def test_an_unwatched_tree_is_rechecked_every_poll(tmp_path, runs, monkeypatch):
     run_dir = make_run(runs, "5" * 32, ended=False)
-    # Nothing can be watched (e.g. a network filesystem): every poll checks all.
+    # Nothing can be watched (e.g. a network filesystem): every poll re-checks
+    # the roots and the runs that have not ended.
     monkeypatch.setattr(Watcher, "set_watches", lambda self, wanted: set(wanted))
     with monitor_for(tmp_path, runs, interval=0.1, full_check_interval=3600) as monitor:
         assert wait_for(lambda: "5" * 32 in monitor.run_names)
