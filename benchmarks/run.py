@@ -252,7 +252,9 @@ def runsmon_child(runs_dir: str, logdir: str, polls: int, serve: bool) -> int:
     logging.basicConfig(level=logging.WARNING)
     from runsmon import GuildRuns, RunsMonitor
 
-    monitor = RunsMonitor(logdir, GuildRuns(runs_dir))  # default settings
+    # Default settings, and the heap frozen after the first sync as
+    # ``runsmon serve`` does (a daemon's long-lived state is not GC-scanned).
+    monitor = RunsMonitor(logdir, GuildRuns(runs_dir), freeze_heap=True)
     t0 = time.perf_counter()
     first = monitor.run_once()
     first_s = time.perf_counter() - t0

@@ -566,6 +566,7 @@ def serve(
             source,
             interval=args.interval,
             full_check_interval=args.full_check,
+            freeze_heap=not args.once,
             run_name_cb=run_name_cb,
             # In-process TensorBoard reloads every RELOAD_INTERVAL: a reset
             # session must stay gone long enough for it to drop the old one.
@@ -683,6 +684,7 @@ def demo(args: argparse.Namespace) -> int:
     for name, value in (
         ("logdir", None),
         ("interval", 1.0),
+        ("full_check", 60.0),
         ("once", False),
         ("no_tensorboard", False),
         ("paths", [sweep.runs_dir]),

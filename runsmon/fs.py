@@ -8,14 +8,12 @@ implementation of the same small interface.  :data:`LOCAL` is the one in use.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat as stat_mod
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One directory entry. ``is_dir``/``is_file`` do not follow symlinks."""
 
     name: str
@@ -25,9 +23,11 @@ class Entry:
     is_link: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Stat:
-    """What change detection needs of a file: its size and change time."""
+class Stat(NamedTuple):
+    """What change detection needs of a file: its size and change time.
+
+    Tuples, not dataclasses: a full check makes one per file of every run.
+    """
 
     size: int
     mtime_ns: int
@@ -78,12 +78,8 @@ class LocalFileSystem:
             st = os.stat(path)
         except (OSError, ValueError):
             return None
-        return Stat(
-            st.st_size,
-            st.st_mtime_ns,
-            stat_mod.S_ISDIR(st.st_mode),
-            stat_mod.S_ISREG(st.st_mode),
-        )
+        mode = st.st_mode
+        return Stat(st.st_size, st.st_mtime_ns, _isdir(mode), _isreg(mode))
 
     def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         # O_NONBLOCK keeps a FIFO posing as a file from blocking the monitor.
@@ -119,4 +115,6 @@ class LocalFileSystem:
         return os.path.abspath(path)
 
 
+_isdir = stat_mod.S_ISDIR
+_isreg = stat_mod.S_ISREG
 LOCAL = LocalFileSystem()

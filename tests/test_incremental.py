@@ -324,6 +324,41 @@ def test_the_safety_net_is_spread_over_the_polls_of_a_round(tmp_path, runs):
     assert not [p for p in [*fs.stats, *fs.reads] if p.startswith(tuple(run_dirs))]
 
 
+def test_a_poll_lists_a_root_again_only_once_its_mtime_moved(tmp_path, runs):
+    for i in range(3):
+        make_run(runs, f"{i:032x}")
+    monitor = monitor_for(tmp_path, runs)  # not started: nothing watched
+    source = monitor.list_runs_cb
+    listings = Counter()
+    list_run_dirs = source.list_run_dirs
+
+    def counting() -> list[str]:
+        listings["n"] += 1
+        return list_run_dirs()
+
+    source.list_run_dirs = counting
+    monitor.run_once()
+    # Just listed: an mtime this recent proves nothing (same clock tick).
+    monitor.sync_changes(sweep=False)
+    assert listings["n"] == 2
+    old = time.time() - 30
+    os.utime(runs, (old, old))
+    monitor.run_once()
+    listings.clear()
+    for _ in range(3):
+        monitor.sync_changes(sweep=False)
+    assert listings["n"] == 0  # the root's mtime held: no listing
+    make_run(runs, "9" * 32)  # a new entry moves the root's mtime
+    monitor.sync_changes(sweep=False)
+    assert listings["n"] == 1 and "9" * 32 in monitor.run_names
+    source.relist_after = 0.0  # past relist_after, listed whatever the mtime says
+    os.utime(runs, (old, old))
+    monitor.run_once()
+    listings.clear()
+    monitor.sync_changes(sweep=False)
+    assert listings["n"] == 1
+
+
 def test_an_unwatched_tree_is_rechecked_every_poll(tmp_path, runs, monkeypatch):
     run_dir = make_run(runs, "5" * 32, ended=False)
     # Nothing can be watched (e.g. a network filesystem): every poll re-checks

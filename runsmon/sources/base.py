@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Collection, Hashable
 
 from runsmon.fs import LOCAL, FileSystem
@@ -28,6 +29,9 @@ class RunSource:
     kind = "runs"
     #: A call returns the very same list object while nothing changed.
     shares_unchanged = True
+    #: Seconds a listing is trusted while the roots' mtimes hold (see
+    #: :meth:`_roots_unchanged`); past that, a root named changed is listed.
+    relist_after = 60.0
 
     def __init__(self, fs: FileSystem = LOCAL, reporter: Reporter | None = None) -> None:
         self.fs = fs
@@ -37,6 +41,7 @@ class RunSource:
         self._index: dict[str, str] = {}  # normalised run dir -> run dir
         self._cache: dict[str, tuple[Hashable, Run | None]] = {}
         self._runs: list[Run] | None = None  # the last answer, while it holds
+        self._listed: tuple[float, float, tuple | None] = (0.0, 0.0, None)  # wall, mono, keys
 
     # -- what subclasses provide -------------------------------------------
 
@@ -68,7 +73,12 @@ class RunSource:
         caller can tell "no change" by identity); treat it as read-only.
         """
         with self._lock:
-            if changed is None or self._dirs is None or self._touches_roots(changed):
+            if (
+                changed is None
+                or self._dirs is None
+                or (self._touches_roots(changed) and not self._roots_unchanged())
+            ):
+                self._listed = (time.time(), time.monotonic(), self._root_keys())
                 listed = self._list_dirs()
                 if listed is None:
                     # The root is unreadable or gone for a moment (remount,
@@ -163,12 +173,50 @@ class RunSource:
     def _recheck(self, dirs: list[str], changed: Collection[str]) -> set[str]:
         return self._dirs_under(dirs, changed) | (self._live_dirs() & set(dirs))
 
+    def _root_keys(self) -> tuple | None:
+        """The roots' (size, mtime), taken before a listing; None if one is gone."""
+        keys = []
+        for root in self.roots():
+            st = self.fs.stat(root)
+            if st is None:
+                return None
+            keys.append(st.key)
+        return tuple(keys)
+
+    def _roots_unchanged(self) -> bool:
+        """Whether the last listing still holds: no root's mtime moved since.
+
+        A directory's mtime moves when an entry is added, removed or renamed.
+        An mtime within a second of the listing proves nothing (a change in
+        the same clock tick leaves it as it was), and after
+        :attr:`relist_after` seconds the roots are listed anyway (filesystems
+        that cache attributes, such as NFS).  So a poll where nothing is
+        watched need not list a root of 10,000 runs to find no new one.
+        """
+        wall, mono, keys = self._listed
+        if keys is None or time.monotonic() - mono > self.relist_after:
+            return False
+        now = self._root_keys()
+        return now == keys and all(mtime / 1e9 < wall - 1.0 for _, mtime in keys)
+
     def _touches_roots(self, changed: Collection[str]) -> bool:
+        """Whether a changed path may add or remove an entry of a root.
+
+        A known run directory that is still there does not: the monitor's
+        safety net names every run directory in turn, and listing a root of
+        10,000 runs for each would cost more than re-checking the runs.
+        """
         roots = {os.path.normpath(r) for r in self.roots()}
-        return any(
-            os.path.normpath(p) in roots or os.path.dirname(os.path.normpath(p)) in roots
-            for p in changed
-        )
+        index = self._index
+        for path in changed:
+            norm = os.path.normpath(path)
+            if norm in roots:
+                return True
+            if os.path.dirname(norm) in roots and (
+                norm not in index or self.fs.stat(index[norm]) is None
+            ):
+                return True
+        return False
 
     def _dirs_under(self, dirs: list[str], changed: Collection[str]) -> set[str]:
         """The run directories that hold (or are) one of the changed paths."""
