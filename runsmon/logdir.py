@@ -146,8 +146,12 @@ class Logdir:
             except FileExistsError:
                 continue
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -186,24 +190,40 @@ class Logdir:
     def save_manifest(self, manifest: Manifest) -> None:
         self.write_atomic(self.run_path(manifest.name, MANIFEST), manifest.to_json().encode())
 
-    def plan_parents(self, manifest: Manifest, rels: list[str]) -> None:
+    def plan_parents(self, manifest: Manifest, rels: list[str], *, fresh: bool = False) -> None:
         """List in the manifest the directories files at ``rels`` will need.
 
         Saved before :meth:`make_parents` makes them, so that a kill in
-        between leaves nothing the manifest does not name.
+        between leaves nothing the manifest does not name.  ``fresh``: the
+        run directory was just made here and holds none of them yet.
         """
         for rel in rels:
             parent = os.path.dirname(rel)
             while parent and parent not in manifest.dirs:
-                if os.path.isdir(self.run_path(manifest.name, parent)):
+                if not fresh and os.path.isdir(self.run_path(manifest.name, parent)):
                     break
                 manifest.dirs.append(parent)
                 parent = os.path.dirname(parent)
 
-    def make_parents(self, manifest: Manifest, rels: list[str]) -> None:
-        """Make the directories files at ``rels`` need (the manifest lists them)."""
-        for rel in rels:
-            self._make_parents(manifest, rel)
+    def make_parents(self, manifest: Manifest, rels: list[str], *, fresh: bool = False) -> None:
+        """Make the directories files at ``rels`` need (the manifest lists them).
+
+        ``fresh``: as for :meth:`plan_parents`; each is made without looking
+        first (one mkdir, no stat), parents before children.
+        """
+        if not fresh:
+            for rel in rels:
+                self._make_parents(manifest, rel)
+            return
+        wanted = {p for rel in rels for p in _parents(rel)}
+        for rel_dir in sorted(wanted, key=lambda d: d.count("/")):
+            try:
+                os.mkdir(self.run_path(manifest.name, rel_dir))
+            except FileExistsError:
+                if not os.path.isdir(self.run_path(manifest.name, rel_dir)):
+                    raise
+            if rel_dir not in manifest.dirs:
+                manifest.dirs.append(rel_dir)
 
     def _make_parents(self, manifest: Manifest, rel: str) -> None:
         parent = os.path.dirname(rel)
@@ -216,11 +236,21 @@ class Logdir:
             if rel_dir not in manifest.dirs:
                 manifest.dirs.append(rel_dir)
 
-    def link(self, manifest: Manifest, rel: str, target: str) -> bool:
+    def link(self, manifest: Manifest, rel: str, target: str, *, fresh: bool = False) -> bool:
         """Link ``rel`` in the run directory to ``target``; copy where links fail.
 
-        Returns True when the file was copied rather than linked.
+        Returns True when the file was copied rather than linked.  ``fresh``:
+        the run directory was just made here with the link's parents
+        (:meth:`make_parents`), so the link is made without looking first.
         """
+        if fresh:
+            try:
+                os.symlink(target, self.run_path(manifest.name, rel))
+            except OSError:
+                return self.link(manifest, rel, target)  # the careful way
+            manifest.links[rel] = target
+            manifest.copies.pop(rel, None)
+            return False
         self._make_parents(manifest, rel)
         path = self.run_path(manifest.name, rel)
         if os.path.lexists(path):
@@ -383,3 +413,13 @@ class Logdir:
         if not self.temporary:
             raise LogdirError("only a temporary logdir is removed whole")
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _parents(rel: str) -> list[str]:
+    """The directories above ``rel`` in its run directory ("a/b/f" -> a/b, a)."""
+    out = []
+    parent = os.path.dirname(rel)
+    while parent:
+        out.append(parent)
+        parent = os.path.dirname(parent)
+    return out

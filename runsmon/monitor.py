@@ -643,11 +643,12 @@ class RunsMonitor:
             self._make_links(st, wanted)
         self._sync_copies(st)
 
-    def _make_links(self, st: _RunState, wanted: Mapping[str, str]) -> None:
+    def _make_links(self, st: _RunState, wanted: Mapping[str, str], fresh: bool = False) -> None:
         manifest = st.manifest
         copies = dict(manifest.copies)
+        link = self.logdir.link
         for rel, target in wanted.items():
-            self._try(st, "link", lambda r=rel, t=target: self.logdir.link(manifest, r, t))
+            self._try(st, "link", lambda r=rel, t=target: link(manifest, r, t, fresh=fresh))
         if manifest.copies != copies:  # links impossible here: copies instead
             self._unsaved.add(st.run.id)
 
@@ -839,14 +840,17 @@ class RunsMonitor:
                 if rel not in st.manifest.files:
                     st.manifest.files.append(rel)
             st.manifest.links.update(links)
-            self.logdir.plan_parents(st.manifest, [*links])
+            self.logdir.plan_parents(st.manifest, [*links], fresh=True)
             state["session"] = key
             if write_end:
                 state["end"] = run.status
                 state["end_file"] = end_file
             if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
                 self._unsaved.add(run.id)
-            if not self._try(st, "write", lambda: self.logdir.make_parents(st.manifest, [*links])):
+            made = self._try(
+                st, "write", lambda: self.logdir.make_parents(st.manifest, [*links], fresh=True)
+            )
+            if not made:
                 self._unsaved.add(run.id)
             before = dict(state)
             state.pop("session")
@@ -879,7 +883,7 @@ class RunsMonitor:
         if links is not None:
             # After the session: TensorBoard's Python loader may skip a file
             # whose name sorts before the one it is reading.
-            self._make_links(st, links)
+            self._make_links(st, links, fresh=made)
             self._sync_copies(st)
         if state != before:
             self._unsaved.add(run.id)

@@ -135,3 +135,32 @@ def test_planned_directories_are_named_before_they_exist(tmp_path):
         "train/a",
         "val",
     ]
+
+
+def test_a_fresh_run_directory_is_filled_without_looking_and_falls_back_when_taken(tmp_path):
+    logdir = Logdir(str(tmp_path / "logdir"))
+    manifest = logdir.create_run("id1", "r")
+    rels = ["train/a/events.out.tfevents.1", "events.out.tfevents.1"]
+    logdir.plan_parents(manifest, rels, fresh=True)
+    logdir.make_parents(manifest, rels, fresh=True)
+    assert sorted(manifest.dirs) == ["train", "train/a"]
+    target = tmp_path / "run" / "events.out.tfevents.1"
+    for rel in rels:
+        assert logdir.link(manifest, rel, str(target), fresh=True) is False
+        assert os.readlink(tmp_path / "logdir" / "r" / rel) == str(target)
+    # Something already there (not what runsmon thought): the careful way.
+    other = tmp_path / "other" / "events.out.tfevents.1"
+    assert logdir.link(manifest, rels[1], str(other), fresh=True) is False
+    assert os.readlink(tmp_path / "logdir" / "r" / rels[1]) == str(other)
+    assert manifest.links == {rels[0]: str(target), rels[1]: str(other)}
+    logdir.make_parents(manifest, rels, fresh=True)  # made already: no error
+
+
+def test_atomic_write_writes_everything_when_the_os_takes_it_in_parts(tmp_path, monkeypatch):
+    logdir = Logdir(str(tmp_path / "logdir"))
+    manifest = logdir.create_run("id1", "r")
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:7])))
+    logdir.write_file(manifest, "f", bytes(range(256)) * 4)
+    monkeypatch.undo()
+    assert (tmp_path / "logdir" / "r" / "f").read_bytes() == bytes(range(256)) * 4

@@ -106,32 +106,25 @@ def test_run_directory_made_read_only(faults: Faults) -> None:
 
 
 class _FullDisk:
-    """``os.fdopen`` files that write half of what they are given, then fail (ENOSPC)."""
+    """Writes to files in the logdir write half of what they are given, then
+    fail with ENOSPC (what a full disk does to ``os.write``)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, logdir: str) -> None:
         self.failures = 0
-        real = os.fdopen
+        real = os.write
 
-        def fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
-            f = real(fd, *args, **kwargs)
-            disk = self
+        def write(fd: int, data: Any) -> int:
+            try:
+                where = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                where = ""
+            if not where.startswith(logdir):
+                return real(fd, data)
+            real(fd, bytes(data[: len(data) // 2]))
+            self.failures += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-            class Half:
-                def __enter__(self) -> Half:
-                    return self
-
-                def __exit__(self, *exc: object) -> None:
-                    f.close()
-
-                def write(self, data: bytes) -> int:
-                    f.write(data[: len(data) // 2])
-                    f.flush()
-                    disk.failures += 1
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-            return Half()
-
-        monkeypatch.setattr(runsmon.logdir.os, "fdopen", fdopen)
+        monkeypatch.setattr(runsmon.logdir.os, "write", write)
 
 
 def test_disk_full(faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +132,7 @@ def test_disk_full(faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
     faults.add(flags={"lr": 0.1, "opt": "adam"})  # no new column: no new experiment
     faults.snapshot()
     with monkeypatch.context() as m:
-        disk = _FullDisk(m)
+        disk = _FullDisk(m, os.path.realpath(faults.logdir))
         faults.sync(monitor)
         assert disk.failures > 0
         _all_complete(str(faults.logdir))
@@ -158,7 +151,7 @@ def test_disk_full_for_a_new_experiment(faults: Faults, monkeypatch: pytest.Monk
     faults.add(flags={"lr": 0.5, "new_flag": 3})  # a new column: a new experiment
     faults.snapshot()
     with monkeypatch.context() as m:
-        _FullDisk(m)
+        _FullDisk(m, os.path.realpath(faults.logdir))
         faults.sync(monitor)
         # The old experiment stays until a new one is whole.
         now = sorted(d for d in os.listdir(faults.logdir) if d.startswith(".runsmon-exp"))
