@@ -165,7 +165,20 @@ class RunsMonitor:
 
     def run_once(self) -> SyncStats:
         """Sync the logdir now, checking every run (a full check)."""
-        return self._sync(changed=None)
+        if not self.freeze_heap or self._synced:
+            return self._sync(changed=None)
+        # The first full check builds the long-lived state: no cyclic GC pass
+        # walks it while it grows (six full passes at 10,000 runs), and it is
+        # frozen once built.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._sync(changed=None)
+        finally:
+            if self._synced:
+                gc.freeze()
+            if enabled:
+                gc.enable()
 
     def sync_changes(self, sweep: bool | None = None) -> SyncStats:
         """One poll of the running monitor (what its loop does on each wake-up).
@@ -416,8 +429,6 @@ class RunsMonitor:
             self._write_failed.clear()
             if changed is None:
                 self._drop_unclaimed()
-                if self.freeze_heap and not self._synced:
-                    gc.freeze()
                 self._synced = True
             stats.runs = len(self._runs)
             stats.seconds = time.monotonic() - t0
