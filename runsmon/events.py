@@ -561,8 +561,9 @@ class FileScan:
         decode_error = pb_message.DecodeError
         fast = self.fast
         recent: list[tuple[int, int, tuple]] = []
-        # Three records show a period of one (after the file_version one).
-        cooldown, backoff = 3, 2
+        # Two records: the file_version one and a first event, whose shape
+        # may have a template already; three show a period of one.
+        cooldown, backoff = 2, 1
         while True:
             if pos + 12 > n:
                 return pos, None
@@ -662,9 +663,10 @@ class FileScan:
             template = None
         if template is None:
             period = self._period(recent)
-            if period is None:
-                return 0
-            template = self._template_for(buf, recent[-period:])
+            # No period yet (the start of a file): the last record's shape may
+            # be one other files of this writer repeat; try their template.
+            group = recent[-period:] if period is not None else recent[-1:]
+            template = self._template_for(buf, group, shared_only=period is None)
             if template is None:
                 return 0
         layout, mask, expected, _ = template
@@ -747,8 +749,11 @@ class FileScan:
                 return p
         return None
 
-    def _template_for(self, buf: bytes, group: list[tuple[int, int, tuple]]):
-        """Mask and expected bytes for a period of records."""
+    def _template_for(
+        self, buf: bytes, group: list[tuple[int, int, tuple]], shared_only: bool = False
+    ):
+        """Mask and expected bytes for a period of records (``shared_only``:
+        only a template another scan made, else None)."""
         key = tuple((r[1], r[2]) for r in group)
         start = group[0][0]
         size = sum(r[1] for r in group)
@@ -763,6 +768,8 @@ class FileScan:
                     self._template = template
                     self._template_bytes = template_bytes
                     return self._template
+        if shared_only:
+            return None
         mask = np.zeros(size, np.uint8)
         layout = []
         try:
