@@ -21,6 +21,9 @@
    (``benchmarks/scanner.py``);
 
 and prints a table: metric, runsmon, Guild/TensorBoard, ratio, target, met.
+Each logdir goes where ``runsmon serve`` makes its temporary one (in memory:
+``$XDG_RUNTIME_DIR`` or ``/dev/shm``), for both tools; the first syncs are also
+measured with both logdirs on disk, under ``.bench/``.
 ``--scaling`` also measures 1k, 2k, 5k and 10k runs and prints each cost per
 run; ``--write-results`` puts the tables into ``benchmarks/RESULTS.md``.
 """
@@ -40,6 +43,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -314,9 +318,20 @@ def _timed_polls(monitor: Any, count: int, sweep: bool) -> list[float]:
     return times
 
 
-def _fresh_logdir(tag: str) -> str:
+def logdir_base(where: str) -> str:
+    """Where a measured logdir goes: ``memory``, where ``runsmon serve`` makes
+    its temporary logdir (a RAM-backed directory when the machine has one),
+    or ``disk``, under ``.bench/`` (what ``--logdir`` on this disk costs)."""
+    if where == "memory":
+        from runsmon.logdir import temporary_root
+
+        return temporary_root() or tempfile.gettempdir()
+    return BENCH_DIR
+
+
+def _fresh_logdir(tag: str, where: str = "memory") -> str:
     """An empty logdir path; the disk settled first (see :func:`settle`)."""
-    path = os.path.join(BENCH_DIR, f"logdir-{tag}")
+    path = os.path.join(logdir_base(where), f"runsmon-bench-logdir-{tag}")
     shutil.rmtree(path, ignore_errors=True)
     settle()
     return path
@@ -333,9 +348,9 @@ def _child_cmd(runs_dir: str, logdir: str, polls: int, serve: bool) -> list[str]
     return cmd + (["--serve"] if serve else [])
 
 
-def measure_runsmon(runs_dir: str, polls: int) -> dict[str, Any]:
+def measure_runsmon(runs_dir: str, polls: int, where: str = "memory") -> dict[str, Any]:
     """Syncs and peak RSS of a monitor process (no latency trials)."""
-    logdir = _fresh_logdir("runsmon")
+    logdir = _fresh_logdir("runsmon", where)
     out = subprocess.run(
         _child_cmd(runs_dir, logdir, polls, serve=False),
         check=True,
@@ -440,8 +455,8 @@ def guild_python() -> tuple[str | None, str]:
     return python, ""
 
 
-def measure_guild(python: str, runs_dir: str, polls: int) -> dict[str, Any]:
-    logdir = _fresh_logdir("guild")
+def measure_guild(python: str, runs_dir: str, polls: int, where: str = "memory") -> dict[str, Any]:
+    logdir = _fresh_logdir("guild", where)
     os.makedirs(logdir)
     env = dict(os.environ, GUILD_HOME=os.path.join(BENCH_DIR, "guild-home"))
     try:
@@ -520,7 +535,6 @@ def main_table(
     large = n >= LARGE
     rs_full = statistics.median(rs["full_polls"])
     rs_watched = statistics.median(rs["watched_polls"])
-    g_first = guild["first_sync"] if guild else None
     g_poll = statistics.median(guild["polls"]) if guild and guild["polls"] else None
     rows: list[list[str]] = []
     verdicts: list[bool] = []
@@ -535,16 +549,24 @@ def main_table(
             return None
         return theirs / ours >= ratio_target
 
-    row(
-        "first sync",
-        _s(rs["first_sync"]),
-        _s(g_first) if guild else guild_note,
-        _ratio(rs["first_sync"], g_first),
-        f"< {LARGE_FIRST_SYNC_S:g} s" if large else f">= {FIRST_SYNC_RATIO:g}x faster",
-        rs["first_sync"] < LARGE_FIRST_SYNC_S
-        if large
-        else vs(FIRST_SYNC_RATIO, rs["first_sync"], g_first),
-    )
+    for label, ours, theirs in (
+        (f"first sync, logdir in memory ({_fs_type('memory')})", rs, guild),
+        (
+            f"first sync, logdir on disk ({_fs_type('disk')})",
+            rs["disk"],
+            guild["disk"] if guild else None,
+        ),
+    ):
+        first = ours["first_sync"]
+        g = theirs["first_sync"] if theirs else None
+        row(
+            label,
+            _s(first),
+            _s(g) if theirs else guild_note,
+            _ratio(first, g),
+            f"< {LARGE_FIRST_SYNC_S:g} s" if large else f">= {FIRST_SYNC_RATIO:g}x faster",
+            first < LARGE_FIRST_SYNC_S if large else vs(FIRST_SYNC_RATIO, first, g),
+        )
     for key, label in (
         ("timed_polls", "unchanged poll, monitor running (worst of 2 rounds)"),
         ("polled_polls", "unchanged poll, nothing watched (worst of 2 rounds)"),
@@ -610,6 +632,19 @@ def main_table(
         )
     header = ["metric", "runsmon", "Guild 0.9.0 / TensorBoard", "ratio", "target", "met?"]
     return _table(header, rows), all(verdicts)
+
+
+def _fs_type(where: str) -> str:
+    """The filesystem type under a logdir location (from /proc/mounts)."""
+    path = os.path.realpath(logdir_base(where))
+    best, kind = "", "?"
+    with contextlib.suppress(OSError), open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            mount = parts[1].rstrip("/") + "/" if len(parts) > 2 else None
+            if mount and (path + "/").startswith(mount) and len(parts[1]) > len(best):
+                best, kind = parts[1], parts[2]
+    return kind
 
 
 def scaling_table(results: list[tuple[int, dict[str, Any]]]) -> tuple[str, bool]:
@@ -808,14 +843,18 @@ def main(argv: list[str] | None = None) -> int:
             guild_note = "skipped: " + why
             print(f"Guild's column skipped: {why}", flush=True)
         else:
-            with _timed(f"Guild RunsMonitor on {n} runs"):
-                try:
-                    guild = measure_guild(python, runs_dir, args.guild_polls)
-                except (OSError, subprocess.CalledProcessError) as e:
-                    guild_note = f"failed: {e}"
-                    print(f"Guild's column skipped: {e}", flush=True)
-    with _timed(f"runsmon on {n} runs (syncs, latency, RSS)"):
+            try:
+                with _timed(f"Guild RunsMonitor on {n} runs, logdir in memory"):
+                    guild = measure_guild(python, runs_dir, args.guild_polls, "memory")
+                with _timed(f"Guild RunsMonitor on {n} runs, logdir on disk"):
+                    guild["disk"] = measure_guild(python, runs_dir, 0, "disk")
+            except (OSError, subprocess.CalledProcessError) as e:
+                guild, guild_note = None, f"failed: {e}"
+                print(f"Guild's column skipped: {e}", flush=True)
+    with _timed(f"runsmon on {n} runs (syncs, latency, RSS), logdir in memory"):
         rs = measure_runsmon_live(runs_dir, args.polls, args.trials, args.seed)
+    with _timed(f"runsmon on {n} runs, logdir on disk"):
+        rs["disk"] = measure_runsmon(runs_dir, 1, "disk")
     scan = None
     if not args.skip_scanner:
         with _timed("scanner vs TensorBoard's loader"):

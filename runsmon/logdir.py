@@ -79,6 +79,18 @@ class Manifest:
         return manifest
 
 
+def temporary_root() -> str | None:
+    """Where temporary logdirs go: ``$TMPDIR`` if set, else a RAM-backed
+    directory (``$XDG_RUNTIME_DIR``, ``/dev/shm``) if writable, else the
+    system's temporary directory (None)."""
+    if os.environ.get("TMPDIR"):
+        return None
+    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return None
+
+
 class Logdir:
     """A logdir runsmon owns."""
 
@@ -89,7 +101,14 @@ class Logdir:
 
     @classmethod
     def create_temporary(cls) -> Logdir:
-        return cls(tempfile.mkdtemp(prefix="runsmon-logdir-"), temporary=True)
+        """A new logdir removed at exit, in memory where the machine has it.
+
+        The logdir is small (links, a few KB of summaries a run) and
+        rewritten from the runs at each start, so it belongs in RAM: on a
+        shared disk making its thousands of inodes costs more than all the
+        rest of a first sync.  ``$TMPDIR``, when set, decides instead.
+        """
+        return cls(tempfile.mkdtemp(prefix="runsmon-logdir-", dir=temporary_root()), temporary=True)
 
     # -- ownership -----------------------------------------------------------
 

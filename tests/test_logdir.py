@@ -164,3 +164,20 @@ def test_atomic_write_writes_everything_when_the_os_takes_it_in_parts(tmp_path, 
     logdir.write_file(manifest, "f", bytes(range(256)) * 4)
     monkeypatch.undo()
     assert (tmp_path / "logdir" / "r" / "f").read_bytes() == bytes(range(256)) * 4
+
+
+def test_temporary_logdirs_go_to_memory_unless_tmpdir_is_set(tmp_path, monkeypatch):
+    from runsmon.logdir import temporary_root
+
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    monkeypatch.delenv("TMPDIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert temporary_root() == str(runtime)
+    logdir = Logdir.create_temporary()
+    assert os.path.dirname(logdir.path) == str(runtime)
+    logdir.destroy()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
+    assert temporary_root() == ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert temporary_root() is None  # the user's choice wins
