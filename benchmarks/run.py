@@ -293,6 +293,7 @@ def runsmon_child(runs_dir: str, logdir: str, polls: int, serve: bool) -> int:
         "timed_polls": timed,
         "polled_polls": polled,
         "peak_rss_kb": peak_rss_kb(),
+        "logdir_kb": tree_kb(logdir),
     }
     if not serve:
         monitor.stop()
@@ -305,6 +306,16 @@ def runsmon_child(runs_dir: str, logdir: str, polls: int, serve: bool) -> int:
     monitor.stop()
     _emit({"peak_rss_kb": peak_rss_kb()})
     return 0
+
+
+def tree_kb(path: str) -> int:
+    """What a directory tree takes on its filesystem (blocks of every entry)."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total // 1024
 
 
 def _timed_polls(monitor: Any, count: int, sweep: bool) -> list[float]:
@@ -620,6 +631,15 @@ def main_table(
         f"< {LARGE_RSS_MB:g} MB" if large else "-",
         rs["peak_rss_kb"] / 1024 < LARGE_RSS_MB if large else None,
     )
+    if "logdir_kb" in rs:
+        row(
+            f"logdir size ({_fs_type('memory')}; RAM, not the process's RSS)",
+            _mb(rs["logdir_kb"]),
+            "-",
+            "-",
+            "-",
+            None,
+        )
     if scan is not None:
         checks = "checksums verified" if scan["checksums_verified"] else "checksums NOT verified"
         row(

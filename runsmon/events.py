@@ -369,6 +369,7 @@ _SMALL_RUN = 64 << 10
 _TEMPLATES: dict[tuple, list[tuple[tuple, tuple[bytes, bytes]]]] = {}
 _TEMPLATES_MAX = 1024
 _COOLDOWN_MAX = 1024
+_NO_PENDING: dict = {}  # shared while no update runs (never written to)
 
 
 class FileScan:
@@ -434,7 +435,7 @@ class FileScan:
         self.generation = 0
         """Bumped whenever the file was found replaced and scanned anew."""
         self._value_tags: set[str] | None = None  # root scalar tags, during an update
-        self._pending: dict[str, tuple[int, float, Any]] = {}
+        self._pending: dict[str, tuple[int, float, Any]] = _NO_PENDING  # a dict during updates
         self._template: tuple[list[tuple[int, int]], np.ndarray, np.ndarray, tuple] | None = None
         self._template_bytes: tuple[bytes, bytes] = (b"", b"")  # mask, expected bytes
 
@@ -476,11 +477,14 @@ class FileScan:
         start = self.offset
         self.framing_lost = False
         self._value_tags = self.root_scalar_tags
+        self._pending = {}
         try:
             self._read(fs, path)
         finally:
             self._flush_pending()
-            self._value_tags = None  # not kept between updates: memory per file
+            # Not kept between updates: memory per file, 30,000 files at 10k runs.
+            self._value_tags = None
+            self._pending = _NO_PENDING
             if self.framing_lost:
                 self._lost_size = size
         return self.offset != start

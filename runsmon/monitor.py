@@ -70,6 +70,7 @@ class _RunState:
     metrics: frozenset[tuple[str, str]] = frozenset()
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     scalar_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    own_time: bool = False  # its files have a root scalar `time` of their own
 
     @property
     def name(self) -> str:
@@ -585,6 +586,7 @@ class RunsMonitor:
         self._sync_scalars(st)
         st.hparams = run.hparams()
         metrics = st.files.metrics()
+        st.own_time = (hparams.TIME_METRIC, "") in metrics
         metrics.update(tuple(m) for m in st.manifest.state.get("synth_metrics", []))
         if run.duration is not None:
             metrics.add((hparams.TIME_METRIC, ""))
@@ -908,7 +910,7 @@ class RunsMonitor:
                 hparams.session_end_summary(run.status, run.stopped), wall_time=wall
             )
         ]
-        if run.duration is not None and (hparams.TIME_METRIC, "") not in st.files.metrics():
+        if run.duration is not None and not st.own_time:
             evs.append(events.scalar_event(hparams.TIME_METRIC, run.duration, 0, wall))
         return evs
 

@@ -55,15 +55,12 @@ class RunFiles:
         ] = {}  # rel -> (mtime, subdirs, files)
         self.files: dict[str, EventFile] = {}  # path -> file
         self.errors: dict[str, str] = {}  # path -> why it could not be read
-        self._modes: dict[str, str] | None = None  # worked out once per refresh
-        self._metrics: frozenset[tuple[str, str]] | None = None
 
     def refresh(self) -> bool:
         """Re-list changed directories and re-scan changed files.
 
         Returns True when the set of files or anything they hold changed.
         """
-        self._modes = self._metrics = None
         seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
         event_paths: dict[str, str] = {}  # path -> rel in logdir
         self._walk("", 0, seen, event_paths)
@@ -138,7 +135,7 @@ class RunFiles:
         return before != (entry.scan.offset, len(entry.scan.tags), entry.scan.has_hparams)
 
     def modes(self) -> dict[str, str]:
-        """How each file (by path) reaches the logdir (read-only; kept until a refresh).
+        """How each file (by path) reaches the logdir.
 
         A file with hparams summaries of its own is copied without them when
         it is the run's only source of scalars (Lightning writes hparams and
@@ -147,14 +144,12 @@ class RunFiles:
         A file that could not be read (a FIFO, unreadable) is left out: a
         link to a FIFO would block TensorBoard's reader.
         """
-        if self._modes is None:
-            errors = self.errors
-            plain = any(not f.scan.has_hparams for p, f in self.files.items() if p not in errors)
-            self._modes = {
-                path: SKIP if path in errors else _mode(f.scan.has_hparams, plain)
-                for path, f in self.files.items()
-            }
-        return self._modes
+        errors = self.errors
+        plain = any(not f.scan.has_hparams for p, f in self.files.items() if p not in errors)
+        return {
+            path: SKIP if path in errors else _mode(f.scan.has_hparams, plain)
+            for path, f in self.files.items()
+        }
 
     def placed(self, mode: str) -> dict[str, str]:
         """rel path in the logdir -> path of the run's file, for one mode."""
@@ -171,13 +166,11 @@ class RunFiles:
         The group is the file's directory in the run ("" at its root); which
         of these become metrics is the experiment's selection.
         """
-        if self._metrics is None:
-            out: set[tuple[str, str]] = set()
-            for f in self._shown():
-                group = f.group
-                out.update((tag, group) for tag in f.scan.scalar_tags)
-            self._metrics = frozenset(out)
-        return set(self._metrics)
+        out: set[tuple[str, str]] = set()
+        for f in self._shown():
+            group = f.group
+            out.update((tag, group) for tag in f.scan.scalar_tags)
+        return out
 
     def last_values(self) -> dict[tuple[str, str], float]:
         """The last value of every root scalar, as TensorBoard shows it."""
