@@ -370,6 +370,18 @@ _TEMPLATES: dict[tuple, list[tuple[tuple, tuple[bytes, bytes]]]] = {}
 _TEMPLATES_MAX = 1024
 _COOLDOWN_MAX = 1024
 _NO_PENDING: dict = {}  # shared while no update runs (never written to)
+_FOOTERS: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _footers(size: int, count: int) -> struct.Struct:
+    """A struct reading ``count`` uint32s ``size`` bytes apart (records' data CRCs)."""
+    key = (size, count)
+    found = _FOOTERS.get(key)
+    if found is None:
+        found = struct.Struct("<" + f"I{size - 4}x" * (count - 1) + "I")
+        if len(_FOOTERS) < 4096:
+            _FOOTERS[key] = found
+    return found
 
 
 class FileScan:
@@ -724,15 +736,15 @@ class FileScan:
         crc = _crc32c
         if crc is not None:
             # As in _verify_run: stop before the period holding a bad record.
-            unpack = _U32_LE.unpack_from
             bad = matched
+            get = buf.__getitem__
             for rel, length in layout:
-                starts = range(pos + rel, pos + rel + matched * size, size)
-                computed = [
-                    (((c >> 15) | (c << 17)) + _MASK_DELTA) & _U32
-                    for c in map(crc, [buf[a : a + length] for a in starts])
-                ]
-                stored = [unpack(buf, a + length)[0] for a in starts]
+                first = pos + rel
+                stop = first + matched * size
+                spans = map(slice, range(first, stop, size), range(first + length, stop, size))
+                crcs = map(crc, map(get, spans))
+                computed = tuple((((c >> 15) | (c << 17)) + _MASK_DELTA) & _U32 for c in crcs)
+                stored = _footers(size, matched).unpack_from(buf, first + length)
                 if computed != stored:
                     pairs = enumerate(zip(computed, stored, strict=True))
                     bad = min(bad, next(i for i, (x, y) in pairs if x != y))
