@@ -276,10 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--full-check",
         type=_positive_float,
-        default=60.0,
+        default=120.0,
         metavar="SECONDS",
         help="every run is re-checked within SECONDS, a share at each poll, "
-        "whatever the file watchers reported (default 60)",
+        "whatever the file watchers reported (default 120)",
     )
     serve.add_argument("--once", action="store_true", help="sync once and exit")
     serve.add_argument(
@@ -684,7 +684,7 @@ def demo(args: argparse.Namespace) -> int:
     for name, value in (
         ("logdir", None),
         ("interval", 1.0),
-        ("full_check", 60.0),
+        ("full_check", 120.0),
         ("once", False),
         ("no_tensorboard", False),
         ("paths", [sweep.runs_dir]),

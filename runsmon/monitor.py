@@ -93,7 +93,7 @@ class RunsMonitor:
         run_name_cb: Callable[[Run], str] | None = None,
         *,
         watch: bool = True,
-        full_check_interval: float = 60.0,
+        full_check_interval: float = 120.0,
         reset_delay: float = 11.0,
         callback_timeout: float = 120.0,
         fs: FileSystem = LOCAL,
