@@ -511,6 +511,13 @@ def _s(seconds: float | None) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
+def _spread(value: float | None, values: list[float] | None) -> str:
+    """A median with the range of the trials behind it."""
+    if value is None or not values or len(values) < 2:
+        return _s(value)
+    return f"{_s(value)} ({_s(min(values))}-{_s(max(values))})"
+
+
 def _mb(kb: int | None) -> str:
     return "-" if kb is None else f"{kb / 1024:.0f} MB"
 
@@ -571,9 +578,9 @@ def main_table(
     # The default logdir (in memory) is judged; the same on disk is shown,
     # not judged (marked *): there it is bound by the disk's inode cost.
     for label, ours, theirs, judged in (
-        (f"first sync, logdir in memory ({_fs_type('memory')})", rs, guild, True),
+        (f"first sync, logdir in memory ({_fs_type('memory')}), median", rs, guild, True),
         (
-            f"first sync, logdir on disk ({_fs_type('disk')})",
+            f"first sync, logdir on disk ({_fs_type('disk')}), median",
             rs["disk"],
             guild["disk"] if guild else None,
             False,
@@ -583,8 +590,8 @@ def main_table(
         g = theirs["first_sync"] if theirs else None
         row(
             label,
-            _s(first),
-            _s(g) if theirs else guild_note,
+            _spread(first, ours.get("first_syncs")),
+            _spread(g, theirs.get("first_syncs")) if theirs else guild_note,
             _ratio(first, g),
             f"< {LARGE_FIRST_SYNC_S:g} s" if large else f">= {FIRST_SYNC_RATIO:g}x faster",
             first < LARGE_FIRST_SYNC_S if large else vs(FIRST_SYNC_RATIO, first, g),
@@ -812,11 +819,27 @@ def write_results(sections: dict[str, str]) -> None:
         "Written by `python benchmarks/run.py --write-results` (`make bench`, "
         "`make bench BENCH_RUNS=10000`, `--scaling`); each section is replaced "
         'when it is measured again. Targets are from the issue "Speed and scale".',
-        "A first sync is bound by file creation in the logdir (about nine new inodes "
-        "per run: directories, manifest, session and end files, links; Guild's monitor "
-        "makes about as many). On this machine's disk that cost moves tenfold with "
-        "other load (20-400 us per mkdir, symlink or create), so first-sync numbers "
-        "vary from run to run; each measurement starts after `sync` and a pause.",
+        "Where the logdir lives decides a first sync. Both tools' logdirs are measured "
+        "where `runsmon serve` makes its temporary logdir (in memory: "
+        "`$XDG_RUNTIME_DIR` or `/dev/shm`, tmpfs here), and both first syncs again "
+        "with the logdirs on this machine's disk (ext4, under `.bench/`). A run needs "
+        "about eight new inodes in the logdir (its directory, `train/` and `val/`, "
+        "manifest, session file, three links); on this disk a new inode costs "
+        "15-450 us depending on load from outside this machine, so a first sync of "
+        "1,000 runs spends 0.1-3.5 s making files there, and about 20 ms in memory. "
+        "Guild's monitor makes about as many, but its first sync is bound by its own "
+        "CPU work. The CPU itself is shared too: a fixed pure-Python loop took "
+        "0.8-1.2 s at different times of one day, so each first sync is the median "
+        "of three, each in a fresh process on a fresh logdir, with the range beside it.",
+        '"Unchanged poll" is what the running monitor does each `interval` (5 s): '
+        "sync what the watchers reported, then re-check the next share of the safety "
+        "net (`full_check_interval / interval` = 120 s / 5 s = 24 polls to a round, at "
+        'most 250 runs a poll). "Nothing watched" is the same poll where no watch '
+        "could be set (a network filesystem): it also re-checks the runs that have "
+        "not ended and lists a root again once its mtime moved. Both are the worst "
+        'poll of two whole rounds. "Full check" (`run_once` on an unchanged logdir) '
+        "checks every run at once, which no poll does any more; it is shown beside "
+        "Guild's poll, which does exactly that.",
     ]
     parts += [_section(k, kept[k]) for k in order if k in kept]
     _write(RESULTS, "\n\n".join(parts) + "\n")
@@ -843,6 +866,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--polls", type=int, default=5, help="unchanged polls timed (median)")
     parser.add_argument("--trials", type=int, default=5, help="new-run / final-status trials")
+    parser.add_argument(
+        "--first-trials",
+        type=int,
+        default=3,
+        help="first syncs timed, each on a fresh logdir in a fresh process (median)",
+    )
     parser.add_argument("--guild-polls", type=int, default=3)
     parser.add_argument(
         "--guild-max-runs",
@@ -883,6 +912,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 with _timed(f"Guild RunsMonitor on {n} runs, logdir in memory"):
                     guild = measure_guild(python, runs_dir, args.guild_polls, "memory")
+                    guild["first_syncs"] = [guild["first_sync"]] + [
+                        measure_guild(python, runs_dir, 0, "memory")["first_sync"]
+                        for _ in range(args.first_trials - 1)
+                    ]
+                    guild["first_sync"] = statistics.median(guild["first_syncs"])
                 with _timed(f"Guild RunsMonitor on {n} runs, logdir on disk"):
                     guild["disk"] = measure_guild(python, runs_dir, 0, "disk")
             except (OSError, subprocess.CalledProcessError) as e:
@@ -890,8 +924,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Guild's column skipped: {e}", flush=True)
     with _timed(f"runsmon on {n} runs (syncs, latency, RSS), logdir in memory"):
         rs = measure_runsmon_live(runs_dir, args.polls, args.trials, args.seed)
+        rs["first_syncs"] = [rs["first_sync"]] + [
+            measure_runsmon(runs_dir, 0, "memory")["first_sync"]
+            for _ in range(args.first_trials - 1)
+        ]
+        rs["first_sync"] = statistics.median(rs["first_syncs"])
     with _timed(f"runsmon on {n} runs, logdir on disk"):
-        rs["disk"] = measure_runsmon(runs_dir, 1, "disk")
+        disk = [
+            measure_runsmon(runs_dir, 0, "disk")["first_sync"] for _ in range(args.first_trials)
+        ]
+        rs["disk"] = {"first_sync": statistics.median(disk), "first_syncs": disk}
     scan = None
     if not args.skip_scanner:
         with _timed("scanner vs TensorBoard's loader"):

@@ -40,7 +40,7 @@ EXPERIMENT_FILE = "events.out.tfevents.0000000000.runsmon-experiment"
 FILTER_CHUNK = 16 << 20
 #: Most runs one poll of the safety net re-checks: past this many runs a round
 #: takes longer than ``full_check_interval`` and a poll costs no more.
-SHARE_MAX = 400
+SHARE_MAX = 250
 #: Bytes found in every record of an HParams summary (the tags' prefix).
 HPARAMS_MARK = b"_hparams_/"
 
