@@ -314,9 +314,13 @@ class RunsMonitor:
         return list(roots()) if callable(roots) else []
 
     def _polled_paths(self) -> set[str]:
-        """What a poll re-checks where nothing is watched: roots, unended runs."""
+        """What a poll re-checks where nothing is watched: roots, unended runs.
+
+        The runs that have not ended are those with a recursive watch key
+        (kept per run as they come and go): no pass over every run.
+        """
         with self._lock:
-            paths = {st.run.dir for st in self._runs.values() if not st.run.ended}
+            paths = {path for path, recursive in self._watch_count if recursive}
         return paths | set(self._roots())
 
     def _take_changes(self) -> set[str]:

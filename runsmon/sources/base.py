@@ -40,6 +40,7 @@ class RunSource:
         self._dirs: list[str] | None = None
         self._index: dict[str, str] = {}  # normalised run dir -> run dir
         self._cache: dict[str, tuple[Hashable, Run | None]] = {}
+        self._live: set[str] = set()  # cached runs that have not ended (see _live_dirs)
         self._runs: list[Run] | None = None  # the last answer, while it holds
         self._listed: tuple[float, float, tuple | None] = (0.0, 0.0, None)  # wall, mono, keys
 
@@ -105,6 +106,7 @@ class RunSource:
                     if entry[1] is not None:
                         runs.append(entry[1])
                 self._cache = cache
+                self._live = {d for d, (_, run) in cache.items() if run is not None and not run.ended}
                 if (
                     self._runs is None
                     or len(runs) != len(self._runs)
@@ -121,6 +123,10 @@ class RunSource:
                 if cached is None or entry[1] is not cached[1]:
                     moved = True
                 self._cache[run_dir] = entry
+                if entry[1] is not None and not entry[1].ended:
+                    self._live.add(run_dir)
+                else:
+                    self._live.discard(run_dir)
             if moved:
                 self._runs = [e[1] for d in dirs if (e := self._cache[d])[1] is not None]
             return self._runs
@@ -168,10 +174,12 @@ class RunSource:
         Their fingerprints hold what moves (pid alive, idle), so they are
         re-checked on every call, not only at the next full check.
         """
-        return {d for d, (_, run) in self._cache.items() if run is not None and not run.ended}
+        return self._live
 
     def _recheck(self, dirs: list[str], changed: Collection[str]) -> set[str]:
-        return self._dirs_under(dirs, changed) | (self._live_dirs() & set(dirs))
+        # The live runs are cached ones, all listed in ``dirs`` (the cache is
+        # rebuilt whenever the listing moves).
+        return self._dirs_under(dirs, changed) | self._live
 
     def _root_keys(self) -> tuple | None:
         """The roots' (size, mtime), taken before a listing; None if one is gone."""
