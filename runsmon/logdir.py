@@ -178,6 +178,9 @@ class Logdir:
             raise
 
     def run_path(self, name: str, rel: str = "") -> str:
+        tail = f"{name}/{rel}" if rel else name
+        if not (tail.startswith((".", "/")) or "/." in tail or "//" in tail or tail.endswith("/")):
+            return f"{self.path}/{tail}"  # already normal: no "." or ".." part, no "//"
         path = os.path.join(self.path, name, rel) if rel else os.path.join(self.path, name)
         real = os.path.normpath(path)
         if not real.startswith(self.path + os.sep):

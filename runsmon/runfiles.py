@@ -48,6 +48,7 @@ class RunFiles:
 
     def __init__(self, root: str, fs: FileSystem, max_depth: int = 32) -> None:
         self.root = root
+        self._prefix = root if root.endswith("/") else root + "/"
         self.fs = fs
         self.max_depth = max_depth
         self._dirs: dict[
@@ -85,7 +86,7 @@ class RunFiles:
         seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]],
         event_paths: dict[str, str],
     ) -> None:
-        path = posixpath.join(self.root, rel) if rel else self.root
+        path = self._prefix + rel if rel else self.root
         st = self.fs.stat(path)
         if st is None or not st.is_dir:
             return
@@ -106,14 +107,14 @@ class RunFiles:
             listing = (st.mtime_ns, tuple(subdirs), tuple(files))
         seen[rel] = listing
         _, subdirs, files = listing
+        base = f"{self._prefix}{rel}/" if rel else self._prefix
         for name in files:
-            file_path = posixpath.join(path, name)
             # Guild's output scalars belong to the run's root.
-            event_paths[file_path] = name if rel == GUILD_DIR else posixpath.join(rel, name)
+            event_paths[base + name] = name if rel == GUILD_DIR or not rel else f"{rel}/{name}"
         if rel == GUILD_DIR or depth >= self.max_depth:
             return
         for name in subdirs:
-            self._walk(posixpath.join(rel, name) if rel else name, depth + 1, seen, event_paths)
+            self._walk(f"{rel}/{name}" if rel else name, depth + 1, seen, event_paths)
 
     def _update(self, entry: EventFile) -> bool:
         st = self.fs.stat(entry.path)

@@ -106,7 +106,7 @@ class RunSource:
                     if entry[1] is not None:
                         runs.append(entry[1])
                 self._cache = cache
-                self._live = {d for d, (_, run) in cache.items() if run is not None and not run.ended}
+                self._live = {d for d, (_, r) in cache.items() if r is not None and not r.ended}
                 if (
                     self._runs is None
                     or len(runs) != len(self._runs)

@@ -392,13 +392,27 @@ class GuildRuns(RunSource):
         problems: list[tuple[str, str]] = []  # (what, cause)
         values: dict[str, Any] = {}
         missing: set[str] = set()
-        attrs_stat = self.fs.stat(attrs_dir)
+        last_dir, fp_stats = self._fp_stats
+        if last_dir == run_dir:
+            # The fingerprint just taken: the attrs directory's stat, and the
+            # attrs it found missing (a change since moves the fingerprint,
+            # so the run is read again then).
+            attrs_stat = fp_stats[1]
+            absent = {n for n, st in zip(FINGERPRINT_ATTRS, fp_stats[2:], strict=False) if not st}
+            if len(absent) == len(FINGERPRINT_ATTRS):
+                absent = set()  # none there: read them, to say why (unsearchable, ...)
+        else:
+            attrs_stat = self.fs.stat(attrs_dir)
+            absent = set()
         if attrs_stat is not None and not attrs_stat.is_dir:
             problems.append((".guild/attrs", "not a directory"))
         elif attrs_stat is None:
             missing.update(RUN_ATTRS)
         else:
             for name in RUN_ATTRS:
+                if name in absent:
+                    missing.add(name)
+                    continue
                 try:
                     data = self.fs.read_bytes(f"{attrs_dir}/{name}")
                     values[name] = load_yaml(data)
