@@ -371,6 +371,21 @@ _TEMPLATES_MAX = 1024
 _COOLDOWN_MAX = 1024
 _NO_PENDING: dict = {}  # shared while no update runs (never written to)
 _FOOTERS: dict[tuple[int, int], struct.Struct] = {}
+_TAG_SETS: dict[frozenset, dict[str, str]] = {}
+
+
+def _shared_tags(tags: dict[str, str]) -> dict[str, str]:
+    """One dict for each distinct set of tags: the files of a sweep share theirs.
+
+    Never written to once shared (an update works on a copy of its own).
+    """
+    key = frozenset(tags.items())
+    found = _TAG_SETS.get(key)
+    if found is None:
+        if len(_TAG_SETS) >= 4096:
+            _TAG_SETS.clear()
+        found = _TAG_SETS[key] = tags
+    return found
 
 
 def _footers(size: int, count: int) -> struct.Struct:
@@ -490,9 +505,11 @@ class FileScan:
         self.framing_lost = False
         self._value_tags = self.root_scalar_tags
         self._pending = {}
+        self.tags = dict(self.tags)  # its own while it may grow (shared between updates)
         try:
             self._read(fs, path)
         finally:
+            self.tags = _shared_tags(self.tags)
             self._flush_pending()
             # Not kept between updates: memory per file, 30,000 files at 10k runs.
             self._value_tags = None
