@@ -220,12 +220,12 @@ class Logdir:
         run directory was just made here and holds none of them yet.
         """
         for rel in rels:
-            parent = os.path.dirname(rel)
-            while parent and parent not in manifest.dirs:
-                if not fresh and os.path.isdir(self.run_path(manifest.name, parent)):
+            for parent in _parents(rel):
+                if parent in manifest.dirs or (
+                    not fresh and os.path.isdir(self.run_path(manifest.name, parent))
+                ):
                     break
                 manifest.dirs.append(parent)
-                parent = os.path.dirname(parent)
 
     def make_parents(self, manifest: Manifest, rels: list[str], *, fresh: bool = False) -> None:
         """Make the directories files at ``rels`` need (the manifest lists them).
@@ -248,11 +248,11 @@ class Logdir:
                 manifest.dirs.append(rel_dir)
 
     def _make_parents(self, manifest: Manifest, rel: str) -> None:
-        parent = os.path.dirname(rel)
         missing = []
-        while parent and not os.path.isdir(self.run_path(manifest.name, parent)):
+        for parent in _parents(rel):
+            if os.path.isdir(self.run_path(manifest.name, parent)):
+                break
             missing.append(parent)
-            parent = os.path.dirname(parent)
         for rel_dir in reversed(missing):
             os.mkdir(self.run_path(manifest.name, rel_dir))
             if rel_dir not in manifest.dirs:
