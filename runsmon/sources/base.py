@@ -177,8 +177,9 @@ class RunSource:
         return self._live
 
     def _recheck(self, dirs: list[str], changed: Collection[str]) -> set[str]:
-        # The live runs are cached ones, all listed in ``dirs`` (the cache is
-        # rebuilt whenever the listing moves).
+        # Live runs are cached ones. One a new listing dropped is harmless:
+        # that listing's pass checks only the dirs it lists, and a report on
+        # an unchanged listing finds every live run in it.
         return self._dirs_under(dirs, changed) | self._live
 
     def _root_keys(self) -> tuple | None:
