@@ -23,7 +23,7 @@ import dataclasses
 import fnmatch
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from google.protobuf import struct_pb2
 from tensorboard.compat.proto import summary_pb2
@@ -289,9 +289,10 @@ def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.S
     return summary
 
 
-def hparam_info(column: Column) -> api_pb2.HParamInfo:
-    """The experiment's declaration of one column: its type and domain."""
-    info = api_pb2.HParamInfo(name=column.name)
+def hparam_info(column: Column, differs: bool = False) -> api_pb2.HParamInfo:
+    """The experiment's declaration of one column: its type, domain and whether
+    its values differ between runs (the dashboard shows those columns first)."""
+    info = api_pb2.HParamInfo(name=column.name, differs=differs)
     if column.kind == NUMBER:
         info.type = api_pb2.DATA_TYPE_FLOAT64
         info.domain_interval.min_value = float(min(column.values))
@@ -306,11 +307,21 @@ def hparam_info(column: Column) -> api_pb2.HParamInfo:
 
 
 def experiment_summary(
-    columns: Iterable[Column], metrics: Iterable[Metric], time_created: float = 0.0
+    columns: Iterable[Column],
+    metrics: Iterable[Metric],
+    time_created: float = 0.0,
+    differs: Callable[[str], bool] | None = None,
 ) -> summary_pb2.Summary:
-    """The ``_hparams_/experiment`` summary for the whole logdir."""
+    """The ``_hparams_/experiment`` summary for the whole logdir.
+
+    ``differs`` tells whether a column's values differ between runs (see
+    :meth:`Columns.differs`).  TensorBoard's HPARAMS tab lists differing
+    hparams first and shows only the first five as columns by default, so
+    they are declared first here too (each part in the given order).
+    """
     experiment = api_pb2.Experiment(time_created_secs=time_created)
-    experiment.hparam_infos.extend(hparam_info(c) for c in columns)
+    infos = [hparam_info(c, bool(differs and differs(c.name))) for c in columns]
+    experiment.hparam_infos.extend(sorted(infos, key=lambda info: not info.differs))
     experiment.metric_infos.extend(
         api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag, group=group)) for tag, group in metrics
     )

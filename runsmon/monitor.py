@@ -953,7 +953,9 @@ class RunsMonitor:
 
     def _write_experiment(self, columns: Mapping[str, hparams.Column], stats: SyncStats) -> None:
         selected, metrics = self._columns.selected(self.selection)
-        summary = hparams.experiment_summary(selected, metrics, self._created)
+        summary = hparams.experiment_summary(
+            selected, metrics, self._created, differs=self._columns.differs
+        )
         data = events.encode_events(
             [events.summary_event(summary, wall_time=self._created)],
             file_version=True,
