@@ -1,8 +1,10 @@
 """A run's directory name in the logdir: Guild-like, filesystem-safe, unique.
 
-:func:`default_run_name` builds ``SHORT_ID OPERATION STARTED LABEL`` as Guild's
-own TensorBoard logdir does, :func:`safe_name` makes any name one valid path
-component, and :class:`RunNamer` keeps names unique and stable per run.
+:func:`default_run_name` puts what tells a run apart first: ``SHORT_ID
+OPERATION STARTED LABEL`` as Guild's own TensorBoard logdir does for runs with
+ids, the short path (and Hydra job) for runs of a directory tree;
+:func:`safe_name` makes any name one valid path component, and
+:class:`RunNamer` keeps names unique and stable per run.
 """
 
 from __future__ import annotations
@@ -34,21 +36,149 @@ def format_started(started: float | None) -> str:
 
 
 def default_run_name(run: Run) -> str:
-    """``SHORT_ID OPERATION STARTED LABEL``, leaving out empty parts.
+    """A run's name, what tells it apart from the others first.
 
-    STARTED is local time, as Guild shows it.  The result is not yet made
-    safe: pass it through :func:`safe_name` (or :class:`RunNamer`).
+    The dashboard's Trial ID column shows about the first 16 characters of a
+    name, so these come first:
 
-    SHORT_ID is the first 8 digits of a hex id (Guild, MLflow); any other id
-    (a path in a run tree) is shown whole, since its start says little.
+    - A run with a hex id (Guild, MLflow) or a wandb id: ``SHORT_ID OPERATION
+      STARTED LABEL``, as Guild's own TensorBoard logdir names runs (STARTED
+      in local time, as Guild shows it).
+    - A run of a directory tree: see :func:`tree_run_name`.
+
+    Empty parts are left out.  The result is not yet made safe: pass it
+    through :func:`safe_name` (or :class:`RunNamer`).
 
     >>> default_run_name(Run(id="3f2a9c1b77", dir="/r", operation="mnist:train", label="lr=0.1"))
     '3f2a9c1b mnist:train lr=0.1'
     >>> default_run_name(Run(id="lr_sweep/lr=0.1", dir="/r"))
     'lr_sweep/lr=0.1'
     """
-    ident = run.short_id if _HEX_RE.fullmatch(run.id) else run.id
-    parts = [ident, run.operation, format_started(run.started), run.label]
+    return run_name(run)
+
+
+def run_name(run: Run, label: str | None = None) -> str:
+    """:func:`default_run_name`, with ``label`` (when given) in place of the run's own."""
+    ident = run_ident(run)
+    if ident is None:
+        return tree_run_name(run, label)
+    label = run.label if label is None else label
+    parts = [ident, run.operation, format_started(run.started), label]
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def run_ident(run: Run) -> str | None:
+    """The short id a run is known by (Guild, MLflow, wandb); None for a tree's run."""
+    if _HEX_RE.fullmatch(run.id):
+        return run.short_id
+    wandb_id = run.attrs.get("wandb_id") if run.attrs else None
+    if isinstance(wandb_id, str) and wandb_id:
+        return wandb_id
+    return None
+
+
+#: Directories that tools put above every run they write, constant by
+#: construction, left out of a run's name wherever they are in its path:
+#: Lightning's ``TensorBoardLogger`` default name.
+CONSTANT_DIRS = frozenset({"lightning_logs"})
+#: The same, left out where the path starts with them (right below PATH):
+#: ``SummaryWriter``'s ``runs/``, Hydra's ``outputs/`` and ``multirun/``,
+#: TensorFlow tutorials' ``logs/fit/`` and ``logs/``.
+TOOL_ROOTS = (("logs", "fit"), ("logs",), ("runs",), ("outputs",), ("multirun",))
+
+_OVERRIDE_RE = re.compile(r"^\+{0,2}([A-Za-z_][\w-]*(?:\.[\w-]+)*)=(.*)$", re.DOTALL)
+
+
+def short_path(path: str) -> str:
+    """A run's path below PATH without the parts that are the same by construction.
+
+    Only the run's own path counts, never the other runs: a run keeps its
+    name when runs come or go.  The last part (the run's own directory) is
+    always kept.
+
+    >>> short_path("lightning_logs/version_0"), short_path("runs/Jan02_03-04-05_host")
+    ('version_0', 'Jan02_03-04-05_host')
+    >>> short_path("logs/fit/20240102-030405"), short_path("exp/lightning_logs/version_3")
+    ('20240102-030405', 'exp/version_3')
+    >>> short_path("runs")
+    'runs'
+    """
+    parts = [p for p in path.split("/") if p]
+    for root in TOOL_ROOTS:
+        if len(parts) > len(root) and tuple(parts[: len(root)]) == root:
+            parts = parts[len(root) :]
+            break
+    kept = [p for p in parts[:-1] if p not in CONSTANT_DIRS]
+    return "/".join([*kept, *parts[-1:]])
+
+
+def short_overrides(overrides: list[str]) -> str:
+    """Hydra overrides for a name: a dotted key by its last part where that
+    part names one key only, a leading ``+``/``++`` left out.
+
+    >>> short_overrides(["model.lr=0.1", "optimizer=adam", "+trainer.precision=16"])
+    'lr=0.1 optimizer=adam precision=16'
+    >>> short_overrides(["model.lr=0.1", "head.lr=0.2", "~debug"])
+    'model.lr=0.1 head.lr=0.2 ~debug'
+    """
+    parsed = [_OVERRIDE_RE.match(o) for o in overrides]
+    last = [m.group(1).rsplit(".", 1)[-1] for m in parsed if m]
+    out = []
+    for text, m in zip(overrides, parsed, strict=True):
+        if m is None:
+            out.append(text)
+            continue
+        key, value = m.groups()
+        short = key.rsplit(".", 1)[-1]
+        out.append(f"{short if last.count(short) == 1 else key}={value}")
+    return " ".join(out)
+
+
+def tree_run_name(run: Run, label: str | None = None) -> str:
+    """The name of a run of a directory tree (its id is its path below PATH).
+
+    - A Hydra multirun job: ``JOB_NUMBER OVERRIDES SWEEP`` (``3 lr=0.1
+      optimizer=adam 2026-11-30_07-18-27``): the job number and what the
+      command line set tell the jobs of a sweep apart; the sweep directory
+      (Hydra's ``multirun/DATE/TIME``) comes last.
+    - Any other run: its :func:`short_path`, then its label (Hydra's
+      overrides of a single run, say).
+    - Runs from several PATHs: the PATH's short name first (``projA
+      version_0``), as the source put it in the run's id.
+
+    A name depends on the run alone (its path, label and Hydra job), so it
+    stays the same while other runs come and go.  The start time and
+    operation are left out: the path already tells the run.
+
+    >>> tree_run_name(Run(id="lr0.1/seed2", dir="/r"))
+    'lr0.1/seed2'
+    >>> overrides = ["model.lr=0.1", "optimizer=adam"]
+    >>> job = Run(id="multirun/2026-11-30/07-18-27/3", dir="/r", label=" ".join(overrides),
+    ...           attrs={"hydra_job": 3, "hydra_overrides": overrides})
+    >>> tree_run_name(job)
+    '3 lr=0.1 optimizer=adam 2026-11-30/07-18-27'
+    >>> two = Run(id="projA/lightning_logs/version_0", dir="/r", attrs={"path_label": "projA"})
+    >>> tree_run_name(two)
+    'projA version_0'
+    """
+    attrs = run.attrs or {}
+    path = run.id
+    prefix = attrs.get("path_label")
+    if isinstance(prefix, str) and prefix and path.startswith(f"{prefix}/"):
+        path = path[len(prefix) + 1 :]
+    else:
+        prefix = ""
+    own_label = label is None
+    label = run.label if label is None else label
+    overrides = attrs.get("hydra_overrides")
+    if own_label and isinstance(overrides, list):
+        label = short_overrides([str(o) for o in overrides])
+    job = attrs.get("hydra_job")
+    if isinstance(job, int) and not isinstance(job, bool):
+        sweep = short_path(path.rpartition("/")[0]) if "/" in path else ""
+        parts = [prefix, str(job), label, sweep]
+    else:
+        parts = [prefix, short_path(path), label]
     return " ".join(p.strip() for p in parts if p and p.strip())
 
 

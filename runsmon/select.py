@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from runsmon.hparams import value_text
-from runsmon.naming import format_started
+from runsmon.naming import format_started, run_name
 from runsmon.report import Reporter
 from runsmon.run import STATUSES, Run
 
@@ -213,19 +213,21 @@ def flags_label(run: Run, names: Sequence[str]) -> str:
 
 
 def flags_run_namer(names: Sequence[str]) -> Callable[[Run], str]:
-    """A ``run_name_cb``: Guild's ``SHORT_ID OPERATION STARTED`` then the chosen flags.
+    """A ``run_name_cb``: the default name with the chosen flags as its label.
 
     The flags take the place of the label, as ``guild tensorboard
-    --run-name-flags`` does.
+    --run-name-flags`` does: Guild's ``SHORT_ID OPERATION STARTED`` then the
+    flags, or a tree run's short path (a Hydra job's number) then the flags.
 
     >>> namer = flags_run_namer(["lr", "layers"])
     >>> namer(Run(id="3f2a9c1b77", dir="/r", operation="train", flags={"lr": 0.1, "layers": 2}))
     '3f2a9c1b train lr=0.1 layers=2'
+    >>> namer(Run(id="runs/exp1", dir="/r", flags={"lr": 0.1}))
+    'exp1 lr=0.1'
     """
     names = tuple(names)
 
     def name(run: Run) -> str:
-        parts = [run.short_id, run.operation, format_started(run.started), flags_label(run, names)]
-        return " ".join(p.strip() for p in parts if p and p.strip())
+        return run_name(run, flags_label(run, names))
 
     return name

@@ -32,6 +32,11 @@ class RunSource:
     #: Seconds a listing is trusted while the roots' mtimes hold (see
     #: :meth:`_roots_unchanged`); past that, a root named changed is listed.
     relist_after = 60.0
+    #: Whether run ids are paths below the source's PATH (a tree of run
+    #: directories): two PATHs may then hold the same id (see :func:`combine`).
+    path_ids = False
+    #: Put before every run id as ``PREFIX/``; :func:`combine` sets it.
+    id_prefix = ""
 
     def __init__(self, fs: FileSystem = LOCAL, reporter: Reporter | None = None) -> None:
         self.fs = fs
@@ -273,11 +278,55 @@ class CombinedRuns:
         last = self._last
         if last is not None and all(a is b for a, b in zip(parts, last[0], strict=True)):
             return last[1]
-        runs = [run for part in parts for run in part]
+        runs = []
+        dirs: set[str] = set()
+        for part in parts:
+            for run in part:
+                # Overlapping PATHs (a tree and a directory inside it) list a
+                # run twice: it is one run, shown once.
+                key = os.path.normpath(run.dir)
+                if key not in dirs:
+                    dirs.add(key)
+                    runs.append(run)
         self._last = (parts, runs)
         return runs
 
 
+def path_labels(paths: list[str]) -> list[str]:
+    """Short names telling PATHs apart: the last part of each, or as many
+    last parts as it takes to make it differ from the others.
+
+    >>> path_labels(["/w/projA", "/w/projB"])
+    ['projA', 'projB']
+    >>> path_labels(["/a/exp/runs", "/b/exp/runs", "/c/other"])
+    ['a/exp/runs', 'b/exp/runs', 'other']
+    """
+    split = [[p for p in os.path.normpath(os.path.abspath(x)).split(os.sep) if p] for x in paths]
+    labels = []
+    for i, parts in enumerate(split):
+        others = [o for j, o in enumerate(split) if j != i and o != parts]
+        n = 1
+        while n < len(parts) and any(o[-n:] == parts[-n:] for o in others):
+            n += 1
+        labels.append("/".join(parts[-n:]) or os.sep)
+    return labels
+
+
 def combine(sources: list[RunSource]) -> RunSource | CombinedRuns:
-    """One source as itself, several as a :class:`CombinedRuns`."""
-    return sources[0] if len(sources) == 1 else CombinedRuns(sources)
+    """One source as itself, several as a :class:`CombinedRuns`.
+
+    With several tree sources (:attr:`RunSource.path_ids`), their run ids
+    start with a short name of its PATH (:func:`path_labels`), so that
+    ``projA/lightning_logs/version_0`` and ``projB/lightning_logs/version_0``
+    are two runs.  The name depends on the PATHs given only, never on the
+    runs, so ids (and the names made from them) stay put while runs come
+    and go.
+    """
+    if len(sources) == 1:
+        return sources[0]
+    trees = [s for s in sources if s.path_ids]
+    if len(trees) > 1:
+        labels = path_labels([str(getattr(s, "path", "")) for s in trees])
+        for source, label in zip(trees, labels, strict=True):
+            source.id_prefix = label
+    return CombinedRuns(sources)

@@ -94,6 +94,7 @@ class DirRuns(RunSource):
     """
 
     kind = "dirs"
+    path_ids = True
 
     def __init__(
         self,
@@ -175,11 +176,13 @@ class DirRuns(RunSource):
     # -- one run -------------------------------------------------------------
 
     def run_id(self, run_dir: str) -> str:
-        """The run's id: its path relative to the root (the root's name for the root)."""
+        """The run's id: its path relative to the root (the root's name for the root),
+        after ``id_prefix/`` when one is set (several PATHs, see ``combine``)."""
         rel = os.path.relpath(run_dir, self.path)
         if rel == ".":
-            return os.path.basename(self.path) or self.path
-        return rel.replace(os.sep, "/")
+            return self.id_prefix or os.path.basename(self.path) or self.path
+        rel = rel.replace(os.sep, "/")
+        return f"{self.id_prefix}/{rel}" if self.id_prefix else rel
 
     def describe(self) -> str:
         return f"{self.kind} runs in {self.path}"
@@ -230,10 +233,11 @@ class DirRuns(RunSource):
         flags: dict[str, Any] = {}
         user_flags: frozenset[str] | None = None
         label = operation = ""
+        extra: dict[str, Any] = {"path_label": self.id_prefix} if self.id_prefix else {}
         if flags_rel is not None:
             flags = self._read_flags(run_dir, run_id, flags_rel)
             if flags_rel == HYDRA_CONFIG:
-                user_flags, label, operation = self._hydra_extras(run_dir, run_id)
+                user_flags, label, operation = self._hydra_extras(run_dir, run_id, extra)
             elif flags_rel == GUILD_FLAGS:
                 user_flags = self._guild_user_flags(run_dir)
         else:
@@ -249,7 +253,12 @@ class DirRuns(RunSource):
             stopped=stopped,
             label=label,
             operation=operation,
-            attrs={"source": self.kind, "flags_file": flags_rel, "event_files": len(tree.events)},
+            attrs={
+                "source": self.kind,
+                "flags_file": flags_rel,
+                "event_files": len(tree.events),
+                **extra,
+            },
             user_flags=user_flags,
             fingerprint=self.fingerprint(run_dir),
         )
@@ -330,7 +339,11 @@ class DirRuns(RunSource):
         self.reporter.warn(run_dir, rel, f"run {run_id}: cannot read {rel}: {cause}")
         return False, None
 
-    def _hydra_extras(self, run_dir: str, run_id: str) -> tuple[frozenset[str] | None, str, str]:
+    def _hydra_extras(
+        self, run_dir: str, run_id: str, attrs: dict[str, Any]
+    ) -> tuple[frozenset[str] | None, str, str]:
+        """(user flags, label, operation); ``attrs`` gets what names the run:
+        its overrides and, for a multirun job, its job number."""
         user_flags: frozenset[str] | None = None
         label = operation = ""
         found, data = self._read_optional_yaml(run_dir, run_id, ".hydra/overrides.yaml")
@@ -338,6 +351,7 @@ class DirRuns(RunSource):
             try:
                 texts, user_flags = parse_hydra_overrides(data)
                 label = " ".join(texts)
+                attrs["hydra_overrides"] = texts
             except ValueError as e:
                 self.reporter.warn(run_dir, "overrides", f"run {run_id}: {e}")
         found, data = self._read_optional_yaml(run_dir, run_id, ".hydra/hydra.yaml")
@@ -349,6 +363,10 @@ class DirRuns(RunSource):
             )
             if isinstance(job, Mapping) and isinstance(job.get("name"), str):
                 operation = job["name"]
+            num = job.get("num") if isinstance(job, Mapping) else None
+            mode = data["hydra"].get("mode") if isinstance(data.get("hydra"), Mapping) else None
+            if isinstance(num, int) and not isinstance(num, bool) and mode in (None, "MULTIRUN"):
+                attrs["hydra_job"] = num
         return user_flags, label, operation
 
     def _guild_user_flags(self, run_dir: str) -> frozenset[str] | None:
