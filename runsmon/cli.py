@@ -33,7 +33,8 @@ examples:
 TABLE_EXAMPLE = """\
 examples:
   runsmon table ~/experiments --hparams differing --sort -val/accuracy
-  runsmon table ~/.guild --status completed --limit 20 --format csv -o runs.csv
+  runsmon table ~/experiments --sort -val/accuracy --limit 5   # the 5 best
+  runsmon table ~/.guild --status completed -o runs.csv        # CSV, from the extension
 """
 
 DEMO_EXAMPLE = """\
@@ -212,7 +213,9 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
         )
 
 
-def _add_filter_options(p: argparse.ArgumentParser) -> None:
+def _add_filter_options(
+    p: argparse.ArgumentParser, limit_help: str = "only the N newest runs"
+) -> None:
     g = p.add_argument_group("runs")
     g.add_argument(
         "--operation", action="append", default=[], metavar="GLOB", help="only these operations"
@@ -234,7 +237,7 @@ def _add_filter_options(p: argparse.ArgumentParser) -> None:
         help="only runs started since WHEN: a duration back from now (30m, 2h, 3d, 1w) "
         "or a date (2024-05-01, '2024-05-01 13:30')",
     )
-    g.add_argument("--limit", type=_positive_int, metavar="N", help="only the N newest runs")
+    g.add_argument("--limit", type=_positive_int, metavar="N", help=limit_help)
     g.add_argument(
         "--run-name-flags",
         metavar="A,B",
@@ -307,11 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sort by a column (a leading - sorts descending); default: by start time",
     )
     table.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="default: table"
+        "--format",
+        choices=("table", "csv", "json"),
+        help="default: from -o FILE's extension (.csv, .json), else table",
     )
     table.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     _add_selection_options(table)
-    _add_filter_options(table)
+    _add_filter_options(table, limit_help="only the N newest runs; with --sort, the first N rows")
 
     demo = sub.add_parser(
         "demo",
@@ -634,14 +639,25 @@ def table(args: argparse.Namespace) -> int:
     """``runsmon table``: the runs' hparams and metrics, printed or written."""
     from runsmon import table as runs_table
 
+    fmt = args.format
+    if fmt is None and args.output:
+        ext = os.path.splitext(args.output)[1].lower()
+        fmt = runs_table.EXTENSION_FORMATS.get(ext)
+    fmt = fmt or "table"
+    # With --sort, --limit keeps the first rows of the sorted table (the N
+    # best), not the N newest runs: it applies after reading every run.
+    limit = None
+    if args.sort and args.limit is not None:
+        limit, args.limit = args.limit, None
     source, _, _ = _make_source(args)
     data = runs_table.collect(source, _selection(args), _run_name_cb(args))
     try:
         data.sort(args.sort)
     except ValueError as e:
         raise UsageError(f"--sort: {e}") from None
+    data.limit(limit)
     if args.output:
-        text = runs_table.render(data, args.format)
+        text = runs_table.render(data, fmt)
         try:
             with open(args.output, "w", encoding="utf-8", newline="") as f:
                 f.write(text)
@@ -652,8 +668,8 @@ def table(args: argparse.Namespace) -> int:
                 f"cannot write {args.output}: {describe_error(e)}; give another -o FILE"
             ) from None
         return 0
-    width = shutil.get_terminal_size((100, 24)).columns if args.format == "table" else None
-    sys.stdout.write(runs_table.render(data, args.format, width))
+    width = shutil.get_terminal_size((100, 24)).columns if fmt == "table" else None
+    sys.stdout.write(runs_table.render(data, fmt, width))
     sys.stdout.flush()
     return 0
 

@@ -141,8 +141,9 @@ def tree_run_name(run: Run, label: str | None = None) -> str:
       optimizer=adam 2026-11-30_07-18-27``): the job number and what the
       command line set tell the jobs of a sweep apart; the sweep directory
       (Hydra's ``multirun/DATE/TIME``) comes last.
-    - Any other run: its :func:`short_path`, then its label (Hydra's
-      overrides of a single run, say).
+    - Any other run: the last two parts of its :func:`short_path`, its
+      label (Hydra's overrides of a single run, say), then the parts above
+      (``lr0.1/seed2 experiments/2026-11/sweep``).
     - Runs from several PATHs: the PATH's short name first (``projA
       version_0``), as the source put it in the run's id.
 
@@ -150,8 +151,8 @@ def tree_run_name(run: Run, label: str | None = None) -> str:
     stays the same while other runs come and go.  The start time and
     operation are left out: the path already tells the run.
 
-    >>> tree_run_name(Run(id="lr0.1/seed2", dir="/r"))
-    'lr0.1/seed2'
+    >>> tree_run_name(Run(id="experiments/2026-11/sweep/lr0.1/seed2", dir="/r"))
+    'lr0.1/seed2 experiments/2026-11/sweep'
     >>> overrides = ["model.lr=0.1", "optimizer=adam"]
     >>> job = Run(id="multirun/2026-11-30/07-18-27/3", dir="/r", label=" ".join(overrides),
     ...           attrs={"hydra_job": 3, "hydra_overrides": overrides})
@@ -178,7 +179,8 @@ def tree_run_name(run: Run, label: str | None = None) -> str:
         sweep = short_path(path.rpartition("/")[0]) if "/" in path else ""
         parts = [prefix, str(job), label, sweep]
     else:
-        parts = [prefix, short_path(path), label]
+        short = short_path(path).split("/")
+        parts = [prefix, "/".join(short[-2:]), label, "/".join(short[:-2])]
     return " ".join(p.strip() for p in parts if p and p.strip())
 
 

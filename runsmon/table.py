@@ -33,8 +33,15 @@ STATUS = "status"
 #: A cell of the text table is cut to this many characters (the run name to more).
 MAX_CELL = 24
 MAX_RUN_CELL = 48
-MIN_RUN_CELL = 28
+MIN_RUN_CELL = 20
 ELLIPSIS = "…"
+#: When not every column fits, this many differing hparams are kept before
+#: the metrics; the other differing hparams come after the metrics and status.
+LEAD_HPARAMS = 3
+#: The line of constant hparams under the text table takes at most this many lines.
+MAX_CONSTANT_LINES = 4
+#: ``-o FILE`` picks the format from FILE's extension unless --format is given.
+EXTENSION_FORMATS = {".csv": "csv", ".json": "json"}
 
 Cell = FlagValue | None
 
@@ -74,6 +81,34 @@ class RunsTable:
     def cells(self, row: Row) -> list[Cell]:
         return [row.name, row.run.status, *(row.values.get(c) for c in self.columns[2:])]
 
+    def differing(self) -> list[str]:
+        """The hparams whose values differ between the rows (or that some row
+        lacks), in column order: what tells the rows apart."""
+        out = []
+        for name in self.hparams:
+            values = [row.values.get(name) for row in self.rows]
+            first = values[0] if values else None
+            if any(v is None for v in values) or any(not _same(v, first) for v in values[1:]):
+                out.append(name)
+        return out
+
+    def limit(self, count: int | None) -> None:
+        """Keep the first ``count`` rows (all with None); columns no kept row
+        has a value for go too."""
+        if count is None or len(self.rows) <= count:
+            return
+        self.rows = self.rows[:count]
+        self.hparams = [
+            h
+            for h in self.hparams
+            if any(h in r.values and r.values[h] is not None for r in self.rows)
+        ]
+        self.metrics = [
+            m
+            for m in self.metrics
+            if any(r.values.get(metric_header(m)) is not None for r in self.rows)
+        ]
+
     def sort(self, spec: str | None) -> None:
         """Sort by ``[-]COLUMN``; rows without a value go last either way.
 
@@ -93,6 +128,21 @@ class RunsTable:
         missing = [r for r in self.rows if self.cells(r)[index] is None]
         present.sort(key=lambda r: _sort_key(self.cells(r)[index]), reverse=descending)
         self.rows = present + missing
+
+
+def _same(a: Cell, b: Cell) -> bool:
+    """Equal values of the same kind (True is not 1)."""
+    return (
+        type(a) is type(b)
+        and a == b
+        or (
+            isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+            and a == b
+        )
+    )
 
 
 def _sort_key(value: Cell) -> tuple[int, float, str]:
@@ -217,61 +267,122 @@ def _cut(text: str, width: int) -> str:
 
 
 def render_text(table: RunsTable, width: int | None = None) -> str:
-    """The table aligned for a terminal, cut to ``width`` characters (None: no limit).
+    """The table aligned for a terminal, each line at most ``width`` characters
+    (None: no limit).
 
-    Long cells are shortened with an ellipsis.  When the columns do not fit,
-    run names are shortened, then hparam columns (before metric columns) are
-    left out, and named in a last line.
+    Columns: run, status, the hparams that differ between the rows, then the
+    metrics.  Hparams with the same value in every row are one line under
+    the table (``constant: a=1, b=adam``).  Long cells are shortened with an
+    ellipsis.  When the columns do not fit, run names are shortened, then
+    columns are left out: kept first are a few differing hparams, the
+    metrics, the status, then the other differing hparams; a last line
+    (wrapped, never cut) names what was left out.
     """
     if not table.rows:
         return "no runs\n"
-    headers = table.columns
+    differing = table.differing()
+    constant = [h for h in table.hparams if h not in differing]
+    metric_heads = [metric_header(m) for m in table.metrics]
+    headers = [RUN, STATUS, *differing, *metric_heads]
+    cells = [
+        [row.name, row.run.status, *(row.values.get(c) for c in headers[2:])] for row in table.rows
+    ]
     numeric = [
         all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in col if v is not None)
-        for col in zip(*(table.cells(r) for r in table.rows), strict=True)
+        for col in zip(*cells, strict=True)
     ]
     texts = [
-        [_cut(format_cell(v), MAX_RUN_CELL if i == 0 else MAX_CELL) for i, v in enumerate(cells)]
-        for cells in (table.cells(r) for r in table.rows)
+        [_cut(format_cell(v), MAX_RUN_CELL if i == 0 else MAX_CELL) for i, v in enumerate(row)]
+        for row in cells
     ]
     heads = [_cut(h, MAX_RUN_CELL if i == 0 else MAX_CELL) for i, h in enumerate(headers)]
     widths = [max(len(heads[i]), *(len(t[i]) for t in texts)) for i in range(len(headers))]
     shown = list(range(len(headers)))
     if width is not None:
         # Shorten the run names first (down to MIN_RUN_CELL), then leave out
-        # the columns that still do not fit, last first.
+        # the columns that still do not fit.
         rest = sum(2 + w for w in widths[1:])
         run_width = max(min(widths[0], width - rest), min(widths[0], MIN_RUN_CELL, width))
         if run_width < widths[0]:
             widths[0] = max(run_width, 1)
             heads[0] = _cut(heads[0], widths[0])
             texts = [[_cut(t[0], widths[0]), *t[1:]] for t in texts]
-        # What to keep when not all fits: status, then the metrics (what runs
-        # are compared by), then the hparams, each left to right.
-        first_metric = 2 + len(table.hparams)
-        priority = [1, *range(first_metric, len(headers)), *range(2, first_metric)]
+        first_metric = 2 + len(differing)
+        lead = list(range(2, min(first_metric, 2 + LEAD_HPARAMS)))
+        priority = [
+            *lead,
+            *range(first_metric, len(headers)),
+            1,
+            *range(2 + len(lead), first_metric),
+        ]
         kept, total = {0}, widths[0]
         for i in priority:
-            if total + 2 + widths[i] > width:
-                break
-            kept.add(i)
-            total += 2 + widths[i]
+            if total + 2 + widths[i] <= width:
+                kept.add(i)
+                total += 2 + widths[i]
         shown = sorted(kept)
 
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cells[i].rjust(widths[i]) if numeric[i] and i > 1 else cells[i].ljust(widths[i])
+    def line(parts: Sequence[str]) -> str:
+        out = [
+            parts[i].rjust(widths[i]) if numeric[i] and i > 1 else parts[i].ljust(widths[i])
             for i in shown
         ]
-        return "  ".join(parts).rstrip()
+        return "  ".join(out).rstrip()
 
     out = [line(heads), line(["-" * w for w in widths])]
     out.extend(line(t) for t in texts)
+    if constant:
+        first = table.rows[0].values
+        items = [f"{h}={format_cell(first.get(h))}" for h in constant]
+        out.extend(_wrapped("constant: ", items, width, MAX_CONSTANT_LINES))
     left = [headers[i] for i in range(len(headers)) if i not in shown]
     if left:
-        note = f"(+{len(left)} not shown: {', '.join(left)}; --format csv shows all)"
-        out.append(note if width is None else _cut(note, width))
+        out.extend(
+            _wrapped(
+                f"(+{len(left)} not shown: ", left, width, None, end="; --format csv shows all)"
+            )
+        )
     return "\n".join(out) + "\n"
+
+
+def _wrapped(
+    head: str, items: Sequence[str], width: int | None, max_lines: int | None, end: str = ""
+) -> list[str]:
+    """``head``, then ``items`` joined by ", ", then ``end``, wrapped at ``width``
+    between items (an item longer than a line is cut).  With ``max_lines``,
+    the items that do not fit are counted at the end ("+N more").
+
+    >>> _wrapped("constant: ", ["a=1", "b=adam", "c=3"], 22, None)
+    ['constant: a=1, b=adam,', '  c=3']
+    >>> _wrapped("constant: ", ["a=1", "b=adam", "c=3", "d=4"], 22, 1)
+    ['constant: a=1, +3 more']
+    """
+    if width is None:
+        return [head + ", ".join(items) + end]
+    width = max(width, 24)
+    indent = "  "
+    texts = [item + ("," if i < len(items) - 1 else end) for i, item in enumerate(items)]
+    lines: list[list[str]] = [[]]
+    used = len(head)
+    for text in texts:
+        if lines[-1] and used + 1 + len(text) > width:
+            lines.append([])
+            used = len(indent)
+        room = width - used - (1 if lines[-1] else 0)
+        text = text if len(text) <= room else _cut(text, room)
+        lines[-1].append(text)
+        used += len(text) + (1 if len(lines[-1]) > 1 else 0)
+    if max_lines is not None and len(lines) > max_lines:
+        lines = lines[:max_lines]
+        last = lines[-1]
+        start = len(head) if max_lines == 1 else len(indent)
+        while True:
+            more = f"+{len(texts) - sum(map(len, lines))} more"
+            if start + len(" ".join([*last, more])) <= width or not last:
+                last.append(more)
+                break
+            last.pop()
+    return [(head if i == 0 else indent) + " ".join(parts) for i, parts in enumerate(lines)]
 
 
 def _plain(value: Cell) -> Cell:

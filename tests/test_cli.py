@@ -197,7 +197,7 @@ def test_serve_port_0_follows_runs_and_stops_on_signals(tmp_path):
         write_text(str(runs / "run-c" / "config.yaml"), yaml.safe_dump({"lr": 0.5}), T0)
         write_events(str(runs / "run-c" / "train"), {"loss": [3.0]}, T0)
         poll(lambda: session_names(url), lambda names: len(names) == 3, timeout=30)
-        assert re.search(r"^runsmon: run added: run-c ", s.stderr, re.M), s.stderr
+        assert re.search(r"^runsmon: run added: run-c$", s.stderr, re.M), s.stderr
         code, seconds = s.stop(signal.SIGTERM)
     assert code == 0 and seconds < 2.0, (code, seconds, s.stderr)
     assert not logdir.exists()
