@@ -361,7 +361,9 @@ def _wrapped(
         return [head + ", ".join(items) + end]
     width = max(width, 24)
     indent = "  "
-    texts = [item + ("," if i < len(items) - 1 else end) for i, item in enumerate(items)]
+    end_head, _, end_tail = end.partition(" ")
+    texts = [item + ("," if i < len(items) - 1 else end_head) for i, item in enumerate(items)]
+    texts += end_tail.split()  # words: the end wraps too, never cut
     lines: list[list[str]] = [[]]
     used = len(head)
     for text in texts:

@@ -84,6 +84,36 @@ def test_experiment_summary_round_trips_through_tensorboard_parser():
     assert exp.time_created_secs == 5.0
 
 
+def test_experiment_says_which_hparams_differ_and_lists_them_first():
+    cols = hparams.Columns()
+    cols.set_run("a", {"a_const": 1, "lr": 0.1, "opt": "adam", "seed": 7}, [])
+    cols.set_run("b", {"a_const": 1, "lr": 0.01, "opt": "adam", "seed": 7, "extra": True}, [])
+
+    def declared() -> list[tuple[str, bool]]:
+        summary = hparams.experiment_summary(cols.columns(), [], differs=cols.differs)
+        content = summary.value[0].metadata.plugin_data.content
+        exp = metadata.parse_experiment_plugin_data(content)
+        return [(h.name, h.differs) for h in exp.hparam_infos]
+
+    # Differing (a value differs, or a run lacks it) first, each part in name order.
+    assert declared() == [
+        ("extra", True),
+        ("lr", True),
+        ("a_const", False),
+        ("opt", False),
+        ("seed", False),
+    ]
+    cols.set_run("c", {"a_const": 1, "lr": 0.1, "opt": "sgd", "seed": 7, "extra": False}, [])
+    assert [n for n, d in declared() if d] == ["extra", "lr", "opt"]
+    cols.remove_run("b")
+    cols.remove_run("c")
+    assert all(not d for _, d in declared())  # one run: nothing differs
+    # Without a ``differs`` callable (older callers), nothing is said to differ.
+    summary = hparams.experiment_summary(cols.columns(), [])
+    exp = metadata.parse_experiment_plugin_data(summary.value[0].metadata.plugin_data.content)
+    assert not any(h.differs for h in exp.hparam_infos)
+
+
 def test_session_summaries_carry_values_group_and_status():
     start = hparams.session_start_summary({"lr": 0.1, "aug": True, "opt": "sgd"}, "run-1", 10.0)
     info = metadata.parse_session_start_info_plugin_data(

@@ -316,9 +316,9 @@ def test_hydra_multirun(tmp_path, tensorboard, load_fast):
     root = str(tmp_path / "outputs")
     expected = _hydra_expected(root)
     _, monitor, _ = show(tmp_path, root, "dirs", expected, tensorboard, load_fast=load_fast)
-    # The overrides name the row.
+    # The job number and the overrides name the row, before the sweep.
     name = monitor.run_names["multirun/2024-01-02/03-04-05/1"]
-    assert name.endswith("optimizer.lr=0.01 model=vit +trainer.precision=16")
+    assert name == "1 lr=0.01 model=vit precision=16 2024-01-02_03-04-05"
 
 
 def test_hydra_multirun_hparams_overridden(tmp_path, tensorboard):

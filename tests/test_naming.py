@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from runsmon.naming import RunNamer, default_run_name, safe_name, trim_utf8
 from runsmon.run import Run
+from runsmon.select import flags_run_namer
+from runsmon.sources import combine
+from runsmon.sources.base import path_labels
+from runsmon.sources.dirs import DirRuns
 from runsmon.sources.guild import GuildRuns
+from sample_projects.layouts import hydra_multirun, keras, lightning, torch_hparams
+from sample_projects.layouts._events import write_events
 
 START = datetime.datetime(2024, 5, 17, 9, 3, 4).timestamp()  # local time
 
@@ -189,3 +195,99 @@ def test_names_of_real_guild_runs_match_guilds(utc: None) -> None:
     names = {r.short_id: safe_name(default_run_name(r)) for r in runs}
     for short_id, name in GUILD_NAMES.items():
         assert names[short_id] == name
+
+
+# -- runs of directory trees: what tells them apart comes first ---------------------------
+
+#: What the dashboard's Trial ID column shows of a name.
+TRIAL_ID_CHARS = 16
+
+
+def _names(root: str, **kw: object) -> dict[str, str]:
+    return {r.id: safe_name(default_run_name(r)) for r in DirRuns(root, **kw)()}
+
+
+def test_hydra_multirun_jobs_start_with_job_number_and_overrides(tmp_path: Path) -> None:
+    jobs = hydra_multirun.make(str(tmp_path))
+    names = _names(str(tmp_path))
+    assert len(names) == len(jobs) == 2
+    assert names == {
+        "multirun/2024-01-02/03-04-05/0": "0 lr=0.1 model=resnet 2024-01-02_03-04-05",
+        "multirun/2024-01-02/03-04-05/1": "1 lr=0.01 model=vit precision=16 2024-01-02_03-04-05",
+    }
+    # The label (what --label matches) keeps the overrides as written.
+    labels = sorted(r.label for r in DirRuns(str(tmp_path))())
+    assert labels[0] == "optimizer.lr=0.01 model=vit +trainer.precision=16"
+
+
+def test_hydra_jobs_of_one_sweep_differ_within_the_trial_id_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [[f"model.lr={lr}", f"optimizer={opt}"] for opt in ("adam", "sgd") for lr in (0.1, 0.01)]
+    monkeypatch.setattr(hydra_multirun, "JOBS", jobs)
+    monkeypatch.setattr(hydra_multirun, "job_config", lambda overrides: {"seed": 1})
+    hydra_multirun.make(str(tmp_path))
+    names = sorted(_names(str(tmp_path)).values())
+    assert len({n[:TRIAL_ID_CHARS] for n in names}) == 4, names
+    assert names[3].startswith("3 lr=0.01 optimizer=sgd"), names
+
+
+def test_tree_names_leave_out_what_tools_put_above_every_run(tmp_path: Path) -> None:
+    lightning.make(str(tmp_path / "lightning"))
+    torch_hparams.make(str(tmp_path / "torch"))
+    keras.make(str(tmp_path / "keras"))
+    assert sorted(_names(str(tmp_path / "lightning")).values()) == ["version_0", "version_1"]
+    assert sorted(_names(str(tmp_path / "torch")).values()) == [
+        "Jan02_03-04-05_host",
+        "Jan02_04-00-00_host",
+    ]
+    assert sorted(_names(str(tmp_path / "keras")).values()) == [
+        "20240102-030405",
+        "20240102-040000",
+    ]
+    deep = Run(id="experiments/2026-11/sweep/lr0.1/seed2", dir="/r")
+    assert safe_name(default_run_name(deep)) == "lr0.1_seed2 experiments_2026-11_sweep"
+
+
+def test_tree_names_do_not_change_when_other_runs_come(tmp_path: Path) -> None:
+    """A name depends on its run alone: no run is renamed (its session rewritten)."""
+    root = tmp_path / "experiments"
+    write_events(str(root / "2026-11" / "sweep" / "lr0.1" / "seed1"), {"loss": [1.0]})
+    before = _names(str(root))
+    assert list(before.values()) == ["lr0.1_seed1 2026-11_sweep"]
+    for other in ("2026-11/sweep/lr0.1/seed2", "2026-12/other/lr0.5/seed1", "top"):
+        write_events(str(root / other), {"loss": [1.0]})
+        after = _names(str(root))
+        assert {k: after[k] for k in before} == before
+        assert len(set(after.values())) == len(after)
+
+
+def test_flag_names_use_the_tree_rule_too(tmp_path: Path) -> None:
+    hydra_multirun.make(str(tmp_path))
+    namer = flags_run_namer(["optimizer.lr"])
+    names = sorted(namer(r) for r in DirRuns(str(tmp_path))())
+    assert names == [
+        "0 optimizer.lr=0.1 2024-01-02/03-04-05",
+        "1 optimizer.lr=0.01 2024-01-02/03-04-05",
+    ]
+
+
+def test_wandb_runs_start_with_their_id() -> None:
+    run = Run(
+        id="offline-run-20240102_030405-abc123xy",
+        dir="/w",
+        operation="proj",
+        label="calm-owl-7",
+        attrs={"wandb_id": "abc123xy"},
+    )
+    assert default_run_name(run) == "abc123xy proj calm-owl-7"
+
+
+def test_several_paths_name_their_path_first(tmp_path: Path) -> None:
+    for name in ("projA", "projB"):
+        lightning.make(str(tmp_path / name))
+    source = combine([DirRuns(str(tmp_path / n)) for n in ("projA", "projB")])
+    names = sorted(safe_name(default_run_name(r)) for r in source())
+    assert names == ["projA version_0", "projA version_1", "projB version_0", "projB version_1"]
+    assert path_labels(["/x/a/runs", "/y/a/runs", "/x/b"]) == ["x/a/runs", "y/a/runs", "b"]
+    assert path_labels(["/p/projA"]) == ["projA"]

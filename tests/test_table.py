@@ -109,7 +109,7 @@ def test_sort_and_outputs(tmp_path):
         assert all(len(line) <= width for line in out), (width, out)
         notes = [i for i, line in enumerate(out) if line.startswith("(+")]
         if width < 200:
-            note = " ".join(out[notes[0] :])
+            note = " ".join(" ".join(out[notes[0] :]).split())
             assert note.endswith("; --format csv shows all)"), note
             left = note.split(": ", 1)[1].split(";")[0].replace(",", " ").split()
             assert set(left) | set(out[0].split()) == set(data.columns), (left, out[0])
@@ -167,3 +167,140 @@ def test_cli_table_writes_files_and_checks_arguments(tmp_path):
     done = cli(root, "-o", str(tmp_path / "no" / "dir" / "t.txt"))
     assert done.returncode == 1 and "cannot write" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# -- what an 80-column terminal shows ------------------------------------------------
+
+
+def _sweep(root: str, count: int = 12) -> dict[str, float]:
+    """``count`` runs of a sweep over lr and seed, many constant flags; {run: val/acc}."""
+    accuracy = {}
+    for i in range(count):
+        lr, seed = (0.1, 0.01, 0.001)[i % 3], i // 3
+        config = {
+            "lr": lr,
+            "seed": seed,
+            "model": {"name": "resnet", "depth": 18, "width": 64},
+            "optimizer": "adam",
+            "epochs": 10,
+            "data": {"name": "cifar10", "augment": True, "workers": 8},
+        }
+        run = os.path.join(root, f"lr{lr}", f"seed{seed}")
+        acc = 0.5 + ((i * 7) % count) / (2 * count)
+        write_text(os.path.join(run, "config.yaml"), yaml.safe_dump(config), T0 + i * 60)
+        start = T0 + i * 60
+        write_events(os.path.join(run, "val"), {"acc": [0.1, acc], "loss": [1.0, 1 - acc]}, start)
+        write_events(os.path.join(run, "train"), {"loss": [1.0, 0.9 - acc]}, start)
+        accuracy[f"lr{lr}/seed{seed}"] = acc
+    return accuracy
+
+
+def _table_cli(*args: str, columns: int = 80) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runsmon", "table", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env=dict(os.environ, COLUMNS=str(columns)),
+    )
+
+
+def test_80_columns_show_differing_hparams_and_metrics(tmp_path):
+    root = str(tmp_path / "sweep")
+    _sweep(root)
+    done = _table_cli(root)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    head = lines[0].split()
+    # The swept hparams and the metrics are columns, before anything else.
+    assert head[:2] == ["run", "status"] and head[2:4] == ["lr", "seed"], head
+    assert {"val/acc", "val/loss", "train/loss"} <= set(head), head
+    # Constant hparams are one line (wrapped) under the table, with their values.
+    start = next(i for i, line in enumerate(lines) if line.startswith("constant: "))
+    constant = " ".join(lines[start:]).split("constant: ", 1)[1]
+    for item in ("data.augment=true", "epochs=10", "model.name=resnet", "optimizer=adam"):
+        assert item in constant, constant
+    assert not any(h in head for h in ("epochs", "model.name", "optimizer"))
+    assert len(lines[2:start]) == 12
+    # Run names: the part of the path that tells runs apart.
+    assert sorted(line.split()[0] for line in lines[2:start]) == sorted(_sweep_names())
+
+
+def _sweep_names() -> list[str]:
+    return [f"lr{lr}_seed{i // 3}" for i, lr in enumerate([0.1, 0.01, 0.001] * 4)]
+
+
+def test_the_not_shown_line_is_never_cut(tmp_path):
+    root = str(tmp_path / "runs")
+    for i in range(3):
+        config = {f"long_hparam_name_{k:02d}": i * k for k in range(1, 9)}
+        write_text(os.path.join(root, f"r{i}", "config.yaml"), yaml.safe_dump(config), T0)
+        write_events(os.path.join(root, f"r{i}"), {"loss": [1.0, 0.5]}, T0)
+    for width in (40, 80):
+        done = _table_cli(root, columns=width)
+        lines = done.stdout.splitlines()
+        assert all(len(line) <= width for line in lines), lines
+        start = next(i for i, line in enumerate(lines) if line.startswith("(+"))
+        note = " ".join(" ".join(lines[start:]).split())
+        assert note.endswith("; --format csv shows all)"), note
+        assert "…" not in note, note
+        left = note.split(": ", 1)[1].split(";")[0].replace(",", " ").split()
+        shown = lines[0].split()
+        assert sorted(left + shown) == sorted(
+            [
+                "run",
+                "status",
+                "loss",
+                "time",
+                *(f"long_hparam_name_{k:02d}" for k in range(1, 9)),
+            ]
+        ), (left, shown)
+
+
+def test_sort_applies_before_limit(tmp_path):
+    root = str(tmp_path / "sweep")
+    accuracy = _sweep(root)
+    best = sorted(accuracy, key=accuracy.get, reverse=True)[:3]
+    done = _table_cli(root, "--sort", "-val/acc", "--limit", "3", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["id"] for r in rows] == best
+    assert [r["metrics"]["val/acc"] for r in rows] == pytest.approx(
+        sorted(accuracy.values(), reverse=True)[:3]
+    )
+    # Without --sort, --limit keeps the newest runs, shown oldest first.
+    done = _table_cli(root, "--limit", "2", "--format", "json")
+    newest = [f"lr{lr}/seed3" for lr in (0.01, 0.001)]
+    assert [r["id"] for r in json.loads(done.stdout)] == newest
+
+
+def test_output_format_follows_the_extension(tmp_path):
+    root = str(tmp_path / "runs")
+    yaml_experiment.make(root)
+    for name, check in (
+        ("runs.csv", lambda text: list(csv.DictReader(io.StringIO(text)))[0]["run"] == "run-a"),
+        ("runs.JSON", lambda text: json.loads(text)[0]["id"] == "run-a"),
+        ("runs.txt", lambda text: text.splitlines()[0].split()[:2] == ["run", "status"]),
+    ):
+        out = tmp_path / name
+        done = _table_cli(root, "-o", str(out))
+        assert done.returncode == 0 and done.stdout == "", done.stderr
+        assert check(out.read_text()), (name, out.read_text())
+    # An explicit --format wins over the extension.
+    out = tmp_path / "table.csv"
+    assert _table_cli(root, "-o", str(out), "--format", "json").returncode == 0
+    assert json.loads(out.read_text())[1]["id"] == "run-b"
+
+
+def test_two_paths_with_the_same_runs_are_all_listed(tmp_path):
+    paths = [str(tmp_path / "a" / "exp"), str(tmp_path / "b" / "exp"), str(tmp_path / "other")]
+    for path in paths:
+        yaml_experiment.make(path)
+    done = _table_cli(*paths, "--format", "csv", columns=200)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    names = [r["run"] for r in csv.DictReader(io.StringIO(done.stdout))]
+    assert sorted(names) == sorted(
+        f"{p} {r}" for p in ("a_exp", "b_exp", "other") for r in ("run-a", "run-b")
+    )
