@@ -35,8 +35,9 @@ MAX_CELL = 24
 MAX_RUN_CELL = 48
 MIN_RUN_CELL = 20
 ELLIPSIS = "…"
-#: When not every column fits, this many differing hparams are kept before
-#: the metrics; the other differing hparams come after the metrics and status.
+#: When not every column fits, this many differing hparams (that every row
+#: has) are kept before the metrics; the other hparams come after the metrics
+#: and the status.
 LEAD_HPARAMS = 3
 #: The line of constant hparams under the text table takes at most this many lines.
 MAX_CONSTANT_LINES = 4
@@ -274,9 +275,9 @@ def render_text(table: RunsTable, width: int | None = None) -> str:
     metrics.  Hparams with the same value in every row are one line under
     the table (``constant: a=1, b=adam``).  Long cells are shortened with an
     ellipsis.  When the columns do not fit, run names are shortened, then
-    columns are left out: kept first are a few differing hparams, the
-    metrics, the status, then the other differing hparams; a last line
-    (wrapped, never cut) names what was left out.
+    columns are left out: kept first are a few differing hparams that every
+    row has, the metrics, the status, then the other differing hparams; a
+    last line (wrapped, never cut) names what was left out.
     """
     if not table.rows:
         return "no runs\n"
@@ -307,13 +308,16 @@ def render_text(table: RunsTable, width: int | None = None) -> str:
             widths[0] = max(run_width, 1)
             heads[0] = _cut(heads[0], widths[0])
             texts = [[_cut(t[0], widths[0]), *t[1:]] for t in texts]
+        # First a few differing hparams every row has (what the runs vary),
+        # then the metrics, the status and the other hparams.
         first_metric = 2 + len(differing)
-        lead = list(range(2, min(first_metric, 2 + LEAD_HPARAMS)))
+        complete = [i for i in range(2, first_metric) if all(c[i] is not None for c in cells)]
+        lead = complete[:LEAD_HPARAMS]
         priority = [
             *lead,
             *range(first_metric, len(headers)),
             1,
-            *range(2 + len(lead), first_metric),
+            *(i for i in range(2, first_metric) if i not in lead),
         ]
         kept, total = {0}, widths[0]
         for i in priority:
