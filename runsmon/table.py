@@ -100,9 +100,7 @@ class RunsTable:
             return
         self.rows = self.rows[:count]
         self.hparams = [
-            h
-            for h in self.hparams
-            if any(h in r.values and r.values[h] is not None for r in self.rows)
+            h for h in self.hparams if any(r.values.get(h) is not None for r in self.rows)
         ]
         self.metrics = [
             m
@@ -132,18 +130,11 @@ class RunsTable:
 
 
 def _same(a: Cell, b: Cell) -> bool:
-    """Equal values of the same kind (True is not 1)."""
-    return (
-        type(a) is type(b)
-        and a == b
-        or (
-            isinstance(a, (int, float))
-            and isinstance(b, (int, float))
-            and not isinstance(a, bool)
-            and not isinstance(b, bool)
-            and a == b
-        )
-    )
+    """Equal values of the same kind: 1 and 1.0 are, True and 1 are not."""
+    numbers = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)]
+    if all(numbers):
+        return a == b
+    return type(a) is type(b) and a == b
 
 
 def _sort_key(value: Cell) -> tuple[int, float, str]:
