@@ -516,7 +516,11 @@ class RunsMonitor:
                 if st is None:
                     touched.add(run.id)
                 elif st.run is not run:
-                    if st.run != run:
+                    # Scalars kept outside files (an MLflow database) move
+                    # with no path changing: the source's fingerprint says so.
+                    if st.run != run or (
+                        run.scalars is not None and run.fingerprint != st.run.fingerprint
+                    ):
                         touched.add(run.id)
                     else:
                         st.run = run  # the same run, read again: compare by identity next
