@@ -42,7 +42,6 @@ that otherwise did not change is seen when the run next changes.
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import os
 import re
@@ -200,7 +199,9 @@ class MLflowSQLiteRuns(RunSource):
         path = os.fspath(path)
         db = database_path(path, fs)
         if db is None:
-            db = os.path.abspath(db_uri_path(path) or os.path.join(path, DB_NAME))
+            st = fs.stat(path)
+            db = path if st is not None and not st.is_dir else os.path.join(path, DB_NAME)
+        db = os.path.abspath(db)
         self.db = db
         self._conn: sqlite3.Connection | None = None  # kept open: rollback-journal mode
         self._conn_ino: tuple[int, int] | None = None
@@ -325,10 +326,10 @@ class MLflowSQLiteRuns(RunSource):
         try:
             self._read(keys)
         except NotMLflowDatabase as e:
-            raise OSError(errno.EINVAL, str(e)) from None
+            raise OSError(str(e)) from None
         except sqlite3.Error as e:
             self._disconnect()
-            raise OSError(errno.EIO, f"cannot read the database: {e}") from None
+            raise OSError(f"cannot read the database: {e}") from None
         self._keys = keys
         self._read_at = time.monotonic()
         return sorted(self._run_dirs[r] for r in self._visible)
@@ -388,13 +389,20 @@ class MLflowSQLiteRuns(RunSource):
         renamed = {e for e, v in experiments.items() if self._experiments.get(e) != v}
         self._experiments = experiments
 
-        rows = {
-            r[0]: _Row(*r[1:])
-            for r in conn.execute(f"SELECT run_uuid, {', '.join(_RUN_COLUMNS)} FROM runs")
-        }
+        rows: dict[str, _Row] = {}
+        runs_mark = self._marks.get("runs", 0)
+        created = set()  # runs made since the last read: all their metric rows are new
+        top = 0
+        for r in conn.execute(f"SELECT rowid, run_uuid, {', '.join(_RUN_COLUMNS)} FROM runs"):
+            rows[r[1]] = _Row(*r[2:])
+            top = max(top, r[0])
+            if r[0] > runs_mark:
+                created.add(r[1])
+        self._marks["runs"] = top
         if any(r not in rows for r in self._rows):
             # Runs deleted for good (mlflow gc): their rows may be numbered anew.
-            self._marks, self._hist = {}, {}
+            self._marks.pop("metrics", None)
+            self._hist = {}
         visible = {
             r
             for r, row in rows.items()
@@ -410,7 +418,7 @@ class MLflowSQLiteRuns(RunSource):
                 del self._hist[r]
         entering = [r for r in visible if r not in self._hist]
         dirty.update(entering)
-        dirty.update(self._read_metrics(conn, visible, entering))
+        dirty.update(self._read_metrics(conn, visible, entering, created))
         for table in ("params", "tags"):
             dirty.update(r for r in self._new_rows(conn, table) if r in visible)
         for table, store in (("params", self._params), ("tags", self._tags)):
@@ -431,7 +439,9 @@ class MLflowSQLiteRuns(RunSource):
     def _top(self, conn: sqlite3.Connection, table: str) -> int:
         return conn.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0
 
-    def _read_metrics(self, conn: sqlite3.Connection, visible: set[str], entering: list[str]):
+    def _read_metrics(
+        self, conn: sqlite3.Connection, visible: set[str], entering: list[str], created: set[str]
+    ) -> set[str]:
         """Append the metric rows added since the last read; the runs that gained some."""
         cols = self._columns["metrics"]
         if not {"key", "value", "run_uuid"} <= cols:
@@ -454,7 +464,7 @@ class MLflowSQLiteRuns(RunSource):
         hist = self._hist
         for r in entering:
             h = hist[r] = _History()
-            if mark:  # a run that was hidden (deleted, then restored): its rows so far
+            if mark and r not in created:  # hidden until now (deleted, then restored)
                 for row in conn.execute(
                     f"SELECT {select} FROM metrics WHERE run_uuid = ? AND rowid <= ? "
                     "ORDER BY rowid",
