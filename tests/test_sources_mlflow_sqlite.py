@@ -6,12 +6,16 @@ this process never imports it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +32,7 @@ pytestmark = pytest.mark.skipif(
     reason="mlflow is not installed: pip install -e '.[test]'",
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 SHOWN = [
     n for n, spec in mlflow_sqlite.RUNS.items() if spec[3] != "DELETED" and spec[0] != "trashed"
 ]
@@ -319,3 +324,29 @@ def test_monitor_live(project, tmp_path):
         assert sorted(loss_points()) == [(0, "loss"), (5, "loss")]
         new = logdir / monitor.run_names[new_id]
         assert any("runsmon-scalars" in p for p in iter_event_files(new))
+
+
+@pytest.mark.parametrize("form", ["directory", "file", "relative uri", "absolute uri"])
+def test_cli_takes_the_database_in_every_form(made, form):
+    root, ids = made
+    db = os.path.join(root, "mlflow.db")
+    path = {
+        "directory": str(root),
+        "file": db,
+        "relative uri": "sqlite:///mlflow.db",
+        "absolute uri": f"sqlite:///{db}",
+    }[form]
+    done = subprocess.run(
+        [sys.executable, "-m", "runsmon", "table", "--format", "json", path],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {row["id"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == {ids[n] for n in SHOWN}
+    fox = rows[ids["bold-fox"]]
+    assert fox["status"] == "completed" and fox["hparams"]["lr"] == 0.01
+    assert fox["metrics"]["loss"] == pytest.approx(0.3)

@@ -42,7 +42,9 @@ that otherwise did not change is seen when the run next changes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import operator
 import os
 import re
 import sqlite3
@@ -139,15 +141,17 @@ class _History:
     def __len__(self) -> int:
         return len(self.values)
 
-    def add(self, key: str, value: float, timestamp: int | None, step: int | None, nan: Any):
-        k = self.index.get(key)
-        if k is None:
-            k = self.index[key] = len(self.keys)
-            self.keys.append(key)
-        self.kidx.append(k)
-        self.values.append(math.nan if nan else float(value))
-        self.steps.append(step or 0)
-        self.times.append(timestamp or 0)
+    def extend(self, rows: list[tuple]) -> None:
+        """Append rows ``(run_uuid, key, value, timestamp, step, is_nan)``."""
+        index = self.index
+        for row in rows:
+            if row[1] not in index:
+                index[row[1]] = len(self.keys)
+                self.keys.append(row[1])
+        self.kidx.extend([index[r[1]] for r in rows])
+        self.values.extend([math.nan if r[5] else r[2] for r in rows])
+        self.steps.extend([r[4] or 0 for r in rows])
+        self.times.extend([r[3] or 0 for r in rows])
 
     def points(self, n: int) -> list[ScalarPoint]:
         keys = self.keys
@@ -462,31 +466,34 @@ class MLflowSQLiteRuns(RunSource):
             ]
         )
         hist = self._hist
+        gained: set[str] = set()
+        loaded = set()
         for r in entering:
             h = hist[r] = _History()
-            if mark and r not in created:  # hidden until now (deleted, then restored)
-                for row in conn.execute(
-                    f"SELECT {select} FROM metrics WHERE run_uuid = ? AND rowid <= ? "
-                    "ORDER BY rowid",
-                    (r, mark),
-                ):
-                    h.add(*row)
-        gained: set[str] = set()
-        if top > mark:
-            last = None
-            h = None
-            for row in conn.execute(
+            if not mark or r not in created:
+                # Read first, or hidden until now (deleted, then restored): its
+                # rows so far, through MLflow's run_uuid index (faster than a
+                # scan of the whole table, even for every run at once).
+                h.extend(
+                    conn.execute(
+                        f"SELECT run_uuid, {select} FROM metrics WHERE run_uuid = ? "
+                        "AND rowid <= ? ORDER BY rowid",
+                        (r, top),
+                    ).fetchall()
+                )
+                loaded.add(r)
+        if mark and top > mark:
+            rows = conn.execute(
                 f"SELECT run_uuid, {select} FROM metrics WHERE rowid > ? AND rowid <= ? "
                 "ORDER BY rowid",
                 (mark, top),
-            ):
-                if row[0] != last:
-                    last = row[0]
-                    h = hist.get(last)
-                    if h is not None:
-                        gained.add(last)
-                if h is not None:
-                    h.add(*row[1:])
+            )
+            # A run's rows come in runs (log_batch, a training loop): one extend each.
+            for run_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+                h = hist.get(run_id)
+                if h is not None and run_id not in loaded:
+                    h.extend(list(group))
+                    gained.add(run_id)
         self._marks["metrics"] = top
         return gained
 
