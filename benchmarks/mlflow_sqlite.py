@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -86,6 +87,7 @@ def main() -> None:
         size = os.path.getsize(project / "mlflow.db")
         rows: list[tuple[str, str]] = []
 
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         firsts = []
         for _ in range(3):
             src = MLflowSQLiteRuns(str(project))
@@ -95,6 +97,8 @@ def main() -> None:
         assert len(runs) == args.runs, len(runs)
         points = sum(len(list(r.scalars())) for r in runs[:10]) // 10
         rows.append(("first read (source), median of 3", ms(statistics.median(firsts))))
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+        rows.append(("peak RSS growth over those reads", f"{grown / 1024:.0f} MB"))
         polls = []
         for _ in range(200):
             t = time.perf_counter()
@@ -157,8 +161,8 @@ def main() -> None:
     )
     print(f"Database {size / 1e6:.0f} MB; {points} metric points a run.\n")
     width = max(len(r[0]) for r in rows)
-    print(f"| {'measure':<{width}} | time |")
-    print(f"|{'-' * (width + 2)}|------|")
+    print(f"| {'measure':<{width}} | measured |")
+    print(f"|{'-' * (width + 2)}|----------|")
     for name, value in rows:
         print(f"| {name:<{width}} | {value} |")
 

@@ -22,7 +22,7 @@ import pytest
 from runsmon import RunsMonitor
 from runsmon.run import COMPLETED, ERROR, RUNNING, TERMINATED
 from runsmon.sources import MLflowRuns, detect_kind, detect_source
-from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns, database_path
+from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns, _History, database_path
 from runsmon.testing import iter_event_files, read_events
 from sample_projects.layouts import mlflow_sqlite
 from sample_projects.layouts._events import T0
@@ -350,3 +350,38 @@ def test_cli_takes_the_database_in_every_form(made, form):
     fox = rows[ids["bold-fox"]]
     assert fox["status"] == "completed" and fox["hparams"]["lr"] == 0.01
     assert fox["metrics"]["loss"] == pytest.approx(0.3)
+
+
+def test_monitor_polls_read_scalars_only_of_runs_that_moved(project, tmp_path, monkeypatch):
+    """An unchanged poll neither reads the database nor rebuilds any run's scalars."""
+    root, ids = project
+    calls = []
+    points = _History.points
+    monkeypatch.setattr(_History, "points", lambda h, n: calls.append(n) or points(h, n))
+    source = MLflowSQLiteRuns(str(root))
+    monitor = RunsMonitor(str(tmp_path / "logdir"), source, interval=1, full_check_interval=2)
+    monitor.sync_changes()
+    assert len(calls) == len(SHOWN)
+    for _ in range(10):  # five rounds of the safety net: every run re-checked
+        stats = monitor.sync_changes(sweep=True)
+        assert stats.added == stats.updated == 0
+    monitor.run_once()
+    assert len(calls) == len(SHOWN) and source.reads == 1
+    mlflow_sqlite.run_mlflow(
+        str(root),
+        "import sys; from mlflow import MlflowClient; "
+        "MlflowClient().log_metric(sys.argv[1], 'accuracy', 0.9, 0, 3)",
+        ids["bold-fox"],
+    )
+    monitor.sync_changes(sweep=True)
+    assert calls[len(SHOWN) :] == [9] and source.reads == 2
+    fox = tmp_path / "logdir" / monitor.run_names[ids["bold-fox"]]
+    written = [
+        (e.step, v.tag, round(v.simple_value, 6))
+        for path in iter_event_files(fox)
+        if "runsmon-scalars" in path
+        for e in read_events(path)
+        for v in e.summary.value
+    ]
+    assert written.count((3, "accuracy", 0.9)) == 1
+    assert len(written) == 9
