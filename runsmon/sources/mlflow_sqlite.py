@@ -356,7 +356,8 @@ class MLflowSQLiteRuns(RunSource):
                 if kept:
                     self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
             finally:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
         finally:
             if not kept:
                 conn.close()
