@@ -385,3 +385,24 @@ def test_monitor_polls_read_scalars_only_of_runs_that_moved(project, tmp_path, m
     ]
     assert written.count((3, "accuracy", 0.9)) == 1
     assert len(written) == 9
+
+
+def test_a_locked_database_keeps_the_runs_shown(project, caplog):
+    """A writer holding its lock past the busy timeout: one warning, the runs stay, then news."""
+    root, ids = project
+    src = MLflowSQLiteRuns(str(root))
+    src.busy_timeout = 0.2
+    assert len(src()) == len(SHOWN)
+    writer = sqlite3.connect(root / "mlflow.db", isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    writer.execute(
+        "UPDATE runs SET status = 'FINISHED', end_time = 1 WHERE run_uuid = ?", (ids["live-lynx"],)
+    )
+    with caplog.at_level(logging.WARNING, logger="runsmon"):
+        for _ in range(3):
+            assert sorted(r.label for r in src()) == sorted(SHOWN)
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "database is locked" in message and str(root / "mlflow.db") in message
+    writer.execute("COMMIT")
+    writer.close()
+    assert by_name(src())["live-lynx"].status == COMPLETED
