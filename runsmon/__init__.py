@@ -2,12 +2,13 @@
 
 from runsmon.monitor import RunsMonitor
 from runsmon.run import Run, ScalarPoint, flatten_flags
-from runsmon.sources import DirRuns, GuildRuns, MLflowRuns, WandbRuns
+from runsmon.sources import DirRuns, GuildRuns, MLflowRuns, MLflowSQLiteRuns, WandbRuns
 
 __all__ = [
     "DirRuns",
     "GuildRuns",
     "MLflowRuns",
+    "MLflowSQLiteRuns",
     "Run",
     "RunsMonitor",
     "ScalarPoint",

@@ -71,6 +71,7 @@ class _RunState:
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     scalar_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     own_time: bool = False  # its files have a root scalar `time` of their own
+    scalars_of: Run | None = None  # the Run object whose scalars are all written
 
     @property
     def name(self) -> str:
@@ -516,7 +517,11 @@ class RunsMonitor:
                 if st is None:
                     touched.add(run.id)
                 elif st.run is not run:
-                    if st.run != run:
+                    # Scalars kept outside files (an MLflow database) move
+                    # with no path changing: the source's fingerprint says so.
+                    if st.run != run or (
+                        run.scalars is not None and run.fingerprint != st.run.fingerprint
+                    ):
                         touched.add(run.id)
                     else:
                         st.run = run  # the same run, read again: compare by identity next
@@ -613,7 +618,7 @@ class RunsMonitor:
         """Whether all a run needs is in the logdir (nothing to retry)."""
         state = st.manifest.state
         return (
-            st.run.scalars is None
+            (st.run.scalars is None or st.scalars_of is st.run)
             and st.run.id not in self._new
             and state.get("session") is not None
             and (not st.run.ended or state.get("end") is not None)
@@ -723,6 +728,8 @@ class RunsMonitor:
         counts: dict[str, int] = dict(st.manifest.state.get("scalars", {}))
         before = (dict(counts), st.manifest.state.get("synth_metrics"))
         synth: set[tuple[str, str]] = set()
+        # Sources hand out a new Run when its scalars moved: this one is done once all are written.
+        done: Run | None = st.run
         for group, group_points in by_group.items():
             have = counts.get(group, 0)
             if len(group_points) < have:
@@ -743,6 +750,9 @@ class RunsMonitor:
                 lambda rel=rel, data=data: self.logdir.append_file(st.manifest, rel, data),
             ):
                 counts[group] = len(group_points)
+            else:
+                done = None
+        st.scalars_of = done
         st.manifest.state["scalars"] = counts
         st.manifest.state["synth_metrics"] = sorted(synth)
         if (counts, st.manifest.state["synth_metrics"]) != before:

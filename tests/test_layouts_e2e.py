@@ -11,6 +11,7 @@ experiment, so each layout gets its own TensorBoard.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from sample_projects.layouts import (
     hydra_multirun,
     keras,
     knowit_sweep,
+    mlflow_sqlite,
     mlflow_store,
     torch_hparams,
     wandb_offline,
@@ -41,6 +43,7 @@ from sample_projects.layouts._events import T0, write_events, write_text
 ROOT = Path(__file__).resolve().parent.parent
 SUCCESS, FAILURE, UNKNOWN = "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_UNKNOWN"
 LOADERS = pytest.mark.parametrize("load_fast", [False, True], ids=["python", "rust"])
+NO_MLFLOW = "mlflow is not installed: pip install -e '.[test]' to test MLflow's SQLite store"
 NO_WANDB = "wandb is not installed: pip install 'runsmon[wandb]' to test wandb offline runs"
 
 Metric = tuple[str, str]  # (tag, group)
@@ -389,6 +392,84 @@ def test_mlflow_store(tmp_path, tensorboard, load_fast):
         assert [p[2] for p in points] == pytest.approx(values, rel=1e-6)
 
 
+# -- 6b. MLflow 3's default store: mlflow.db, written by MLflow itself -------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_root(tmp_path_factory) -> str:
+    """A project where MLflow logged runs into mlflow.db (see mlflow_sqlite.RUNS)."""
+    if not mlflow_sqlite.available():
+        pytest.skip(NO_MLFLOW)
+    root = str(tmp_path_factory.mktemp("mlflow-project"))
+    mlflow_sqlite.make(root)
+    return root
+
+
+def mlflow_expected(runs: Mapping[str, str]) -> dict[str, Expected]:
+    """What the dashboard must show for the runs mlflow_sqlite logged ({name: id})."""
+    statuses = {"FINISHED": SUCCESS, "FAILED": FAILURE, "KILLED": SUCCESS, "RUNNING": UNKNOWN}
+    expected = {}
+    for name, (experiment, params, logged, status) in mlflow_sqlite.RUNS.items():
+        if status == "DELETED" or experiment in mlflow_sqlite.DELETED_EXPERIMENTS:
+            continue
+        metrics: dict[Metric, float | None] = {}
+        for key, values in logged.items():
+            group, _, tag = key.rpartition("/")
+            metrics[(tag, group)] = values[-1]
+        if status != "RUNNING":  # end - start: the generator logs one step a second
+            metrics[("time", "")] = float(max(len(v) for v in logged.values()))
+        expected[runs[name]] = Expected(as_shown(params), metrics, statuses[status])
+    return expected
+
+
+MLFLOW_LATER = """
+import sys
+from mlflow import MlflowClient
+from mlflow.entities import Param
+client = MlflowClient()
+lynx = sys.argv[1]
+client.log_metric(lynx, "loss", 0.45, step=1)
+client.set_terminated(lynx, "FINISHED")
+exp = client.get_experiment_by_name("second").experiment_id
+new = client.create_run(exp, run_name="late-lark").info.run_id
+params = {"lr": "0.02", "batch_size": "16", "optimizer": "sgd"}
+client.log_batch(new, params=[Param(k, v) for k, v in params.items()])
+client.log_metric(new, "loss", 0.35, step=0)
+client.set_terminated(new, "FAILED")
+print(new)
+"""
+
+
+@LOADERS
+def test_mlflow_sqlite(tmp_path, tensorboard, mlflow_root, load_fast):
+    root = str(tmp_path / "project")
+    shutil.copytree(mlflow_root, root)
+    runs = {r.label: r.id for r in detect_source(root)()}
+    expected = mlflow_expected(runs)
+    assert set(runs.values()) == set(expected)
+    tb, monitor, _ = show(tmp_path, root, "mlflow", expected, tensorboard, load_fast=load_fast)
+    fox = monitor.run_names[runs["bold-fox"]]
+    query = urllib.parse.urlencode({"run": f"{fox}/val", "tag": "loss"})
+    points = tb.get(f"/data/plugin/scalars/scalars?{query}")
+    assert [p[1] for p in points] == [0, 1]
+    assert [p[2] for p in points] == pytest.approx([1.0, 0.7], rel=1e-6)
+
+    # MLflow logs on: the running run ends with one more value, a new run appears.
+    lynx = monitor.run_names[runs["live-lynx"]]
+    new_id = mlflow_sqlite.run_mlflow(root, MLFLOW_LATER, runs["live-lynx"]).split()[-1]
+    monitor.run_once()
+    new = monitor.run_names[new_id]
+    table = tb.wait_for(
+        lambda t: new in t and t[lynx]["status"] == SUCCESS,
+        timeout=30,
+        what="the new run and the ended one",
+    )
+    assert table[lynx]["metrics"][("loss", "")] == pytest.approx(0.45, rel=1e-6)
+    assert table[new]["status"] == FAILURE
+    assert table[new]["metrics"][("loss", "")] == pytest.approx(0.35, rel=1e-6)
+    assert table[new]["hparams"] == {"lr": 0.02, "batch_size": 16.0, "optimizer": "sgd"}
+
+
 # -- 7. two wandb offline runs, written by wandb itself ---------------------------
 
 
@@ -434,6 +515,7 @@ def test_wandb_offline(tmp_path, tensorboard, wandb_root, load_fast):
         (torch_hparams, "dirs", 2),
         (hydra_multirun, "dirs", 2),
         (mlflow_store, "mlflow", 2),
+        (mlflow_sqlite, "mlflow", 4),
         (wandb_offline, "wandb", 2),
     ],
     ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", "").rsplit(".")[-1],
@@ -441,6 +523,8 @@ def test_wandb_offline(tmp_path, tensorboard, wandb_root, load_fast):
 def test_cli_detects_the_source(tmp_path, request, layout, kind, runs):
     if layout is wandb_offline:
         root = request.getfixturevalue("wandb_root")
+    elif layout is mlflow_sqlite:
+        root = request.getfixturevalue("mlflow_root")
     else:
         root = str(tmp_path / "project")
         layout.make(root)

@@ -14,6 +14,7 @@ __all__ = [
     "DirRuns",
     "GuildRuns",
     "MLflowRuns",
+    "MLflowSQLiteRuns",
     "RunSource",
     "WandbRuns",
     "combine",
@@ -85,9 +86,17 @@ def _is_wandb(fs: FileSystem, path: str) -> bool:
     return any(is_run_dir_name(os.path.basename(d)) for t in tops for d in _child_dirs(fs, t))
 
 
+def _mlflow_db(path: str, fs: FileSystem) -> str | None:
+    from runsmon.sources.mlflow_sqlite import database_path
+
+    return database_path(path, fs)
+
+
 def detect_kind(path: str, fs: FileSystem = LOCAL) -> str:
     """Which kind of source fits ``path``: a Guild home or runs directory, an
-    MLflow store, a wandb directory, else a tree of run directories ("dirs")."""
+    MLflow store or database, a wandb directory, else a tree of run directories ("dirs")."""
+    if _mlflow_db(os.fspath(path), fs) is not None:
+        return "mlflow"
     path = os.path.normpath(os.fspath(path))
     if _is_guild(fs, path):
         return "guild"
@@ -127,6 +136,10 @@ def detect_source(path: str, kind: str | None = None, **options: object) -> RunS
     fs = options.get("fs") or LOCAL
     chosen = kind or detect_kind(path, fs)  # type: ignore[arg-type]
     cls = _source_class(chosen)
+    if chosen == "mlflow" and _mlflow_db(os.fspath(path), fs) is not None:
+        from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns
+
+        cls = MLflowSQLiteRuns
     params = inspect.signature(cls.__init__).parameters
     accepted = {k: v for k, v in options.items() if v is not None and k in params}
     return cls(path, **accepted)  # type: ignore[arg-type]
@@ -137,4 +150,8 @@ def __getattr__(name: str) -> object:
     kinds = {"GuildRuns": "guild", "DirRuns": "dirs", "MLflowRuns": "mlflow", "WandbRuns": "wandb"}
     if name in kinds:
         return _source_class(kinds[name])
+    if name == "MLflowSQLiteRuns":
+        from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns
+
+        return MLflowSQLiteRuns
     raise AttributeError(name)

@@ -16,6 +16,7 @@ from sample_projects.layouts import (
     keras,
     knowit_sweep,
     lightning,
+    mlflow_sqlite,
     mlflow_store,
     torch_hparams,
     wandb_offline,
@@ -34,11 +35,13 @@ LAYOUTS = {
 }
 
 
-def make_all(root: str, wandb: bool = False) -> dict[str, str]:
+def make_all(root: str, wandb: bool = False, mlflow_db: bool = False) -> dict[str, str]:
     """Write every layout into its own subdirectory of ``root``.
 
     The wandb runs (which need wandb installed and take a few seconds) are
-    written only with ``wandb=True``.  Returns {layout name: its directory}.
+    written only with ``wandb=True``; MLflow's SQLite store (``mlflow_db``,
+    written by MLflow) only with ``mlflow_db=True`` and mlflow installed.
+    Returns {layout name: its directory}.
     """
     out = {}
     for name, module in LAYOUTS.items():
@@ -54,4 +57,8 @@ def make_all(root: str, wandb: bool = False) -> dict[str, str]:
         else:
             wandb_offline.make_legacy(target)
         out["wandb"] = target
+    if mlflow_db and mlflow_sqlite.available():
+        target = os.path.join(root, "mlflow_db")
+        mlflow_sqlite.make(target)
+        out["mlflow_db"] = target
     return out
