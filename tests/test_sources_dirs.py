@@ -358,3 +358,58 @@ def test_detect_guild_and_override(tmp_path):
     assert r.flags == {"lr": 1} and r.attrs["flags_file"] == ".guild/attrs/flags"
     with pytest.raises(ValueError, match="unknown source kind"):
         detect_source(str(tmp_path), kind="nope")
+
+
+# -- YAML values as the writing tool reads them -----------------------------------
+
+# What OmegaConf 2.4 (Hydra's reader) gives for each plain scalar, checked with
+# ``yaml.load(text, Loader=omegaconf._yaml.get_yaml_loader())``: YAML 1.2 floats
+# without a dot are floats; ``yes``/``off`` stay booleans and ``017`` octal as in
+# PyYAML; ``0o17`` and ``-.5e-2`` stay strings.
+OMEGACONF_READS = {
+    "1e-3": 0.001,
+    "1E-3": 0.001,
+    "1e+3": 1000.0,
+    "+1e3": 1000.0,
+    "1.0e-3": 0.001,
+    "5.": 5.0,
+    ".5": 0.5,
+    "yes": True,
+    "off": False,
+    "017": 15,
+    "0x1F": 31,
+    "1_000": 1000,
+    "0o17": "0o17",
+    "-.5e-2": "-.5e-2",
+    "1e-3x": "1e-3x",
+}
+
+
+@pytest.mark.parametrize("rel", ["config.yaml", ".hydra/config.yaml", "flags.yaml"])
+def test_config_yaml_read_as_omegaconf_reads_it(tmp_path, rel):
+    text = "".join(f"v{i}: {plain}\n" for i, plain in enumerate(OMEGACONF_READS))
+    write_text(str(tmp_path / "run" / rel), text)
+    [r] = source(tmp_path)()
+    got = {plain: r.flags[f"v{i}"] for i, plain in enumerate(OMEGACONF_READS)}
+    assert got == OMEGACONF_READS
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in OMEGACONF_READS.items()}
+
+
+def test_lr_column_stays_numeric_with_1e_notation(tmp_path):
+    # One hand-written config with 1e-3 must not turn the lr column into text.
+    write_text(str(tmp_path / "a" / "config.yaml"), "lr: 0.01\n")
+    write_text(str(tmp_path / "b" / "config.yaml"), "lr: 1e-3\n")
+    runs = by_id(source(tmp_path)())
+    assert runs["a"].flags["lr"] == 0.01
+    assert runs["b"].flags["lr"] == 0.001 and isinstance(runs["b"].flags["lr"], float)
+
+
+@pytest.mark.parametrize("rel", [".guild/attrs/flags", "hparams.yaml", "model_args.yaml"])
+def test_pyyaml_written_files_keep_pyyaml_rules(tmp_path, rel):
+    # PyYAML writes the string "1e-3" unquoted (its YAML 1.1 resolver reads it
+    # back as a string), and these tools read their files back with PyYAML.
+    text = yaml.safe_dump({"lr": "1e-3", "wd": 1e-5, "on": "yes"})
+    assert "lr: 1e-3\n" in text
+    write_text(str(tmp_path / "run" / rel), text)
+    [r] = source(tmp_path)()
+    assert r.flags == yaml.safe_load(text) == {"lr": "1e-3", "wd": 1e-5, "on": "yes"}
