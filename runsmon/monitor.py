@@ -833,10 +833,11 @@ class RunsMonitor:
         # The key of a new run is worked out once its name is final (below).
         key = None if run.id in self._new else _session_key(encoded, st.name, run.started)
         if (written is not None and written != key) or (
-            written_end is not None and written_end != run.status
+            written_end is not None
+            and (written_end != run.status or state.get("stopped", run.stopped) != run.stopped)
         ):
             stats.resets += 1
-            self._reset(st, "its hparams or status changed after TensorBoard read them")
+            self._reset(st, "its hparams, status or end changed after TensorBoard read them")
             return
         before = dict(state)
         write_start = state.get("session") is None
@@ -862,6 +863,7 @@ class RunsMonitor:
             if write_end:
                 state["end"] = run.status
                 state["end_file"] = end_file
+                state["stopped"] = run.stopped
             if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
                 self._unsaved.add(run.id)
             made = self._try(
@@ -872,6 +874,7 @@ class RunsMonitor:
             before = dict(state)
             state.pop("session")
             state.pop("end", None)
+            state.pop("stopped", None)
         end_events = self._end_events(st) if write_end else []
         if write_start:
             summary = hparams.session_start_summary(encoded, st.name, run.started)
@@ -888,6 +891,7 @@ class RunsMonitor:
                 if end_file == SESSION_FILE:
                     state["end"] = run.status
                     state["end_file"] = SESSION_FILE
+                    state["stopped"] = run.stopped
                     stats.ended += 1
         if write_end and end_file == END_FILE and state.get("session") is not None:
             wall = run.stopped if run.stopped is not None else self._created
@@ -895,6 +899,7 @@ class RunsMonitor:
             if self._try(st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)):
                 state["end"] = run.status
                 state["end_file"] = END_FILE
+                state["stopped"] = run.stopped
                 stats.ended += 1
                 log.info("run %s: %s", st.name, run.status)
         if links is not None:

@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tb import TensorBoardProcess, poll
+from tb import TensorBoardProcess, WaitTimeout, poll
 
 from runsmon import RunsMonitor
 from runsmon.hparams import Selection
+from runsmon.serve import reset_delay
 from runsmon.sources import DirRuns, detect_source
 from runsmon.sources.wandb import wandb_pb
 from sample_projects.layouts import (
@@ -194,6 +195,53 @@ def test_dirs_status_follows_idle_after(tmp_path, tensorboard):
         # From the first event file's name to the last change (float32 in TensorBoard).
         assert table[b]["metrics"][("time", "")] == pytest.approx(now - (T0 + 1000), rel=1e-6)
         assert len(table[b]["sessions"]) == 1
+
+
+def test_dirs_run_active_again_runs_again_and_its_time_follows(tmp_path, tensorboard):
+    """An ended run written to again is running again; its time follows its new end.
+
+    Written again and idle again before the next check too: the source must
+    not keep the first end (the directory's mtime does not move on an append).
+    """
+    root = tmp_path / "runs"
+    path = write_events(str(root / "r" / "train"), {"loss": [1.0, 0.5]}, T0)  # ends at T0 + 10
+    now = [T0 + 100]
+    source = DirRuns(str(root), idle_after=60, clock=lambda: now[0])
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), source, reset_delay=reset_delay(1.0))
+    monitor.run_once()
+    tb = tensorboard(logdir)
+    [name] = monitor.run_names.values()
+
+    def sync_until(status, time_value):
+        """Sync until the dashboard shows ``status`` and ``time`` (a reset takes a while)."""
+
+        def shown(t):
+            row = t.get(name)
+            return (
+                row is not None
+                and row["status"] == status
+                and row["metrics"].get(("time", "")) == time_value
+            )
+
+        deadline = time.monotonic() + 30
+        while True:
+            monitor.run_once()
+            try:
+                return poll(tb.table, shown, timeout=1.5, what=f"{status}, time {time_value}")
+            except WaitTimeout:
+                if time.monotonic() > deadline:
+                    raise
+
+    sync_until(SUCCESS, 10.0)
+    os.utime(path, (T0 + 200, T0 + 200))  # written again
+    now[0] = T0 + 205
+    sync_until(UNKNOWN, None)  # running again: no end, no time yet
+    now[0] = T0 + 400
+    sync_until(SUCCESS, 200.0)
+    os.utime(path, (T0 + 500, T0 + 500))  # written again, and idle again by the next check
+    now[0] = T0 + 700
+    sync_until(SUCCESS, 500.0)
 
 
 # -- 2. Keras: train/ and validation/ with epoch_accuracy and epoch_loss --------------

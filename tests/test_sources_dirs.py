@@ -413,3 +413,20 @@ def test_pyyaml_written_files_keep_pyyaml_rules(tmp_path, rel):
     write_text(str(tmp_path / "run" / rel), text)
     [r] = source(tmp_path)()
     assert r.flags == yaml.safe_load(text) == {"lr": "1e-3", "wd": 1e-5, "on": "yes"}
+
+
+def test_run_active_again_between_two_checks_gets_its_new_end(tmp_path):
+    # Ended, written again (an append: no directory changes), and idle again
+    # before the next check: its end (and so its time) is the new last write.
+    now = [T0 + 100]
+    run = tmp_path / "r"
+    path = write_events(str(run / "train"), {"loss": [1.0, 0.5]}, T0)  # mtime T0 + 10
+    src = DirRuns(str(tmp_path), idle_after=60, clock=lambda: now[0])
+    [r] = src()
+    assert r.status == COMPLETED and r.stopped == T0 + 10 and r.duration == 10
+    with open(path, "ab") as f:
+        f.write(b"")  # a real append changes only the file
+    os.utime(path, (T0 + 200, T0 + 200))
+    now[0] = T0 + 400
+    [r] = src()
+    assert r.status == COMPLETED and r.stopped == T0 + 200 and r.duration == 200

@@ -197,7 +197,9 @@ class DirRuns(RunSource):
             flags_key = st.key if st else None
         newest = self._newest(tree)
         idle = newest is None or self.clock() - newest >= self.idle_after
-        return (dir_times, flags_key, idle)
+        # An ended run ends at its last write: one that came (an append moves
+        # no directory's mtime) and went idle again between two checks moves it.
+        return (dir_times, flags_key, idle, newest if idle else None)
 
     def _scan_run(self, run_dir: str) -> _Tree | None:
         """Walk a run afresh (and remember it); None when it is gone."""
