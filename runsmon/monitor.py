@@ -569,7 +569,8 @@ class RunsMonitor:
             manifest = self._adopt(run.id, wanted, create=run.scalars is not None)
             if manifest is None:
                 return
-            st = self._runs[run.id] = _RunState(run, manifest, RunFiles(run.dir, self.fs))
+            files = RunFiles(run.dir, self.fs, exclude=run.nested)
+            st = self._runs[run.id] = _RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
         elif st.run is not run and st.run != run:
@@ -577,6 +578,7 @@ class RunsMonitor:
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run
+        st.files.exclude = run.nested
         key = os.path.normpath(run.dir)
         self._by_dir[run.dir if key == run.dir else key] = run.id
         self._watch_run(st)

@@ -46,8 +46,12 @@ SKIP = "skip"  # left out: a side file of hparams (PyTorch add_hparams' timestam
 class RunFiles:
     """The event files under one run directory, kept up to date cheaply."""
 
-    def __init__(self, root: str, fs: FileSystem, max_depth: int = 32) -> None:
+    def __init__(
+        self, root: str, fs: FileSystem, max_depth: int = 32, exclude: frozenset[str] = frozenset()
+    ) -> None:
         self.root = root
+        #: Directories (relative to ``root``) left out: runs nested in this one.
+        self.exclude = exclude
         self._prefix = root if root.endswith("/") else root + "/"
         self.fs = fs
         self.max_depth = max_depth
@@ -114,7 +118,9 @@ class RunFiles:
         if rel == GUILD_DIR or depth >= self.max_depth:
             return
         for name in subdirs:
-            self._walk(f"{rel}/{name}" if rel else name, depth + 1, seen, event_paths)
+            sub = f"{rel}/{name}" if rel else name
+            if not self.exclude or sub not in self.exclude:
+                self._walk(sub, depth + 1, seen, event_paths)
 
     def _update(self, entry: EventFile) -> bool:
         st = self.fs.stat(entry.path)
