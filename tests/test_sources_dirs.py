@@ -430,3 +430,137 @@ def test_run_active_again_between_two_checks_gets_its_new_end(tmp_path):
     now[0] = T0 + 400
     [r] = src()
     assert r.status == COMPLETED and r.stopped == T0 + 200 and r.duration == 200
+
+
+# -- runs inside runs, trees that are not runs --------------------------------------
+
+TUTORIAL = os.path.join(os.path.dirname(__file__), "data", "hparams-tutorial")
+
+
+def copy_tutorial(dest) -> str:
+    """The HParams tutorial fixture, each file's mtime set from the time in its name."""
+    import shutil
+
+    shutil.copytree(TUTORIAL, dest)
+    for d, _, files in os.walk(dest):
+        for name in files:
+            t = event_file_time(name)
+            if t is not None:
+                os.utime(os.path.join(d, name), (t + 2, t + 2))
+    return str(dest)
+
+
+def test_hparams_tutorial_one_run_per_session(tmp_path):
+    root = copy_tutorial(tmp_path / "project")
+    runs = by_id(source(os.path.join(root, "logs"), clock=lambda: 2e9)())
+    # The experiment directory is no run: only its hparams_config summary is there.
+    assert set(runs) == {f"hparam_tuning/run-{n}" for n in range(4)}
+    r0 = runs["hparam_tuning/run-0"]
+    assert r0.flags == {"num_units": 4.0, "optimizer": "adam", "dropout": 0.1}
+    assert runs["hparam_tuning/run-2"].flags == {
+        "num_units": 8.0,
+        "optimizer": "adam",
+        "dropout": 0.2,
+    }
+    # hp.KerasCallback's session end info: its status and end time.
+    assert r0.status == COMPLETED
+    assert r0.stopped == _session_end_time(os.path.join(r0.dir))  # not a file's mtime
+    assert r0.started <= r0.stopped < r0.started + 5
+    assert r0.attrs["event_files"] == 3  # session info, train/, validation/
+    # hp.hparams without a callback: no end info, so the idle rule decides.
+    assert runs["hparam_tuning/run-3"].status == COMPLETED
+
+
+def _session_end_time(run_dir):
+    """The end time of the session end info in the run's root event files, read by TensorBoard."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for name in os.listdir(run_dir):
+        if "tfevents" in name:
+            for event in EventFileLoader(os.path.join(run_dir, name)).Load():
+                for v in event.summary.value:
+                    if v.tag == "_hparams_/session_end_info":
+                        content = v.metadata.plugin_data.content
+                        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+                        return data.session_end_info.end_time_secs
+    return None
+
+
+def test_hparams_tutorial_session_end_status(tmp_path):
+    """A failed session (``hp.KerasCallback`` on an exception) is an error."""
+    from tensorboard.plugins.hparams import summary_v2
+
+    from runsmon.hparams import session_end_summary
+
+    start = summary_v2.hparams_pb({"lr": 0.1}, start_time_secs=T0)
+    end = session_end_summary("error", T0 + 7)  # STATUS_FAILURE, as hp.KerasCallback writes
+    write_events(str(tmp_path / "run-0"), {}, T0, summaries=[start, end])
+    write_events(str(tmp_path / "run-0" / "train"), {"epoch_loss": [1.0]}, T0)
+    [r] = source(tmp_path)()
+    assert r.flags == {"lr": 0.1}
+    assert r.status == "error" and r.stopped == T0 + 7
+
+
+def test_consolidated_sweep_model_dir_and_sweep_runs(tmp_path):
+    made = knowit_sweep.make_consolidated(str(tmp_path))
+    runs = by_id(source(tmp_path)())
+    sweep_ids = {f"models/my_model/sweeps/lr_sweep/{c}" for c in made["runs"]}
+    assert set(runs) == {"models/my_model"} | sweep_ids
+    model = runs["models/my_model"]
+    assert model.flags == made["runs"][made["best"]]
+    assert model.attrs["event_files"] == 1  # its own lightning_logs, none of the sweep's
+    assert model.nested == {f"sweeps/lr_sweep/{c}" for c in made["runs"]}
+    for run_id in sweep_ids:
+        assert runs[run_id].attrs["event_files"] == 1 and not runs[run_id].nested
+
+
+def test_nested_run_files_are_not_the_parents(tmp_path):
+    from runsmon.fs import LOCAL
+    from runsmon.runfiles import RunFiles
+
+    made = knowit_sweep.make_consolidated(str(tmp_path))
+    model = by_id(source(tmp_path)())["models/my_model"]
+    files = RunFiles(model.dir, LOCAL, exclude=model.nested)
+    files.refresh()
+    assert {f.rel for f in files.files.values()} == {
+        os.path.relpath(p, made["model_dir"])
+        for p in _event_files(os.path.join(made["model_dir"], "lightning_logs"))
+    }
+    assert {g for _, g in files.metrics()} == {"lightning_logs/version_0"}
+
+
+def _event_files(root):
+    return [os.path.join(d, n) for d, _, fs in os.walk(root) for n in fs if "tfevents" in n]
+
+
+def test_a_nested_run_that_appears_later(tmp_path):
+    made = knowit_sweep.make_consolidated(str(tmp_path))
+    src = source(tmp_path)
+    before = by_id(src())
+    assert len(before) == 5
+    new = os.path.join(made["model_dir"], "sweeps", "lr_sweep", "learning_rate-0.1-batch_size-8")
+    write_text(os.path.join(new, "model_args.yaml"), yaml.safe_dump({"lr": 0.1}))
+    write_events(os.path.join(new, "lightning_logs", "version_0"), {"train_loss": [0.3]}, T0)
+    after = by_id(src())
+    assert len(after) == 6
+    model = after["models/my_model"]
+    assert "sweeps/lr_sweep/learning_rate-0.1-batch_size-8" in model.nested
+    assert model.attrs["event_files"] == 1
+    # Where sweep runs are, a new one is seen through the roots.
+    assert os.path.join(made["model_dir"], "sweeps", "lr_sweep") in src.roots()
+
+
+def test_hydra_config_tree_is_not_a_run(tmp_path):
+    # A Hydra project: its source config tree beside the runs it made.
+    write_text(
+        str(tmp_path / "conf" / "config.yaml"),
+        "defaults:\n  - model: resnet\n  - _self_\nlr: 1e-3\n",
+    )
+    write_text(str(tmp_path / "conf" / "model" / "resnet.yaml"), "depth: 18\n")
+    hydra_multirun.make(str(tmp_path))
+    runs = by_id(source(tmp_path)())
+    assert set(runs) == {"multirun/2024-01-02/03-04-05/0", "multirun/2024-01-02/03-04-05/1"}
+    # A config.yaml a script saved (composed: no defaults list) is still a run.
+    write_text(str(tmp_path / "saved" / "config.yaml"), "lr: 0.1\nmodel:\n  depth: 18\n")
+    assert "saved" in by_id(source(tmp_path)())
