@@ -11,6 +11,7 @@ experiment, so each layout gets its own TensorBoard.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -244,6 +245,64 @@ def test_dirs_run_active_again_runs_again_and_its_time_follows(tmp_path, tensorb
     sync_until(SUCCESS, 500.0)
 
 
+# -- TensorBoard's HParams tutorial, written by TensorFlow itself ------------------------
+
+TUTORIAL = ROOT / "tests" / "data" / "hparams-tutorial"
+
+
+def _tutorial_last_values(run_dir: Path) -> dict[Metric, float]:
+    """The last value of each scalar of train/ and validation/, read by TensorBoard's loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    out: dict[Metric, tuple[int, float]] = {}
+    for group in ("train", "validation"):
+        for path in sorted((run_dir / group).iterdir()):
+            for event in EventFileLoader(str(path)).Load():
+                for v in event.summary.value:
+                    value = float(tensor_util.make_ndarray(v.tensor))
+                    key = (v.tag, group)
+                    if key not in out or event.step >= out[key][0]:
+                        out[key] = (event.step, value)
+    return {k: v for k, (_, v) in out.items()}
+
+
+@LOADERS
+def test_hparams_tutorial(tmp_path, tensorboard, load_fast):
+    """Keras and hp.KerasCallback runs: one session each, with its hparams and status.
+
+    The user's experiment (declaring a metric ``accuracy`` Keras never
+    writes) is not copied: Keras' ``epoch_accuracy`` and ``epoch_loss`` show.
+    """
+    import shutil
+
+    root = tmp_path / "project"
+    shutil.copytree(TUTORIAL, root)
+    for d, _, files in os.walk(root):
+        for name in files:
+            m = re.search(r"tfevents\.(\d+)", name)
+            if m:
+                os.utime(os.path.join(d, name), (int(m.group(1)) + 2,) * 2)
+    logs = root / "logs"
+    grid = {
+        0: {"num_units": 4.0, "dropout": 0.1, "optimizer": "adam"},
+        1: {"num_units": 8.0, "dropout": 0.1, "optimizer": "sgd"},
+        2: {"num_units": 8.0, "dropout": 0.2, "optimizer": "adam"},
+        3: {"num_units": 4.0, "dropout": 0.2, "optimizer": "sgd"},
+    }
+    expected = {}
+    for n, hparams in grid.items():
+        metrics: dict[Metric, float | None] = dict(
+            _tutorial_last_values(logs / "hparam_tuning" / f"run-{n}")
+        )
+        assert {("epoch_accuracy", "train"), ("epoch_loss", "validation")} <= set(metrics)
+        metrics[("time", "")] = None
+        expected[f"hparam_tuning/run-{n}"] = Expected(hparams, metrics, SUCCESS)
+    tb, _, table = show(tmp_path, str(logs), "dirs", expected, tensorboard, load_fast=load_fast)
+    metric_names = {m["name"]["tag"] for m in tb.experiment()["metricInfos"]}
+    assert "accuracy" not in metric_names and "epoch_accuracy" in metric_names
+
+
 # -- 2. Keras: train/ and validation/ with epoch_accuracy and epoch_loss --------------
 
 
@@ -324,6 +383,31 @@ def test_grid_sweep_hparams_differing(tmp_path, tensorboard):
         table = tb.wait_for(lambda t: len(t) == 5, timeout=30, what="the new run")
     assert {r["hparams"]["trainer.optim"] for r in table.values()} == {"Adam", "SGD"}
     assert set(tb.table(tb.dashboard_filters())) == set(table)
+
+
+def test_grid_sweep_consolidated_model_dir(tmp_path, tensorboard):
+    """The model dir a sweep's best run was copied into is a run; each sweep run is one."""
+    root = str(tmp_path / "experiment")
+    made = knowit_sweep.make_consolidated(root)
+    group = "lightning_logs/version_0"
+
+    def metrics(args):
+        last = 1.0 / 3 + args["trainer"]["learning_rate"] * 10
+        return {
+            ("train_loss", group): last,
+            ("valid_loss", group): last + 0.05,
+            ("epoch", group): 2.0,
+            ("time", ""): None,
+        }
+
+    expected = {
+        f"models/my_model/sweeps/lr_sweep/{combo}": Expected(as_shown(args), metrics(args), SUCCESS)
+        for combo, args in made["runs"].items()
+    }
+    best = made["runs"][made["best"]]
+    # Its own curves only: none of the sweep runs' show as its groups.
+    expected["models/my_model"] = Expected(as_shown(best), metrics(best), SUCCESS)
+    show(tmp_path, root, "dirs", expected, tensorboard)
 
 
 # -- 4. PyTorch add_hparams: hparams and a one-off metric in a timestamp subdirectory ---
