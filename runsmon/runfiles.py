@@ -146,15 +146,20 @@ class RunFiles:
 
         A file with hparams summaries of its own is copied without them when
         it is the run's only source of scalars (Lightning writes hparams and
-        curves into one file) and left out when the run has other event files
-        (``add_hparams`` writes hparams and a one-off metric beside them).
+        curves into one file) or holds scalars at the run's root (TensorBoard's
+        ``hp.hparams`` in the run's own writer, then the run's metrics), and
+        left out when the run has other event files (``add_hparams`` writes
+        hparams and a one-off metric beside them; ``hp.KerasCallback`` a file
+        of session info beside Keras' ``train/`` and ``validation/``).
         A file that could not be read (a FIFO, unreadable) is left out: a
         link to a FIFO would block TensorBoard's reader.
         """
         errors = self.errors
         plain = any(not f.scan.has_hparams for p, f in self.files.items() if p not in errors)
         return {
-            path: SKIP if path in errors else _mode(f.scan.has_hparams, plain)
+            path: SKIP
+            if path in errors
+            else _mode(f.scan.has_hparams, plain and ("/" in f.rel or not f.scan.scalar_tags))
             for path, f in self.files.items()
         }
 
