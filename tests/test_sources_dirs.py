@@ -564,3 +564,24 @@ def test_hydra_config_tree_is_not_a_run(tmp_path):
     # A config.yaml a script saved (composed: no defaults list) is still a run.
     write_text(str(tmp_path / "saved" / "config.yaml"), "lr: 0.1\nmodel:\n  depth: 18\n")
     assert "saved" in by_id(source(tmp_path)())
+
+
+def test_experiment_file_seen_before_its_summary_is_written(tmp_path):
+    # A writer's first record (the file version) lands before the experiment summary.
+    root = copy_tutorial(tmp_path / "project")
+    tuning = os.path.join(root, "logs", "hparam_tuning")
+    [name] = [n for n in os.listdir(tuning) if "tfevents" in n]
+    path = os.path.join(tuning, name)
+    with open(path, "rb") as f:
+        data = f.read()
+    from runsmon import events
+
+    first = events.split_records(data).records[0]
+    header_len = 12 + len(first) + 4
+    with open(path, "wb") as f:
+        f.write(data[:header_len])
+    src = source(os.path.join(root, "logs"), clock=lambda: 2e9)
+    assert [r.id for r in src()] == ["hparam_tuning"]  # events of its own: a run, for now
+    with open(path, "ab") as f:
+        f.write(data[header_len:])
+    assert sorted(r.id for r in src()) == [f"hparam_tuning/run-{n}" for n in range(4)]

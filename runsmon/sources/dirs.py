@@ -209,12 +209,14 @@ class DirRuns(RunSource):
             walked.append(d)
             stack.extend((p, sub, None, 0) for p, sub in reversed(children))
         # Where nested runs are, new ones may come: those directories are roots too.
+        inside: set[str] = set()
         for parent, inner in nested.items():
             for run_dir in inner:
                 up = os.path.dirname(run_dir)
-                while len(up) > len(parent) and up not in walked:
-                    walked.append(up)
+                while len(up) > len(parent) and up not in inside:
+                    inside.add(up)
                     up = os.path.dirname(up)
+        walked.extend(sorted(inside - set(runs)))
         self._walked = walked or [self.path]
         self._nested = {k: frozenset(v) for k, v in nested.items()}
         self._experiment_files = {
@@ -259,11 +261,12 @@ class DirRuns(RunSource):
             return False
         try:
             data = self.fs.read_bytes(path, 0, _EXPERIMENT_SCAN_LIMIT + 1)
-            found = len(data) <= _EXPERIMENT_SCAN_LIMIT and experiment_only(data)
+            found = experiment_only(data) if len(data) <= _EXPERIMENT_SCAN_LIMIT else False
         except Exception:  # OSError, protobuf's DecodeError: a run's file, reported there
-            found = False
-        self._experiment_files[path] = found
-        return found
+            return False
+        if found is not None:  # no summary yet: look again next time
+            self._experiment_files[path] = found
+        return bool(found)
 
     def _hydra_source(self, d: str, entries: list[Entry]) -> bool:
         """Whether ``d/config.yaml`` is a Hydra config tree's primary config.
@@ -562,9 +565,12 @@ def session_start_hparams(data: bytes) -> dict[str, Any] | None:
     return session_info(data).hparams
 
 
-def experiment_only(data: bytes) -> bool:
-    """Whether event-file bytes hold an experiment summary and no other summary."""
-    found = False
+def experiment_only(data: bytes) -> bool | None:
+    """Whether event-file bytes hold an experiment summary and no other summary.
+
+    None while they hold no summary at all (a writer's first record only).
+    """
+    found = None
     for record in events.split_records(data, verify=False).records:
         event = event_pb2.Event.FromString(record)
         for value in event.summary.value:
