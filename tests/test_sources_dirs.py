@@ -585,3 +585,11 @@ def test_experiment_file_seen_before_its_summary_is_written(tmp_path):
     with open(path, "ab") as f:
         f.write(data[header_len:])
     assert sorted(r.id for r in src()) == [f"hparam_tuning/run-{n}" for n in range(4)]
+
+
+def test_add_hparams_end_info_does_not_end_a_live_run(tmp_path):
+    # add_hparams writes a "success" end info whenever it is called: the run
+    # still being written is running.
+    torch_hparams.make(str(tmp_path))
+    runs = by_id(source(tmp_path, clock=lambda: T0 + 45)())
+    assert runs["runs/Jan02_03-04-05_host"].status == RUNNING

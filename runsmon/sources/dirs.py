@@ -542,8 +542,14 @@ _NO_SESSION = _SessionInfo(None)
 
 
 def session_info(data: bytes) -> _SessionInfo:
-    """The first ``session_start_info`` in event-file bytes, with the last end info."""
+    """The first ``session_start_info`` in event-file bytes, with the last end info.
+
+    The end info of a file that also holds an experiment is no end: PyTorch's
+    and tensorboardX's ``add_hparams`` write experiment, start and a
+    "success" end at once, whenever it is called (often at a run's start).
+    """
     hparams = status = end_time = None
+    experiment = False
     for record in events.split_records(data, verify=False).records:
         event = event_pb2.Event.FromString(record)
         for value in event.summary.value:
@@ -557,6 +563,10 @@ def session_info(data: bytes) -> _SessionInfo:
                 end = data_pb.session_end_info
                 status = _END_STATUS.get(end.status)
                 end_time = (end.end_time_secs or None) if status is not None else None
+            elif value.tag == _EXPERIMENT_TAG:
+                experiment = True
+    if experiment:
+        return _SessionInfo(hparams)
     return _SessionInfo(hparams, status, end_time)
 
 
