@@ -574,7 +574,8 @@ class RunsMonitor:
             manifest = self._adopt(run.id, wanted, create=run.scalars is not None)
             if manifest is None:
                 return
-            st = self._runs[run.id] = _RunState(run, manifest, RunFiles(run.dir, self.fs))
+            files = RunFiles(run.dir, self.fs, exclude=run.nested)
+            st = self._runs[run.id] = _RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
         elif st.run is not run and st.run != run:
@@ -582,6 +583,7 @@ class RunsMonitor:
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run
+        st.files.exclude = run.nested
         key = os.path.normpath(run.dir)
         self._by_dir[run.dir if key == run.dir else key] = run.id
         self._watch_run(st)
@@ -843,10 +845,11 @@ class RunsMonitor:
         # The key of a new run is worked out once its name is final (below).
         key = None if run.id in self._new else _session_key(encoded, st.name, run.started)
         if (written is not None and written != key) or (
-            written_end is not None and written_end != run.status
+            written_end is not None
+            and (written_end != run.status or state.get("stopped", run.stopped) != run.stopped)
         ):
             stats.resets += 1
-            self._reset(st, "its hparams or status changed after TensorBoard read them")
+            self._reset(st, "its hparams, status or end changed after TensorBoard read them")
             return
         before = dict(state)
         write_start = state.get("session") is None
@@ -872,6 +875,7 @@ class RunsMonitor:
             if write_end:
                 state["end"] = run.status
                 state["end_file"] = end_file
+                state["stopped"] = run.stopped
             if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
                 self._unsaved.add(run.id)
             made = self._try(
@@ -882,6 +886,7 @@ class RunsMonitor:
             before = dict(state)
             state.pop("session")
             state.pop("end", None)
+            state.pop("stopped", None)
         end_events = self._end_events(st) if write_end else []
         if write_start:
             summary = hparams.session_start_summary(encoded, st.name, run.started)
@@ -898,6 +903,7 @@ class RunsMonitor:
                 if end_file == SESSION_FILE:
                     state["end"] = run.status
                     state["end_file"] = SESSION_FILE
+                    state["stopped"] = run.stopped
                     stats.ended += 1
         if write_end and end_file == END_FILE and state.get("session") is not None:
             wall = run.stopped if run.stopped is not None else self._created
@@ -905,6 +911,7 @@ class RunsMonitor:
             if self._try(st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)):
                 state["end"] = run.status
                 state["end_file"] = END_FILE
+                state["stopped"] = run.stopped
                 stats.ended += 1
                 log.info("run %s: %s", st.name, run.status)
         if links is not None:

@@ -39,6 +39,8 @@ class Run:
     event file (MLflow, wandb); the monitor writes them as event files in the
     logdir.  ``fingerprint`` is an opaque value that changes whenever the
     source's view of the run changes (``None``: the monitor works it out).
+    ``nested`` names the directories (relative to ``dir``, "/"-separated) of
+    runs nested in this one: their files are not this run's.
     """
 
     id: str
@@ -55,6 +57,7 @@ class Run:
         default=None, compare=False, repr=False
     )
     fingerprint: Any = dataclasses.field(default=None, compare=False, repr=False)
+    nested: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -46,8 +46,12 @@ SKIP = "skip"  # left out: a side file of hparams (PyTorch add_hparams' timestam
 class RunFiles:
     """The event files under one run directory, kept up to date cheaply."""
 
-    def __init__(self, root: str, fs: FileSystem, max_depth: int = 32) -> None:
+    def __init__(
+        self, root: str, fs: FileSystem, max_depth: int = 32, exclude: frozenset[str] = frozenset()
+    ) -> None:
         self.root = root
+        #: Directories (relative to ``root``) left out: runs nested in this one.
+        self.exclude = exclude
         self._prefix = root if root.endswith("/") else root + "/"
         self.fs = fs
         self.max_depth = max_depth
@@ -114,7 +118,9 @@ class RunFiles:
         if rel == GUILD_DIR or depth >= self.max_depth:
             return
         for name in subdirs:
-            self._walk(f"{rel}/{name}" if rel else name, depth + 1, seen, event_paths)
+            sub = f"{rel}/{name}" if rel else name
+            if not self.exclude or sub not in self.exclude:
+                self._walk(sub, depth + 1, seen, event_paths)
 
     def _update(self, entry: EventFile) -> bool:
         st = self.fs.stat(entry.path)
@@ -140,15 +146,20 @@ class RunFiles:
 
         A file with hparams summaries of its own is copied without them when
         it is the run's only source of scalars (Lightning writes hparams and
-        curves into one file) and left out when the run has other event files
-        (``add_hparams`` writes hparams and a one-off metric beside them).
+        curves into one file) or holds scalars at the run's root (TensorBoard's
+        ``hp.hparams`` in the run's own writer, then the run's metrics), and
+        left out when the run has other event files (``add_hparams`` writes
+        hparams and a one-off metric beside them; ``hp.KerasCallback`` a file
+        of session info beside Keras' ``train/`` and ``validation/``).
         A file that could not be read (a FIFO, unreadable) is left out: a
         link to a FIFO would block TensorBoard's reader.
         """
         errors = self.errors
         plain = any(not f.scan.has_hparams for p, f in self.files.items() if p not in errors)
         return {
-            path: SKIP if path in errors else _mode(f.scan.has_hparams, plain)
+            path: SKIP
+            if path in errors
+            else _mode(f.scan.has_hparams, plain and ("/" in f.rel or not f.scan.scalar_tags))
             for path, f in self.files.items()
         }
 

@@ -197,7 +197,7 @@ def _metrics(
     run: Run, name: str, fs: FileSystem, reporter: Reporter
 ) -> tuple[dict[hparams.Metric, float], set[hparams.Metric]]:
     """(last value per metric, every metric) of one run, as the monitor counts them."""
-    files = RunFiles(run.dir, fs)
+    files = RunFiles(run.dir, fs, exclude=run.nested)
     try:
         files.refresh()
     except Exception as e:  # one bad run never stops the table

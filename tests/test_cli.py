@@ -256,6 +256,32 @@ def test_source_options(tmp_path):
     assert f"runsmon: reading guild runs in {GUILD_RUNS}" in done.stdout
 
 
+def test_a_source_that_finds_no_runs_names_the_one_that_would(tmp_path):
+    from sample_projects.layouts import mlflow_store
+
+    store = tmp_path / "project"
+    mlflow_store.make(str(store))
+    done = runsmon("table", "--source", "dirs", str(store), "--format", "json")
+    assert done.returncode == 0 and json.loads(done.stdout) == []
+    hint = [line for line in done.stderr.splitlines() if "try --source" in line]
+    assert hint == [
+        f"runsmon: no dirs runs in {store}; this looks like an MLflow store: try --source mlflow"
+    ]
+    runs = tmp_path / "runs"
+    yaml_experiment.make(str(runs))
+    done = runsmon("serve", "--once", "--no-tensorboard", "--source", "guild", str(runs))
+    assert done.returncode == 0
+    assert (
+        f"runsmon: no guild runs in {runs}; this looks like a tree of run directories: "
+        "try --source dirs" in done.stderr.splitlines()
+    )
+    # Runs found, or no source that would find any: no hint.
+    assert "try --source" not in runsmon("table", "--source", "dirs", str(runs)).stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "try --source" not in runsmon("table", "--source", "guild", str(empty)).stderr
+
+
 # -- progress ------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ experiment, so each layout gets its own TensorBoard.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,10 +23,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tb import TensorBoardProcess, poll
+from tb import TensorBoardProcess, WaitTimeout, poll
 
 from runsmon import RunsMonitor
 from runsmon.hparams import Selection
+from runsmon.serve import reset_delay
 from runsmon.sources import DirRuns, detect_source
 from runsmon.sources.wandb import wandb_pb
 from sample_projects.layouts import (
@@ -199,6 +201,117 @@ def test_dirs_status_follows_idle_after(tmp_path, tensorboard):
         assert len(table[b]["sessions"]) == 1
 
 
+def test_dirs_run_active_again_runs_again_and_its_time_follows(tmp_path, tensorboard):
+    """An ended run written to again is running again; its time follows its new end.
+
+    Written again and idle again before the next check too: the source must
+    not keep the first end (the directory's mtime does not move on an append).
+    """
+    root = tmp_path / "runs"
+    path = write_events(str(root / "r" / "train"), {"loss": [1.0, 0.5]}, T0)  # ends at T0 + 10
+    now = [T0 + 100]
+    source = DirRuns(str(root), idle_after=60, clock=lambda: now[0])
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), source, reset_delay=reset_delay(1.0))
+    monitor.run_once()
+    tb = tensorboard(logdir)
+    [name] = monitor.run_names.values()
+
+    def sync_until(status, time_value):
+        """Sync until the dashboard shows ``status`` and ``time`` (a reset takes a while)."""
+
+        def shown(t):
+            row = t.get(name)
+            return (
+                row is not None
+                and row["status"] == status
+                and row["metrics"].get(("time", "")) == time_value
+            )
+
+        deadline = time.monotonic() + 30
+        while True:
+            monitor.run_once()
+            try:
+                return poll(tb.table, shown, timeout=1.5, what=f"{status}, time {time_value}")
+            except WaitTimeout:
+                if time.monotonic() > deadline:
+                    raise
+
+    sync_until(SUCCESS, 10.0)
+    os.utime(path, (T0 + 200, T0 + 200))  # written again
+    now[0] = T0 + 205
+    sync_until(UNKNOWN, None)  # running again: no end, no time yet
+    now[0] = T0 + 400
+    sync_until(SUCCESS, 200.0)
+    os.utime(path, (T0 + 500, T0 + 500))  # written again, and idle again by the next check
+    now[0] = T0 + 700
+    sync_until(SUCCESS, 500.0)
+
+
+# -- TensorBoard's HParams tutorial, written by TensorFlow itself ------------------------
+
+TUTORIAL = ROOT / "tests" / "data" / "hparams-tutorial"
+
+
+def _tutorial_last_values(run_dir: Path) -> dict[Metric, float]:
+    """The last value of each scalar of the run, read by TensorBoard's loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    out: dict[Metric, tuple[int, float]] = {}
+    for group in ("", "train", "validation"):
+        for path in sorted((run_dir / group).iterdir()):
+            if not path.is_file():
+                continue
+            for event in EventFileLoader(str(path)).Load():
+                for v in event.summary.value:
+                    if v.metadata.plugin_data.plugin_name != "scalars":
+                        continue  # the hparams plugin's session info
+                    value = float(tensor_util.make_ndarray(v.tensor))
+                    key = (v.tag, group)
+                    if key not in out or event.step >= out[key][0]:
+                        out[key] = (event.step, value)
+    return {k: v for k, (_, v) in out.items()}
+
+
+@LOADERS
+def test_hparams_tutorial(tmp_path, tensorboard, load_fast):
+    """Keras and hp.KerasCallback runs: one session each, with its hparams and status.
+
+    The user's experiment (declaring a metric ``accuracy`` Keras never
+    writes) is not copied: Keras' ``epoch_accuracy`` and ``epoch_loss`` show.
+    ``run-3`` wrote ``accuracy`` itself (the tutorial's first version), into
+    the file holding its session info: that value shows too.
+    """
+    import shutil
+
+    root = tmp_path / "project"
+    shutil.copytree(TUTORIAL, root)
+    for d, _, files in os.walk(root):
+        for name in files:
+            m = re.search(r"tfevents\.(\d+)", name)
+            if m:
+                os.utime(os.path.join(d, name), (int(m.group(1)) + 2,) * 2)
+    logs = root / "logs"
+    grid = {
+        0: {"num_units": 4.0, "dropout": 0.1, "optimizer": "adam"},
+        1: {"num_units": 8.0, "dropout": 0.1, "optimizer": "sgd"},
+        2: {"num_units": 8.0, "dropout": 0.2, "optimizer": "adam"},
+        3: {"num_units": 4.0, "dropout": 0.2, "optimizer": "sgd"},
+    }
+    expected = {}
+    for n, hparams in grid.items():
+        metrics: dict[Metric, float | None] = dict(
+            _tutorial_last_values(logs / "hparam_tuning" / f"run-{n}")
+        )
+        assert {("epoch_accuracy", "train"), ("epoch_loss", "validation")} <= set(metrics)
+        metrics[("time", "")] = None
+        expected[f"hparam_tuning/run-{n}"] = Expected(hparams, metrics, SUCCESS)
+    assert ("accuracy", "") in expected["hparam_tuning/run-3"].metrics
+    assert ("accuracy", "") not in expected["hparam_tuning/run-0"].metrics
+    show(tmp_path, str(logs), "dirs", expected, tensorboard, load_fast=load_fast)
+
+
 # -- 2. Keras: train/ and validation/ with epoch_accuracy and epoch_loss --------------
 
 
@@ -279,6 +392,31 @@ def test_grid_sweep_hparams_differing(tmp_path, tensorboard):
         table = tb.wait_for(lambda t: len(t) == 5, timeout=30, what="the new run")
     assert {r["hparams"]["trainer.optim"] for r in table.values()} == {"Adam", "SGD"}
     assert set(tb.table(tb.dashboard_filters())) == set(table)
+
+
+def test_grid_sweep_consolidated_model_dir(tmp_path, tensorboard):
+    """The model dir a sweep's best run was copied into is a run; each sweep run is one."""
+    root = str(tmp_path / "experiment")
+    made = knowit_sweep.make_consolidated(root)
+    group = "lightning_logs/version_0"
+
+    def metrics(args):
+        last = 1.0 / 3 + args["trainer"]["learning_rate"] * 10
+        return {
+            ("train_loss", group): last,
+            ("valid_loss", group): last + 0.05,
+            ("epoch", group): 2.0,
+            ("time", ""): None,
+        }
+
+    expected = {
+        f"models/my_model/sweeps/lr_sweep/{combo}": Expected(as_shown(args), metrics(args), SUCCESS)
+        for combo, args in made["runs"].items()
+    }
+    best = made["runs"][made["best"]]
+    # Its own curves only: none of the sweep runs' show as its groups.
+    expected["models/my_model"] = Expected(as_shown(best), metrics(best), SUCCESS)
+    show(tmp_path, root, "dirs", expected, tensorboard)
 
 
 # -- 4. PyTorch add_hparams: hparams and a one-off metric in a timestamp subdirectory ---

@@ -358,3 +358,238 @@ def test_detect_guild_and_override(tmp_path):
     assert r.flags == {"lr": 1} and r.attrs["flags_file"] == ".guild/attrs/flags"
     with pytest.raises(ValueError, match="unknown source kind"):
         detect_source(str(tmp_path), kind="nope")
+
+
+# -- YAML values as the writing tool reads them -----------------------------------
+
+# What OmegaConf 2.4 (Hydra's reader) gives for each plain scalar, checked with
+# ``yaml.load(text, Loader=omegaconf._yaml.get_yaml_loader())``: YAML 1.2 floats
+# without a dot are floats; ``yes``/``off`` stay booleans and ``017`` octal as in
+# PyYAML; ``0o17`` and ``-.5e-2`` stay strings.
+OMEGACONF_READS = {
+    "1e-3": 0.001,
+    "1E-3": 0.001,
+    "1e+3": 1000.0,
+    "+1e3": 1000.0,
+    "1.0e-3": 0.001,
+    "5.": 5.0,
+    ".5": 0.5,
+    "yes": True,
+    "off": False,
+    "017": 15,
+    "0x1F": 31,
+    "1_000": 1000,
+    "0o17": "0o17",
+    "-.5e-2": "-.5e-2",
+    "1e-3x": "1e-3x",
+}
+
+
+@pytest.mark.parametrize("rel", ["config.yaml", ".hydra/config.yaml", "flags.yaml"])
+def test_config_yaml_read_as_omegaconf_reads_it(tmp_path, rel):
+    text = "".join(f"v{i}: {plain}\n" for i, plain in enumerate(OMEGACONF_READS))
+    write_text(str(tmp_path / "run" / rel), text)
+    [r] = source(tmp_path)()
+    got = {plain: r.flags[f"v{i}"] for i, plain in enumerate(OMEGACONF_READS)}
+    assert got == OMEGACONF_READS
+    assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in OMEGACONF_READS.items()}
+
+
+def test_lr_column_stays_numeric_with_1e_notation(tmp_path):
+    # One hand-written config with 1e-3 must not turn the lr column into text.
+    write_text(str(tmp_path / "a" / "config.yaml"), "lr: 0.01\n")
+    write_text(str(tmp_path / "b" / "config.yaml"), "lr: 1e-3\n")
+    runs = by_id(source(tmp_path)())
+    assert runs["a"].flags["lr"] == 0.01
+    assert runs["b"].flags["lr"] == 0.001 and isinstance(runs["b"].flags["lr"], float)
+
+
+@pytest.mark.parametrize("rel", [".guild/attrs/flags", "hparams.yaml", "model_args.yaml"])
+def test_pyyaml_written_files_keep_pyyaml_rules(tmp_path, rel):
+    # PyYAML writes the string "1e-3" unquoted (its YAML 1.1 resolver reads it
+    # back as a string), and these tools read their files back with PyYAML.
+    text = yaml.safe_dump({"lr": "1e-3", "wd": 1e-5, "on": "yes"})
+    assert "lr: 1e-3\n" in text
+    write_text(str(tmp_path / "run" / rel), text)
+    [r] = source(tmp_path)()
+    assert r.flags == yaml.safe_load(text) == {"lr": "1e-3", "wd": 1e-5, "on": "yes"}
+
+
+def test_run_active_again_between_two_checks_gets_its_new_end(tmp_path):
+    # Ended, written again (an append: no directory changes), and idle again
+    # before the next check: its end (and so its time) is the new last write.
+    now = [T0 + 100]
+    run = tmp_path / "r"
+    path = write_events(str(run / "train"), {"loss": [1.0, 0.5]}, T0)  # mtime T0 + 10
+    src = DirRuns(str(tmp_path), idle_after=60, clock=lambda: now[0])
+    [r] = src()
+    assert r.status == COMPLETED and r.stopped == T0 + 10 and r.duration == 10
+    with open(path, "ab") as f:
+        f.write(b"")  # a real append changes only the file
+    os.utime(path, (T0 + 200, T0 + 200))
+    now[0] = T0 + 400
+    [r] = src()
+    assert r.status == COMPLETED and r.stopped == T0 + 200 and r.duration == 200
+
+
+# -- runs inside runs, trees that are not runs --------------------------------------
+
+TUTORIAL = os.path.join(os.path.dirname(__file__), "data", "hparams-tutorial")
+
+
+def copy_tutorial(dest) -> str:
+    """The HParams tutorial fixture, each file's mtime set from the time in its name."""
+    import shutil
+
+    shutil.copytree(TUTORIAL, dest)
+    for d, _, files in os.walk(dest):
+        for name in files:
+            t = event_file_time(name)
+            if t is not None:
+                os.utime(os.path.join(d, name), (t + 2, t + 2))
+    return str(dest)
+
+
+def test_hparams_tutorial_one_run_per_session(tmp_path):
+    root = copy_tutorial(tmp_path / "project")
+    runs = by_id(source(os.path.join(root, "logs"), clock=lambda: 2e9)())
+    # The experiment directory is no run: only its hparams_config summary is there.
+    assert set(runs) == {f"hparam_tuning/run-{n}" for n in range(4)}
+    r0 = runs["hparam_tuning/run-0"]
+    assert r0.flags == {"num_units": 4.0, "optimizer": "adam", "dropout": 0.1}
+    assert runs["hparam_tuning/run-2"].flags == {
+        "num_units": 8.0,
+        "optimizer": "adam",
+        "dropout": 0.2,
+    }
+    # hp.KerasCallback's session end info: its status and end time.
+    assert r0.status == COMPLETED
+    assert r0.stopped == _session_end_time(os.path.join(r0.dir))  # not a file's mtime
+    assert r0.started <= r0.stopped < r0.started + 5
+    assert r0.attrs["event_files"] == 3  # session info, train/, validation/
+    # hp.hparams without a callback: no end info, so the idle rule decides.
+    assert runs["hparam_tuning/run-3"].status == COMPLETED
+
+
+def _session_end_time(run_dir):
+    """The end time of the session end info in the run's root event files, read by TensorBoard."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for name in os.listdir(run_dir):
+        if "tfevents" in name:
+            for event in EventFileLoader(os.path.join(run_dir, name)).Load():
+                for v in event.summary.value:
+                    if v.tag == "_hparams_/session_end_info":
+                        content = v.metadata.plugin_data.content
+                        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+                        return data.session_end_info.end_time_secs
+    return None
+
+
+def test_hparams_tutorial_session_end_status(tmp_path):
+    """A failed session (``hp.KerasCallback`` on an exception) is an error."""
+    from tensorboard.plugins.hparams import summary_v2
+
+    from runsmon.hparams import session_end_summary
+
+    start = summary_v2.hparams_pb({"lr": 0.1}, start_time_secs=T0)
+    end = session_end_summary("error", T0 + 7)  # STATUS_FAILURE, as hp.KerasCallback writes
+    write_events(str(tmp_path / "run-0"), {}, T0, summaries=[start, end])
+    write_events(str(tmp_path / "run-0" / "train"), {"epoch_loss": [1.0]}, T0)
+    [r] = source(tmp_path)()
+    assert r.flags == {"lr": 0.1}
+    assert r.status == "error" and r.stopped == T0 + 7
+
+
+def test_consolidated_sweep_model_dir_and_sweep_runs(tmp_path):
+    made = knowit_sweep.make_consolidated(str(tmp_path))
+    runs = by_id(source(tmp_path)())
+    sweep_ids = {f"models/my_model/sweeps/lr_sweep/{c}" for c in made["runs"]}
+    assert set(runs) == {"models/my_model"} | sweep_ids
+    model = runs["models/my_model"]
+    assert model.flags == made["runs"][made["best"]]
+    assert model.attrs["event_files"] == 1  # its own lightning_logs, none of the sweep's
+    assert model.nested == {f"sweeps/lr_sweep/{c}" for c in made["runs"]}
+    for run_id in sweep_ids:
+        assert runs[run_id].attrs["event_files"] == 1 and not runs[run_id].nested
+
+
+def test_nested_run_files_are_not_the_parents(tmp_path):
+    from runsmon.fs import LOCAL
+    from runsmon.runfiles import RunFiles
+
+    made = knowit_sweep.make_consolidated(str(tmp_path))
+    model = by_id(source(tmp_path)())["models/my_model"]
+    files = RunFiles(model.dir, LOCAL, exclude=model.nested)
+    files.refresh()
+    assert {f.rel for f in files.files.values()} == {
+        os.path.relpath(p, made["model_dir"])
+        for p in _event_files(os.path.join(made["model_dir"], "lightning_logs"))
+    }
+    assert {g for _, g in files.metrics()} == {"lightning_logs/version_0"}
+
+
+def _event_files(root):
+    return [os.path.join(d, n) for d, _, fs in os.walk(root) for n in fs if "tfevents" in n]
+
+
+def test_a_nested_run_that_appears_later(tmp_path):
+    made = knowit_sweep.make_consolidated(str(tmp_path))
+    src = source(tmp_path)
+    before = by_id(src())
+    assert len(before) == 5
+    new = os.path.join(made["model_dir"], "sweeps", "lr_sweep", "learning_rate-0.1-batch_size-8")
+    write_text(os.path.join(new, "model_args.yaml"), yaml.safe_dump({"lr": 0.1}))
+    write_events(os.path.join(new, "lightning_logs", "version_0"), {"train_loss": [0.3]}, T0)
+    after = by_id(src())
+    assert len(after) == 6
+    model = after["models/my_model"]
+    assert "sweeps/lr_sweep/learning_rate-0.1-batch_size-8" in model.nested
+    assert model.attrs["event_files"] == 1
+    # Where sweep runs are, a new one is seen through the roots.
+    assert os.path.join(made["model_dir"], "sweeps", "lr_sweep") in src.roots()
+
+
+def test_hydra_config_tree_is_not_a_run(tmp_path):
+    # A Hydra project: its source config tree beside the runs it made.
+    write_text(
+        str(tmp_path / "conf" / "config.yaml"),
+        "defaults:\n  - model: resnet\n  - _self_\nlr: 1e-3\n",
+    )
+    write_text(str(tmp_path / "conf" / "model" / "resnet.yaml"), "depth: 18\n")
+    hydra_multirun.make(str(tmp_path))
+    runs = by_id(source(tmp_path)())
+    assert set(runs) == {"multirun/2024-01-02/03-04-05/0", "multirun/2024-01-02/03-04-05/1"}
+    # A config.yaml a script saved (composed: no defaults list) is still a run.
+    write_text(str(tmp_path / "saved" / "config.yaml"), "lr: 0.1\nmodel:\n  depth: 18\n")
+    assert "saved" in by_id(source(tmp_path)())
+
+
+def test_experiment_file_seen_before_its_summary_is_written(tmp_path):
+    # A writer's first record (the file version) lands before the experiment summary.
+    root = copy_tutorial(tmp_path / "project")
+    tuning = os.path.join(root, "logs", "hparam_tuning")
+    [name] = [n for n in os.listdir(tuning) if "tfevents" in n]
+    path = os.path.join(tuning, name)
+    with open(path, "rb") as f:
+        data = f.read()
+    from runsmon import events
+
+    first = events.split_records(data).records[0]
+    header_len = 12 + len(first) + 4
+    with open(path, "wb") as f:
+        f.write(data[:header_len])
+    src = source(os.path.join(root, "logs"), clock=lambda: 2e9)
+    assert [r.id for r in src()] == ["hparam_tuning"]  # events of its own: a run, for now
+    with open(path, "ab") as f:
+        f.write(data[header_len:])
+    assert sorted(r.id for r in src()) == [f"hparam_tuning/run-{n}" for n in range(4)]
+
+
+def test_add_hparams_end_info_does_not_end_a_live_run(tmp_path):
+    # add_hparams writes a "success" end info whenever it is called: the run
+    # still being written is running.
+    torch_hparams.make(str(tmp_path))
+    runs = by_id(source(tmp_path, clock=lambda: T0 + 45)())
+    assert runs["runs/Jan02_03-04-05_host"].status == RUNNING

@@ -18,6 +18,7 @@ __all__ = [
     "RunSource",
     "WandbRuns",
     "combine",
+    "describe_kind",
     "detect_kind",
     "detect_source",
 ]
@@ -107,6 +108,20 @@ def detect_kind(path: str, fs: FileSystem = LOCAL) -> str:
     return "dirs"
 
 
+#: What each kind of source reads, as a hint names it.
+_KIND_NAMES = {
+    "guild": "a Guild home",
+    "mlflow": "an MLflow store",
+    "wandb": "a wandb directory",
+    "dirs": "a tree of run directories",
+}
+
+
+def describe_kind(kind: str) -> str:
+    """What a source kind reads, for messages ("a Guild home")."""
+    return _KIND_NAMES.get(kind, f"{kind} runs")
+
+
 def _source_class(kind: str) -> type[RunSource]:
     if kind == "guild":
         from runsmon.sources.guild import GuildRuns
@@ -134,7 +149,8 @@ def detect_source(path: str, kind: str | None = None, **options: object) -> RunS
     store, say) and options given as None are left out.
     """
     fs = options.get("fs") or LOCAL
-    chosen = kind or detect_kind(path, fs)  # type: ignore[arg-type]
+    detected = detect_kind(path, fs)  # type: ignore[arg-type]
+    chosen = kind or detected
     cls = _source_class(chosen)
     if chosen == "mlflow" and _mlflow_db(os.fspath(path), fs) is not None:
         from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns
@@ -142,7 +158,10 @@ def detect_source(path: str, kind: str | None = None, **options: object) -> RunS
         cls = MLflowSQLiteRuns
     params = inspect.signature(cls.__init__).parameters
     accepted = {k: v for k, v in options.items() if v is not None and k in params}
-    return cls(path, **accepted)  # type: ignore[arg-type]
+    source = cls(path, **accepted)  # type: ignore[arg-type]
+    if chosen != detected:
+        source.suggest = (detected, os.path.normpath(os.fspath(path)))
+    return source
 
 
 def __getattr__(name: str) -> object:

@@ -37,6 +37,10 @@ class RunSource:
     path_ids = False
     #: Put before every run id as ``PREFIX/``; :func:`combine` sets it.
     id_prefix = ""
+    #: (kind, path) of the source that :func:`~runsmon.sources.detect_kind`
+    #: would pick for this one's path, when the user named another with
+    #: ``--source``: a full check finding no runs then says so, once.
+    suggest: tuple[str, str] | None = None
 
     def __init__(self, fs: FileSystem = LOCAL, reporter: Reporter | None = None) -> None:
         self.fs = fs
@@ -112,6 +116,8 @@ class RunSource:
                         runs.append(entry[1])
                 self._cache = cache
                 self._live = {d for d, (_, r) in cache.items() if r is not None and not r.ended}
+                if not runs and changed is None and self.suggest is not None:
+                    self._suggest_other()
                 if (
                     self._runs is None
                     or len(runs) != len(self._runs)
@@ -170,6 +176,24 @@ class RunSource:
             return (fp, None)
         self.reporter.clear(run_dir, "read")
         return (fp, run)
+
+    def _suggest_other(self) -> None:
+        """No runs here: name the source that finds some (once)."""
+        from runsmon.sources import describe_kind, detect_source
+
+        kind, path = self.suggest  # type: ignore[misc]
+        self.suggest = None
+        try:
+            found = detect_source(path, kind=kind, fs=self.fs).list_run_dirs()
+        except Exception:  # the hint is a courtesy: never a failure
+            return
+        if found:
+            self.reporter.warn(
+                self.describe(),
+                "suggest",
+                f"no {self.kind} runs in {path}; this looks like {describe_kind(kind)}: "
+                f"try --source {kind}",
+            )
 
     def _live_dirs(self) -> set[str]:
         """Runs that have not ended: their status may move with time alone.

@@ -4,10 +4,19 @@ A *run* is a directory that holds a recognised flags file (see
 :mod:`runsmon.sources.flagsfiles`), or that holds event files (a name
 containing ``tfevents``) and is not inside another run, or whose
 ``train``/``validation``/``val``/``eval``/``test`` subdirectories hold event
-files (Keras).  The walk stops at a run: everything below it belongs to it
-(``lightning_logs/version_0/`` inside a sweep combination, the timestamp
-subdirectory of ``SummaryWriter.add_hparams``).  Hidden directories are not
-walked, and a directory holding ``.runsmon`` (a runsmon logdir) is skipped.
+files (Keras).  Not runs: a directory whose only event files hold just an
+experiment summary (``hp.hparams_config``: the runs are below it), and one
+whose only flags file is a Hydra config tree's ``config.yaml`` (a
+``defaults:`` list: a project's source config, not a run's).
+
+Below a run, everything belongs to it (``lightning_logs/version_0/`` inside a
+sweep combination, the timestamp subdirectory of
+``SummaryWriter.add_hparams``, Keras' ``train/``), except a run nested in it:
+a directory, at most :data:`NESTED_DEPTH` levels down, holding a flags file
+of the same name as the run's (a sweep's runs under the model directory its
+best run was consolidated into).  A nested run is a run of its own, and its
+files are not its parent's.  Hidden directories are not walked, and a
+directory holding ``.runsmon`` (a runsmon logdir) is skipped.
 """
 
 from __future__ import annotations
@@ -16,15 +25,16 @@ import os
 import re
 import time
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from runsmon import events
 from runsmon.fs import LOCAL, Entry, FileSystem
 from runsmon.report import Reporter, describe_error
-from runsmon.run import COMPLETED, RUNNING, Run
+from runsmon.run import COMPLETED, ERROR, RUNNING, Run
 from runsmon.sources.base import RunSource
 from runsmon.sources.flagsfiles import (
     GUILD_FLAGS,
@@ -41,11 +51,31 @@ GROUP_DIRS = frozenset({"train", "training", "validation", "val", "valid", "eval
 #: Event files larger than this are not searched for ``add_hparams`` summaries.
 HPARAMS_SCAN_LIMIT = 4 << 20
 
+#: How deep below a run (with a flags file) runs nested in it are looked for.
+NESTED_DEPTH = 4
+
+#: Directories of a run that hold no runs nested in it (besides its event groups).
+_NO_RUNS_INSIDE = frozenset({"checkpoints", "wandb", "lightning_logs"})
+
+#: An event file holding just an experiment summary is smaller than this.
+_EXPERIMENT_SCAN_LIMIT = 64 << 10
+
+#: A Hydra primary config: a defaults list (or Hydra's own settings) at the top.
+_HYDRA_SOURCE_RE = re.compile(r"^(?:defaults|hydra)\s*:", re.MULTILINE)
+
 #: Directories inside a run that are walked although hidden.
 _HIDDEN_WALKED = frozenset({".guild"})
 
 _TS_RE = re.compile(r"tfevents\.(\d{9,}(?:\.\d+)?)")
 _SESSION_START_TAG = hp_metadata.SESSION_START_INFO_TAG
+_SESSION_END_TAG = hp_metadata.SESSION_END_INFO_TAG
+_EXPERIMENT_TAG = hp_metadata.EXPERIMENT_TAG
+
+#: TensorBoard's session end status -> run status (running and unknown say nothing).
+_END_STATUS = {
+    api_pb2.STATUS_SUCCESS: COMPLETED,
+    api_pb2.STATUS_FAILURE: ERROR,
+}
 
 
 def is_event_file(name: str) -> bool:
@@ -75,6 +105,10 @@ class _Tree:
         self.flags_rel: str | None = None
         #: The earliest start seen: an mtime (no time in a file's name) only grows.
         self.started: float | None = None
+        #: The runs nested in this one (left out of its walk), as listed.
+        self.nested: frozenset[str] = frozenset()
+        #: The event file whose session info gave the run's hparams (and end).
+        self.session_path: str | None = None
 
 
 class DirRuns(RunSource):
@@ -88,9 +122,12 @@ class DirRuns(RunSource):
     mtime); ``stopped`` the newest mtime, for an ended run.
 
     Flags come from the flags file, else from ``_hparams_/session_start_info``
-    in an event file (PyTorch's ``SummaryWriter.add_hparams``; its numbers are
-    floats, as stored).  Hydra runs name their command-line overrides in
-    ``user_flags``.  Nothing is ever written into a run's directory.
+    in an event file (PyTorch's ``SummaryWriter.add_hparams``, TensorBoard's
+    ``hp.hparams`` and ``hp.KerasCallback``; numbers are floats, as stored).
+    A ``_hparams_/session_end_info`` beside it (``hp.KerasCallback``) gives
+    the run's status and end: success is completed, failure is error.  Hydra
+    runs name their command-line overrides in ``user_flags``.  Nothing is
+    ever written into a run's directory.
     """
 
     kind = "dirs"
@@ -113,7 +150,14 @@ class DirRuns(RunSource):
         self.clock = clock
         self._walked: list[str] = [self.path]
         self._trees: dict[str, _Tree] = {}
-        self._session_cache: dict[str, tuple[Hashable, dict[str, Any] | None]] = {}
+        self._session_cache: dict[str, tuple[Hashable, _SessionInfo]] = {}
+        #: Run dir -> the runs nested in it, from the last listing.
+        self._nested: dict[str, frozenset[str]] = {}
+        #: Event file -> whether it holds just an experiment summary; a file
+        #: that held anything else keeps doing so (event files only grow).
+        self._experiment_files: dict[str, bool] = {}
+        #: config.yaml -> (stat key, whether it is a Hydra source config).
+        self._hydra_sources: dict[str, tuple[Hashable, bool]] = {}
 
     # -- listing ---------------------------------------------------------------
 
@@ -124,46 +168,129 @@ class DirRuns(RunSource):
     def list_run_dirs(self) -> list[str]:
         runs: list[str] = []
         walked: list[str] = []
-        stack: list[tuple[str, list[Entry]]] = [(self.path, self.fs.scandir(self.path))]
+        nested: dict[str, set[str]] = {}
+        # (directory, its entries, the run it is inside with that run's flags
+        # file, levels below that run); None outside runs.
+        stack: list[tuple[str, list[Entry], tuple[str, str] | None, int]] = [
+            (self.path, self.fs.scandir(self.path), None, 0)
+        ]
+        seen_events: set[str] = set()
         while stack:
-            d, entries = stack.pop()
+            d, entries, owner, depth = stack.pop()
             files, dirs = _split(entries)
             if ".runsmon" in files or ".runsmon" in dirs:
                 continue
-            if self._is_run(d, entries, files, dirs):
-                runs.append(d)
+            flags_rel = find_flags_file(self.fs, d, files, dirs, self.flags_file)
+            if owner is not None:
+                if flags_rel is not None and flags_rel == owner[1]:
+                    runs.append(d)
+                    nested.setdefault(owner[0], set()).add(d)
+                    owner, depth = (d, flags_rel), 0
+                if depth < NESTED_DEPTH:
+                    children = self._children(entries, in_run=True)
+                    stack.extend((p, sub, owner, depth + 1) for p, sub in reversed(children))
                 continue
-            children: list[tuple[str, list[Entry]]] = []
-            group_run = False
-            for e in entries:
-                if not e.is_dir or e.name.startswith(".") or e.name == "__pycache__":
+            if flags_rel is not None and not (
+                flags_rel == "config.yaml" and self._hydra_source(d, entries)
+            ):
+                runs.append(d)
+                children = self._children(entries, in_run=True)
+                stack.extend((p, sub, (d, flags_rel), 1) for p, sub in reversed(children))
+                continue
+            event_files = [e.path for e in entries if is_event_file(e.name) and not e.is_dir]
+            if event_files:
+                seen_events.update(event_files)
+                if not all(self._experiment_only(p) for p in event_files):
+                    runs.append(d)  # nothing nests in a run of event files alone
                     continue
-                sub = self._scandir(e.path)
-                if sub is None:
-                    continue
-                if e.name.lower() in GROUP_DIRS and any(
-                    is_event_file(s.name) and not s.is_dir for s in sub
-                ):
-                    sfiles, sdirs = _split(sub)
-                    if find_flags_file(self.fs, e.path, sfiles, sdirs, self.flags_file) is None:
-                        group_run = True
-                        break
-                children.append((e.path, sub))
-            if group_run:
+            children = self._children(entries)
+            if any(self._is_group(p, sub) for p, sub in children):
                 runs.append(d)
                 continue
             walked.append(d)
-            stack.extend(reversed(children))
+            stack.extend((p, sub, None, 0) for p, sub in reversed(children))
+        # Where nested runs are, new ones may come: those directories are roots too.
+        inside: set[str] = set()
+        for parent, inner in nested.items():
+            for run_dir in inner:
+                up = os.path.dirname(run_dir)
+                while len(up) > len(parent) and up not in inside:
+                    inside.add(up)
+                    up = os.path.dirname(up)
+        walked.extend(sorted(inside - set(runs)))
         self._walked = walked or [self.path]
+        self._nested = {k: frozenset(v) for k, v in nested.items()}
+        self._experiment_files = {
+            p: v for p, v in self._experiment_files.items() if p in seen_events
+        }
         gone = set(self._trees) - set(runs)
         for d in gone:
             self._trees.pop(d, None)
         return sorted(runs)
 
-    def _is_run(self, d: str, entries: list[Entry], files: set[str], dirs: set[str]) -> bool:
-        if any(is_event_file(e.name) and not e.is_dir for e in entries):
-            return True
-        return find_flags_file(self.fs, d, files, dirs, self.flags_file) is not None
+    def _children(
+        self, entries: list[Entry], in_run: bool = False
+    ) -> list[tuple[str, list[Entry]]]:
+        """(path, entries) of the subdirectories a walk goes into.
+
+        Inside a run, its event groups (``train/``, ...) and checkpoints hold
+        no runs: they are not listed.
+        """
+        out = []
+        for e in entries:
+            if not e.is_dir or e.name.startswith(".") or e.name == "__pycache__":
+                continue
+            if in_run and (e.name.lower() in GROUP_DIRS or e.name in _NO_RUNS_INSIDE):
+                continue
+            sub = self._scandir(e.path)
+            if sub is not None:
+                out.append((e.path, sub))
+        return out
+
+    def _is_group(self, path: str, entries: list[Entry]) -> bool:
+        """Whether ``path`` is a Keras-style group (``train/``) of the run above it."""
+        if os.path.basename(path).lower() not in GROUP_DIRS:
+            return False
+        if not any(is_event_file(e.name) and not e.is_dir for e in entries):
+            return False
+        files, dirs = _split(entries)
+        return find_flags_file(self.fs, path, files, dirs, self.flags_file) is None
+
+    def _experiment_only(self, path: str) -> bool:
+        """Whether an event file holds just an experiment summary (``hp.hparams_config``)."""
+        if self._experiment_files.get(path) is False:
+            return False
+        try:
+            data = self.fs.read_bytes(path, 0, _EXPERIMENT_SCAN_LIMIT + 1)
+            found = experiment_only(data) if len(data) <= _EXPERIMENT_SCAN_LIMIT else False
+        except Exception:  # OSError, protobuf's DecodeError: a run's file, reported there
+            return False
+        if found is not None:  # no summary yet: look again next time
+            self._experiment_files[path] = found
+        return bool(found)
+
+    def _hydra_source(self, d: str, entries: list[Entry]) -> bool:
+        """Whether ``d/config.yaml`` is a Hydra config tree's primary config.
+
+        A run's own config (``.hydra/config.yaml``, or one a script saved) is
+        composed: it has no ``defaults:`` list.  A directory with event files
+        is a run whatever its config says.
+        """
+        if any(is_event_file(e.name) for e in entries):
+            return False
+        path = f"{d}/config.yaml"
+        st = self.fs.stat(path)
+        if st is None:
+            return False
+        cached = self._hydra_sources.get(path)
+        if cached is not None and cached[0] == st.key:
+            return cached[1]
+        try:
+            found = bool(_HYDRA_SOURCE_RE.search(self.fs.read_text(path)))
+        except (OSError, UnicodeDecodeError):
+            found = False
+        self._hydra_sources[path] = (st.key, found)
+        return found
 
     def _scandir(self, path: str) -> list[Entry] | None:
         try:
@@ -189,7 +316,7 @@ class DirRuns(RunSource):
 
     def fingerprint(self, run_dir: str) -> Hashable:
         tree = self._trees.get(run_dir)
-        if tree is None:
+        if tree is None or tree.nested != self._nested.get(run_dir, frozenset()):
             tree = self._scan_run(run_dir)
             if tree is None:
                 return None
@@ -198,9 +325,15 @@ class DirRuns(RunSource):
         if tree.flags_path is not None:
             st = self.fs.stat(tree.flags_path)
             flags_key = st.key if st else None
+        elif tree.session_path is not None:
+            # Its session info may end the run (hp.KerasCallback appends it).
+            st = self.fs.stat(tree.session_path)
+            flags_key = st.key if st else None
         newest = self._newest(tree)
         idle = newest is None or self.clock() - newest >= self.idle_after
-        return (dir_times, flags_key, idle)
+        # An ended run ends at its last write: one that came (an append moves
+        # no directory's mtime) and went idle again between two checks moves it.
+        return (dir_times, flags_key, idle, newest if idle else None, tree.nested)
 
     def _scan_run(self, run_dir: str) -> _Tree | None:
         """Walk a run afresh (and remember it); None when it is gone."""
@@ -211,7 +344,9 @@ class DirRuns(RunSource):
             return None
         files, dirs = _split(entries)
         flags_rel = find_flags_file(self.fs, run_dir, files, dirs, self.flags_file)
-        tree = self._walk_run(run_dir, entries)
+        nested = self._nested.get(run_dir, frozenset())
+        tree = self._walk_run(run_dir, entries, nested)
+        tree.nested = nested
         tree.flags_rel = flags_rel
         tree.flags_path = f"{run_dir}/{flags_rel}" if flags_rel else None
         old = self._trees.get(run_dir)
@@ -234,6 +369,7 @@ class DirRuns(RunSource):
         user_flags: frozenset[str] | None = None
         label = operation = ""
         extra: dict[str, Any] = {"path_label": self.id_prefix} if self.id_prefix else {}
+        session = _NO_SESSION
         if flags_rel is not None:
             flags = self._read_flags(run_dir, run_id, flags_rel)
             if flags_rel == HYDRA_CONFIG:
@@ -241,9 +377,13 @@ class DirRuns(RunSource):
             elif flags_rel == GUILD_FLAGS:
                 user_flags = self._guild_user_flags(run_dir)
         else:
-            flags = self._session_hparams(run_dir, run_id, tree.events) or {}
+            session = self._session_info(run_dir, run_id, tree)
+            flags = session.hparams or {}
 
         started, stopped, status = self._times(tree)
+        if flags_rel is None and session.status is not None:
+            status = session.status
+            stopped = session.end_time if session.end_time is not None else stopped
         return Run(
             id=run_id,
             dir=run_dir,
@@ -261,9 +401,10 @@ class DirRuns(RunSource):
             },
             user_flags=user_flags,
             fingerprint=self.fingerprint(run_dir),
+            nested=frozenset(os.path.relpath(d, run_dir).replace(os.sep, "/") for d in tree.nested),
         )
 
-    def _walk_run(self, run_dir: str, entries: list[Entry]) -> _Tree:
+    def _walk_run(self, run_dir: str, entries: list[Entry], nested: frozenset[str]) -> _Tree:
         tree = _Tree()
         stack: list[tuple[str, list[Entry] | None]] = [(run_dir, entries)]
         while stack:
@@ -275,7 +416,9 @@ class DirRuns(RunSource):
             tree.dirs.append(d)
             for e in ents:
                 if e.is_dir:
-                    if not e.name.startswith(".") or e.name in _HIDDEN_WALKED:
+                    if (not e.name.startswith(".") or e.name in _HIDDEN_WALKED) and (
+                        not nested or e.path not in nested
+                    ):
                         stack.append((e.path, None))
                 elif is_event_file(e.name):
                     tree.events.append(e.path)
@@ -379,12 +522,10 @@ class DirRuns(RunSource):
             return frozenset(str(k) for k in data)
         return None
 
-    def _session_hparams(
-        self, run_dir: str, run_id: str, events: list[str]
-    ) -> dict[str, Any] | None:
-        """Hparams from the first ``session_start_info`` in a small event file."""
+    def _session_info(self, run_dir: str, run_id: str, tree: _Tree) -> _SessionInfo:
+        """The first session info (hparams, and its end) in the run's small event files."""
         sized = []
-        for p in events:
+        for p in tree.events:
             st = self.fs.stat(p)
             if st is not None and st.size <= HPARAMS_SCAN_LIMIT:
                 sized.append((st.size, p, st.key))
@@ -394,27 +535,77 @@ class DirRuns(RunSource):
                 found = cached[1]
             else:
                 try:
-                    found = session_start_hparams(self.fs.read_bytes(path))
+                    found = session_info(self.fs.read_bytes(path))
                 except Exception as e:  # OSError, protobuf's DecodeError
                     self.reporter.warn(
                         run_dir, "events", f"run {run_id}: cannot read {path}: {describe_error(e)}"
                     )
                     continue
                 self._session_cache[path] = (key, found)
-            if found is not None:
+            if found.hparams is not None:
+                tree.session_path = path
                 return found
-        return None
+        return _NO_SESSION
+
+
+class _SessionInfo(NamedTuple):
+    """What an event file's hparams session info says of its run."""
+
+    hparams: dict[str, Any] | None
+    status: str | None = None  # from a session end info
+    end_time: float | None = None
+
+
+_NO_SESSION = _SessionInfo(None)
+
+
+def session_info(data: bytes) -> _SessionInfo:
+    """The first ``session_start_info`` in event-file bytes, with the last end info.
+
+    The end info of a file that also holds an experiment is no end: PyTorch's
+    and tensorboardX's ``add_hparams`` write experiment, start and a
+    "success" end at once, whenever it is called (often at a run's start).
+    """
+    hparams = status = end_time = None
+    experiment = False
+    for record in events.split_records(data, verify=False).records:
+        event = event_pb2.Event.FromString(record)
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name != hp_metadata.PLUGIN_NAME:
+                continue
+            content = value.metadata.plugin_data.content
+            if value.tag == _SESSION_START_TAG and hparams is None:
+                hparams = events.decode_session_start_info(content)
+            elif value.tag == _SESSION_END_TAG:
+                data_pb = plugin_data_pb2.HParamsPluginData.FromString(content)
+                end = data_pb.session_end_info
+                status = _END_STATUS.get(end.status)
+                end_time = (end.end_time_secs or None) if status is not None else None
+            elif value.tag == _EXPERIMENT_TAG:
+                experiment = True
+    if experiment:
+        return _SessionInfo(hparams)
+    return _SessionInfo(hparams, status, end_time)
 
 
 def session_start_hparams(data: bytes) -> dict[str, Any] | None:
     """The hparams of the first ``_hparams_/session_start_info`` in event-file bytes."""
+    return session_info(data).hparams
+
+
+def experiment_only(data: bytes) -> bool | None:
+    """Whether event-file bytes hold an experiment summary and no other summary.
+
+    None while they hold no summary at all (a writer's first record only).
+    """
+    found = None
     for record in events.split_records(data, verify=False).records:
         event = event_pb2.Event.FromString(record)
         for value in event.summary.value:
-            plugin = value.metadata.plugin_data
-            if value.tag == _SESSION_START_TAG and plugin.plugin_name == hp_metadata.PLUGIN_NAME:
-                return events.decode_session_start_info(plugin.content)
-    return None
+            if value.tag != _EXPERIMENT_TAG:
+                return False
+            found = True
+    return found
 
 
 def _split(entries: list[Entry]) -> tuple[set[str], set[str]]:

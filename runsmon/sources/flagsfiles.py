@@ -12,11 +12,20 @@ first match wins (:data:`FLAGS_FILES`):
 6. ``config.yaml`` / ``config.json`` / ``args.json`` / ``params.json``
 
 A name given by the user (``flags_file``) is tried before all of these.
+
+YAML is read as the tool that wrote the file reads it.  Files that
+PyYAML-based tools write and read back (Guild's attrs, Lightning's
+``hparams.yaml``, KnowIt's ``model_args.yaml``) follow PyYAML's YAML 1.1
+rules.  Configs (Hydra's ``.hydra/config.yaml``, configs people write by hand)
+are read as OmegaConf reads them: as in YAML 1.2, ``1e-3`` is a float (PyYAML
+reads it as the string "1e-3"); the rest is as in PyYAML (OmegaConf keeps
+``yes``/``no``/``on``/``off`` as booleans, ``017`` as an octal int).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -64,9 +73,49 @@ _Loader.add_multi_constructor("tag:yaml.org,2002:python/", _python_tag)
 _Loader.add_multi_constructor("!", _python_tag)
 
 
+class _ConfigLoader(_Loader):
+    """:class:`_Loader` with the floats of YAML 1.2 that OmegaConf reads (``1e-3``)."""
+
+
+# OmegaConf's own float resolver (omegaconf/_yaml.py), added after PyYAML's:
+# a scalar PyYAML already reads as a number or a bool stays what it was.
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:
+         [-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+        |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9]+(?:_[0-9]+)*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+#: Flags files that PyYAML-based tools write and read back with PyYAML's
+#: YAML 1.1 rules (a plain ``1e-3`` in them is a string the tool wrote).
+PYYAML_FILES = frozenset({GUILD_FLAGS, "hparams.yaml", "model_args.yaml"})
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML with safe rules (Python-specific tags become plain data)."""
+    """Parse YAML as PyYAML's ``safe_load`` does (Python-specific tags become plain data).
+
+    For files PyYAML-based tools wrote (Guild, MLflow's ``meta.yaml``, wandb).
+    """
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_config_yaml(text: str) -> Any:
+    """Parse a YAML config as Hydra/OmegaConf reads it: ``lr: 1e-3`` is a float.
+
+    >>> load_config_yaml("lr: 1e-3\\nsteps: 1e3\\nname: 1e-3x\\nflag: yes\\n")
+    {'lr': 0.001, 'steps': 1000.0, 'name': '1e-3x', 'flag': True}
+    >>> load_yaml("lr: 1e-3\\n")
+    {'lr': '1e-3'}
+    """
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def find_flags_file(
@@ -98,12 +147,16 @@ def find_flags_file(
 def parse_flags(text: str, name: str) -> dict[str, Any]:
     """Flags from a flags file's text: JSON for ``.json``, else YAML.
 
+    ``name`` is the file's path; a file of :data:`PYYAML_FILES` is read with
+    PyYAML's rules, any other YAML as a config (:func:`load_config_yaml`).
     An empty file is no flags; anything but a mapping is an error.
     """
     if name.endswith(".json"):
         data = json.loads(text) if text.strip() else None
-    else:
+    elif any(name == rel or name.endswith("/" + rel) for rel in PYYAML_FILES):
         data = load_yaml(text)
+    else:
+        data = load_config_yaml(text)
     if data is None:
         return {}
     if not isinstance(data, Mapping):

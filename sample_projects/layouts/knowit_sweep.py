@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 
 import yaml
 
@@ -45,3 +46,24 @@ def make(root: str, sweep: str = "lr_sweep") -> dict[str, dict]:
         )
         out[combo] = args
     return out
+
+
+def make_consolidated(root: str, model: str = "my_model", sweep: str = "lr_sweep") -> dict:
+    """A sweep whose best run was consolidated into its model directory, as KnowIt does.
+
+    ``models/<model>/sweeps/<sweep>/<combination>/`` holds every run of the
+    sweep (as :func:`make` writes them); KnowIt's ``consolidate_sweep`` then
+    copies the best run's ``model_args.yaml``, ``lightning_logs/`` and
+    checkpoint into ``models/<model>/``.  Returns {"model_dir", "best",
+    "runs": {combination: model_args}}.
+    """
+    model_dir = os.path.join(root, "models", model)
+    runs = make(os.path.join(model_dir, "sweeps"), sweep)
+    best = min(runs, key=lambda c: runs[c]["trainer"]["learning_rate"])  # lowest final loss
+    best_dir = os.path.join(model_dir, "sweeps", sweep, best)
+    shutil.copy2(os.path.join(best_dir, "model_args.yaml"), model_dir)
+    shutil.copytree(
+        os.path.join(best_dir, "lightning_logs"), os.path.join(model_dir, "lightning_logs")
+    )
+    write_text(os.path.join(model_dir, "bestmodel-epoch=2-valid_loss=0.38.ckpt"), "weights\n", T0)
+    return {"model_dir": model_dir, "best": best, "runs": runs}
