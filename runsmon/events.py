@@ -250,7 +250,7 @@ def _plugin_of(value: summary_pb2.Summary.Value) -> str:
     return plugin
 
 
-def _scalar_of(value: summary_pb2.Summary.Value) -> float | None:
+def scalar_value(value: summary_pb2.Summary.Value) -> float | None:
     """The number a scalar summary value holds, or None when it holds none."""
     kind = value.WhichOneof("value")
     if kind == "simple_value":
@@ -675,7 +675,7 @@ class FileScan:
 
     def _flush_pending(self) -> None:
         for tag, (step, wall_time, value) in self._pending.items():
-            number = _scalar_of(value)
+            number = scalar_value(value)
             if number is not None:
                 self.scalars[tag] = ScalarValue(step, wall_time, number)
         self._pending.clear()

@@ -571,11 +571,14 @@ class RunsMonitor:
             manifest = self._adopt(run.id, wanted, create=run.scalars is not None)
             if manifest is None:
                 return
-            st = self._runs[run.id] = _RunState(run, manifest, RunFiles(run.dir, self.fs))
+            files = RunFiles(runview.files_root(run), self.fs)
+            st = self._runs[run.id] = _RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
         elif st.run is not run and st.run != run:
             stats.updated += 1
+        if st.run is not run and st.files.root != runview.files_root(run):
+            st.files = RunFiles(runview.files_root(run), self.fs)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run
@@ -674,7 +677,9 @@ class RunsMonitor:
                     chunk = self.fs.read_bytes(path, offset, FILTER_CHUNK)
                     split = events.split_records(chunk)
                     kept = b"".join(
-                        events.encode_record(r) for r in split.records if HPARAMS_MARK not in r
+                        events.encode_record(r)
+                        for r in split.records
+                        if HPARAMS_MARK not in r and not runview.is_placeholder_record(r)
                     )
                     if kept:
                         self.logdir.append_file(st.manifest, rel, kept)

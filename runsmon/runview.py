@@ -24,6 +24,9 @@ import dataclasses
 import os
 from collections.abc import Collection, Iterable
 
+from tensorboard.compat.proto import event_pb2
+
+from runsmon.events import scalar_value
 from runsmon.hparams import TIME_METRIC, Metric
 from runsmon.report import Reporter, describe_error
 from runsmon.run import FlagValue, Run, ScalarPoint
@@ -35,6 +38,9 @@ PLACEHOLDER_TAG = "hp_metric"
 PLACEHOLDER_VALUE = -1.0
 #: ``Run.attrs`` key of the metrics a run's tool declares (Guild's compare columns).
 DECLARED = "metrics"
+#: ``Run.attrs`` key of the directory (relative to the run's) that holds its
+#: TensorBoard logdir: groups are relative to it (wandb's ``files/``).
+EVENTS_DIR = "events_dir"
 
 
 @dataclasses.dataclass(slots=True)
@@ -63,6 +69,12 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     return RunView(hparams, user_hparams(run, hparams), frozenset(metrics), own_time)
 
 
+def files_root(run: Run) -> str:
+    """The directory whose event files are the run's, groups relative to it."""
+    sub = run.attrs.get(EVENTS_DIR) if run.attrs else None
+    return f"{run.dir.rstrip('/')}/{sub}" if sub else run.dir
+
+
 def user_hparams(run: Run, hparams: Iterable[str]) -> list[str]:
     """The hparams a user set: the run's user flags and what is nested in them."""
     user = run.user_flags or ()
@@ -87,6 +99,28 @@ def placeholders(files: RunFiles, metrics: Collection[Metric]) -> set[Metric]:
     }
 
 
+def is_placeholder_record(data: bytes) -> bool:
+    """Whether an event record is Lightning's ``hp_metric = -1`` at step 0.
+
+    Such records are left out of the copies runsmon makes of files holding
+    hparams summaries (where Lightning writes them), so the dashboard shows
+    no value the user never set.
+    """
+    if PLACEHOLDER_TAG.encode() not in data:
+        return False
+    try:
+        event = event_pb2.Event.FromString(data)
+    except Exception:  # not an event: kept as it is
+        return False
+    values = event.summary.value
+    return (
+        event.step == 0
+        and len(values) == 1
+        and values[0].tag == PLACEHOLDER_TAG
+        and scalar_value(values[0]) == PLACEHOLDER_VALUE
+    )
+
+
 def point_metric(point: ScalarPoint) -> Metric:
     """The metric of a scalar a source knows outside event files: its tag as logged."""
     return (point.tag, point.group)
@@ -97,6 +131,8 @@ def last_values(
 ) -> dict[Metric, float]:
     """The last value of every scalar of the run, as TensorBoard shows it."""
     values = files.last_values()
+    for m in placeholders(files, [m for m in values if m[0] == PLACEHOLDER_TAG]):
+        del values[m]  # left out of the copy TensorBoard reads
     last: dict[Metric, tuple[int, float, float]] = {}
     for p in points:
         key = point_metric(p)
