@@ -158,16 +158,15 @@ class RunFiles:
         run's root: the metrics it holds are the run's own.
         """
         modes = self.modes()
-        rels = {f.rel for f in self.files.values()}
-        plain = any(m == LINK for m in modes.values())
-        out: dict[str, tuple[str, str]] = {}
-        for path, f in self.files.items():
-            mode, rel = modes[path], f.rel
-            if mode == FILTER and plain and "/" in rel:
-                base = posixpath.basename(rel)
-                if base not in rels:
-                    rel = base
-            out[path] = (mode, rel)
+        files = self.files
+        out = {path: (mode, files[path].rel) for path, mode in modes.items()}
+        if FILTER in modes.values() and LINK in modes.values():
+            rels = {f.rel for f in files.values()}
+            for path, (mode, rel) in out.items():
+                if mode == FILTER and "/" in rel:
+                    base = rel.rpartition("/")[2]
+                    if base not in rels:
+                        out[path] = (mode, base)
         return out
 
     def placed(self, mode: str) -> dict[str, str]:
@@ -176,8 +175,9 @@ class RunFiles:
 
     def shown(self) -> list[tuple[EventFile, str]]:
         """The files that reach the logdir, each with its group there."""
+        files = self.files
         return [
-            (self.files[p], posixpath.dirname(rel))
+            (files[p], rel.rpartition("/")[0])
             for p, (m, rel) in self.placement().items()
             if m != SKIP
         ]
