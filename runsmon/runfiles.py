@@ -154,18 +154,20 @@ class RunFiles:
         """path -> (mode, rel path in the run's logdir directory).
 
         A file with hparams summaries in a subdirectory, beside event files
-        without any (``add_hparams``' timestamp directory), is placed at the
-        run's root: the metrics it holds are the run's own.
+        without any or in a directory named by a timestamp (``add_hparams``
+        writes into ``str(time.time())``), is placed at the run's root: the
+        metrics it holds are the run's own.
         """
         modes = self.modes()
         files = self.files
         out = {path: (mode, files[path].rel) for path, mode in modes.items()}
-        if FILTER in modes.values() and LINK in modes.values():
+        if FILTER in modes.values():
+            plain = LINK in modes.values()
             rels = {f.rel for f in files.values()}
             for path, (mode, rel) in out.items():
                 if mode == FILTER and "/" in rel:
-                    base = rel.rpartition("/")[2]
-                    if base not in rels:
+                    parent, _, base = rel.rpartition("/")
+                    if (plain or _is_timestamp(parent)) and base not in rels:
                         out[path] = (mode, base)
         return out
 
@@ -204,3 +206,13 @@ class RunFiles:
                 if key not in best or cand[:2] >= best[key][:2]:
                     best[key] = cand
         return {k: v[2] for k, v in best.items()}
+
+
+def _is_timestamp(name: str) -> bool:
+    """Whether a directory name is ``str(time.time())``, as ``add_hparams`` names it.
+
+    >>> _is_timestamp("1704164685.123456"), _is_timestamp("version_0"), _is_timestamp("12")
+    (True, False, False)
+    """
+    head, dot, tail = name.partition(".")
+    return bool(dot) and len(head) >= 9 and head.isdigit() and tail.isdigit()

@@ -23,6 +23,8 @@ from guild_fake import make_guild_run, write_event_file
 
 from runsmon import RunsMonitor
 from runsmon import table as runs_table
+from runsmon.fs import LOCAL
+from runsmon.runfiles import FILTER, RunFiles
 from runsmon.sources import GuildRuns, detect_source
 from sample_projects.layouts import LAYOUTS, lightning, wandb_offline
 from sample_projects.layouts._events import T0, write_events, write_text
@@ -376,3 +378,40 @@ def test_table_matches_tensorboard_for_every_layout(tmp_path, tensorboard, layou
         values = {k: v for k, v in row["metrics"].items() if v is not None}
         tb_values = {metric_key(m): v for m, v in shown["metrics"].items()}
         assert values == pytest.approx(tb_values, rel=1e-6), row["run"]
+
+
+# -- 6. add_hparams' metric_dict: the run's own metrics, at its root -------------------
+
+
+def test_add_hparams_metrics_at_the_root(tmp_path):
+    from sample_projects.layouts.torch_hparams import hparams_summaries
+
+    root = tmp_path / "runs"
+    # A run that only called add_hparams (no curves of its own) ...
+    only = root / "only"
+    write_events(
+        str(only / "1704164685.123456"),
+        {"hparam/acc": [0.9]},
+        T0,
+        summaries=hparams_summaries({"lr": 0.1}, {"hparam/acc": 0.9}),
+    )
+    # ... and one with curves beside it.
+    both = root / "both"
+    write_events(str(both), {"loss": [1.0, 0.5]}, T0)
+    write_events(
+        str(both / "1704164745.5"),
+        {"hparam/acc": [0.8]},
+        T0 + 60,
+        summaries=hparams_summaries({"lr": 0.2}, {"hparam/acc": 0.8}),
+    )
+    # (Where a tree holds only the timestamp directory, that directory is the run.)
+    rows = {r["id"].split("/")[0]: r for r in table_json(str(root))}
+    assert rows["only"]["metrics"]["hparam/acc"] == pytest.approx(0.9)
+    assert rows["both"]["metrics"]["hparam/acc"] == pytest.approx(0.8)
+    assert rows["both"]["metrics"]["loss"] == 0.5
+    assert {k for k in rows["only"]["metrics"] if "#" in k} == set()  # no timestamp group
+    # A run directory whose only event file is add_hparams' (a Guild run, say).
+    files = RunFiles(str(only), LOCAL)
+    files.refresh()
+    assert files.metrics() == {("hparam/acc", "")}
+    assert list(files.placed(FILTER)) == [os.listdir(only / "1704164685.123456")[0]]
