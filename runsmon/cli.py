@@ -195,13 +195,18 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
         default="all",
         help="all flags (default), those that differ between runs, or those a user set",
     )
-    for kind, what in (("hparam", "hparam names"), ("metric", "metric tags or GROUP/TAG")):
+    metric_glob = (
+        "; a '/' is part of a tag ('train/*' matches train/loss), GROUP#TAG names "
+        "the tags of a group directory ('val#loss', 'train#*')"
+    )
+    for kind, what in (("hparam", "hparam names"), ("metric", "metric tags")):
         g.add_argument(
             f"--{kind}-include",
             action="append",
             default=[],
             metavar="GLOB",
-            help=f"only {what} matching GLOB (repeatable)",
+            help=f"only {what} matching GLOB (repeatable)"
+            + (metric_glob if kind == "metric" else ""),
         )
         g.add_argument(
             f"--{kind}-exclude",

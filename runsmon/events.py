@@ -11,7 +11,7 @@ Reading
     :class:`FileScan` keeps, per event file, how many bytes were consumed and
     what was seen: every summary tag with the plugin that owns it (decided at
     the tag's first occurrence in the file, as TensorBoard does), the last
-    value of every root scalar (tag without ``/``), whether hparams summaries
+    value of every scalar tag, whether hparams summaries
     are present and the flags of a ``_hparams_/session_start_info``.
     :meth:`FileScan.update` reads only what was appended since the last call,
     in bounded chunks, and never raises on bad data.
@@ -250,7 +250,7 @@ def _plugin_of(value: summary_pb2.Summary.Value) -> str:
     return plugin
 
 
-def _scalar_of(value: summary_pb2.Summary.Value) -> float | None:
+def scalar_value(value: summary_pb2.Summary.Value) -> float | None:
     """The number a scalar summary value holds, or None when it holds none."""
     kind = value.WhichOneof("value")
     if kind == "simple_value":
@@ -444,7 +444,7 @@ class FileScan:
         self.tags: dict[str, str] = {}
         """Every summary tag seen, with the plugin owning it (first occurrence)."""
         self.scalars: dict[str, ScalarValue] = {}
-        """Last value of each root scalar tag that had a readable value."""
+        """Last value of each scalar tag that had a readable value."""
         self.has_hparams = False
         self.hparams: dict[str, Any] | None = None
         """Flags of the first ``_hparams_/session_start_info``, if any."""
@@ -461,24 +461,24 @@ class FileScan:
         self._lost_offset = -1
         self.generation = 0
         """Bumped whenever the file was found replaced and scanned anew."""
-        self._value_tags: set[str] | None = None  # root scalar tags, during an update
+        self._value_tags: set[str] | None = None  # scalar tags, during an update
         self._pending: dict[str, tuple[int, float, Any]] = _NO_PENDING  # a dict during updates
         self._template: tuple[list[tuple[int, int]], np.ndarray, np.ndarray, tuple] | None = None
         self._template_bytes: tuple[bytes, bytes] = (b"", b"")  # mask, expected bytes
 
     @property
     def scalar_tags(self) -> set[str]:
-        """Tags TensorBoard reads as scalar series (all, not only root ones)."""
+        """Tags TensorBoard reads as scalar series (all of them)."""
         return {t for t, p in self.tags.items() if p == SCALARS_PLUGIN}
 
     @property
-    def root_scalar_tags(self) -> set[str]:
+    def value_tags(self) -> set[str]:
         """Scalar tags whose last values are kept (see :meth:`wants_value`)."""
         return {t for t, p in self.tags.items() if p == SCALARS_PLUGIN and self.wants_value(t)}
 
     def wants_value(self, tag: str) -> bool:
-        """Whether the scanner keeps values of scalar ``tag`` (root tags)."""
-        return "/" not in tag
+        """Whether the scanner keeps values of scalar ``tag``: every one is a metric."""
+        return True
 
     # -- driving ---------------------------------------------------------
 
@@ -503,7 +503,7 @@ class FileScan:
             return False
         start = self.offset
         self.framing_lost = False
-        self._value_tags = self.root_scalar_tags
+        self._value_tags = self.value_tags
         self._pending = {}
         self.tags = dict(self.tags)  # its own while it may grow (shared between updates)
         try:
@@ -675,7 +675,7 @@ class FileScan:
 
     def _flush_pending(self) -> None:
         for tag, (step, wall_time, value) in self._pending.items():
-            number = _scalar_of(value)
+            number = scalar_value(value)
             if number is not None:
                 self.scalars[tag] = ScalarValue(step, wall_time, number)
         self._pending.clear()

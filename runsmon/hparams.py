@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
@@ -63,10 +64,14 @@ class Selection:
 
     - ``hparams``: ``all`` flags, only those whose value ``differing`` between
       runs (or missing in some), or only those a user set (``overridden``).
-    - Globs match an hparam's name; for a metric they match its tag and
-      ``group/tag``. Includes narrow, excludes remove.
-    - Metrics default to root scalars (tags without "/"); an include glob
-      can bring in others.
+    - Globs match an hparam's name; for a metric they match its tag (any
+      group), and a glob holding ``#`` matches ``GROUP#TAG`` (as Guild writes
+      scalar keys: ``val#loss``, ``train#*``; ``#loss`` is ``loss`` at the
+      run's root). A "/" is part of a tag: ``train/*`` matches the tag
+      ``train/loss``, never the tag ``loss`` in the group ``train``.
+      Includes narrow, excludes remove.
+    - Metrics default to every scalar but ``sys/*`` (Guild's system stats), as
+      Guild's own TensorBoard shows them.
     """
 
     hparams: str = ALL
@@ -85,14 +90,34 @@ class Selection:
         return not _matches(name, self.hparam_exclude)
 
     def wants_metric(self, metric: Metric) -> bool:
-        tag, group = metric
-        names = (tag, f"{group}/{tag}") if group else (tag,)
-        if self.metric_include:
-            if not any(_matches(n, self.metric_include) for n in names):
-                return False
-        elif "/" in tag:
+        """Whether the experiment declares ``metric`` (tag, group).
+
+        >>> s = Selection(metric_include=("train/*", "val#*"))
+        >>> [s.wants_metric(m) for m in [("train/loss", ""), ("loss", "train"), ("acc", "val")]]
+        [True, False, True]
+        >>> Selection().wants_metric(("sys/cpu", "")), Selection().wants_metric(("a/b", "x"))
+        (False, True)
+        """
+        if self.metric_include and not _metric_matches(metric, self.metric_include):
             return False
-        return not any(_matches(n, self.metric_exclude) for n in names)
+        return not _metric_matches(metric, self.metric_exclude)
+
+
+def metric_key(metric: Metric) -> str:
+    """A metric as one name: its tag at the run's root, else ``GROUP#TAG``.
+
+    The form include and exclude globs use, and ``runsmon table`` shows.
+
+    >>> metric_key(("loss", "")), metric_key(("loss", "val")), metric_key(("val/loss", ""))
+    ('loss', 'val#loss', 'val/loss')
+    """
+    tag, group = metric
+    return f"{group}#{tag}" if group else tag
+
+
+def _metric_matches(metric: Metric, globs: tuple[str, ...]) -> bool:
+    tag, group = metric
+    return any(fnmatch.fnmatchcase(f"{group}#{tag}" if "#" in g else tag, g) for g in globs)
 
 
 def _matches(name: str, globs: tuple[str, ...]) -> bool:
@@ -239,8 +264,8 @@ class Columns:
         return list(self._all[1])
 
     def metrics(self) -> list[Metric]:
-        """Every metric (tag, group), sorted by group then tag."""
-        return sorted(self._metrics, key=lambda m: (m[1], m[0]))
+        """Every metric (tag, group), in :func:`metric_order`."""
+        return sorted(self._metrics, key=metric_order)
 
     def differs(self, name: str) -> bool:
         """Whether runs disagree on ``name``: several values, or some lack it."""
@@ -258,6 +283,46 @@ class Columns:
             columns = [c for c in columns if self._user.get(c.name)]
         metrics = [m for m in self.metrics() if m == (TIME_METRIC, "") or selection.wants_metric(m)]
         return columns, metrics
+
+
+#: Names of data splits, in the order their metrics are listed.
+SPLITS = {
+    "train": 0,
+    "training": 0,
+    "val": 1,
+    "valid": 1,
+    "validation": 1,
+    "dev": 1,
+    "eval": 2,
+    "evaluation": 2,
+    "test": 3,
+    "testing": 3,
+}
+_WORDS = re.compile(r"[^A-Za-z0-9]+")
+
+
+def metric_order(metric: Metric) -> tuple[int, int, str, str]:
+    """The order of metrics in the experiment (stable, whatever the runs).
+
+    Metrics of a data split (``train``, ``val``, ``test``... as a group or as
+    a word of the tag: ``val/loss``, ``Loss/train``, ``train_acc``) come first,
+    by split, then the others; alphabetically within each; ``time`` last.
+
+    >>> ms = [("time", ""), ("lr", ""), ("Loss/test", ""), ("loss", "val"), ("acc", "train")]
+    >>> [metric_key(m) for m in sorted(ms, key=metric_order)]
+    ['train#acc', 'val#loss', 'Loss/test', 'lr', 'time']
+    """
+    tag, group = metric
+    if metric == (TIME_METRIC, ""):
+        return (2, 0, "", "")
+    split = None
+    for word in _WORDS.split(f"{group}/{tag}".lower()):
+        rank = SPLITS.get(word)
+        if rank is not None:
+            split = rank
+            break
+    key = metric_key(metric)
+    return (0 if split is not None else 1, split or 0, key.lower(), key)
 
 
 def _sort_key(value: FlagValue) -> tuple[int, float, str]:

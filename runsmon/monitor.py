@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from runsmon import events, hparams
+from runsmon import events, hparams, runview
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.logdir import EXPERIMENT_PREFIX, MARKER, Logdir, LogdirError, Manifest
 from runsmon.naming import RunNamer, default_run_name, safe_name
@@ -258,7 +258,9 @@ class RunsMonitor:
                     "run": st.run,
                     "name": st.name,
                     "hparams": dict(st.hparams),
-                    "metrics": st.files.last_values(),
+                    "metrics": runview.last_values(
+                        st.run, st.files, runview.read_points(st.run, st.name, self.reporter) or ()
+                    ),
                 }
                 for st in self._runs.values()
             ]
@@ -574,12 +576,14 @@ class RunsMonitor:
             manifest = self._adopt(run.id, wanted, create=run.scalars is not None)
             if manifest is None:
                 return
-            files = RunFiles(run.dir, self.fs, exclude=run.nested)
+            files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
             st = self._runs[run.id] = _RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
         elif st.run is not run and st.run != run:
             stats.updated += 1
+        if st.run is not run and st.files.root != runview.files_root(run):
+            st.files = RunFiles(runview.files_root(run), self.fs)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run
@@ -592,19 +596,15 @@ class RunsMonitor:
                 st.files.refresh()
         except Exception as e:  # never let one run stop the sync
             self.reporter.warn(run.id, "files", f"run {st.name}: {describe_error(e)}")
-        self._report_file_errors(st)
+        runview.report_file_errors(self.reporter, run, st.name, st.files)
         self._sync_links(st)
         self._sync_scalars(st)
-        st.hparams = run.hparams()
-        metrics = st.files.metrics()
-        st.own_time = (hparams.TIME_METRIC, "") in metrics
-        metrics.update(tuple(m) for m in st.manifest.state.get("synth_metrics", []))
-        if run.duration is not None:
-            metrics.add((hparams.TIME_METRIC, ""))
-        st.metrics = self._shared_metrics(frozenset(metrics))
-        user = run.user_flags or ()
-        user_hparams = [h for h in st.hparams if any(h == u or h.startswith(f"{u}.") for u in user)]
-        self._columns.set_run(run.id, st.hparams, st.metrics, user_hparams)
+        outside = (tuple(m) for m in st.manifest.state.get("synth_metrics", []))
+        view = runview.view(run, st.files, outside)
+        st.hparams = view.hparams
+        st.own_time = view.own_time
+        st.metrics = self._shared_metrics(view.metrics)
+        self._columns.set_run(run.id, st.hparams, st.metrics, view.user_hparams)
         self._dirty.add(run.id)
 
     def _shared_metrics(self, metrics: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
@@ -625,22 +625,6 @@ class RunsMonitor:
             and state.get("session") is not None
             and (not st.run.ended or state.get("end") is not None)
         )
-
-    def _report_file_errors(self, st: _RunState) -> None:
-        for f in st.files.files.values():
-            if f.scan.error:
-                self.reporter.warn(
-                    st.run.id,
-                    f"events:{f.path}",
-                    f"run {st.name}: event file {f.rel}: {f.scan.error}; "
-                    "showing what could be read",
-                )
-        for path, cause in st.files.errors.items():
-            if cause != "vanished":  # deleted between listing and reading: no fault
-                rel = os.path.relpath(path, st.run.dir)
-                self.reporter.warn(
-                    st.run.id, f"file:{path}", f"run {st.name}: {rel}: {cause}; left out"
-                )
 
     def _link_targets(self, st: _RunState) -> dict[str, str]:
         """rel path in the logdir -> what its link points to."""
@@ -699,7 +683,9 @@ class RunsMonitor:
                     chunk = self.fs.read_bytes(path, offset, FILTER_CHUNK)
                     split = events.split_records(chunk)
                     kept = b"".join(
-                        events.encode_record(r) for r in split.records if HPARAMS_MARK not in r
+                        events.encode_record(r)
+                        for r in split.records
+                        if HPARAMS_MARK not in r and not runview.is_placeholder_record(r)
                     )
                     if kept:
                         self.logdir.append_file(st.manifest, rel, kept)
@@ -712,22 +698,19 @@ class RunsMonitor:
 
     def _sync_scalars(self, st: _RunState) -> None:
         """Write scalars a source knows outside event files (MLflow, wandb)."""
-        if st.run.scalars is None:
-            return
-        try:
-            points = list(st.run.scalars())
-        except Exception as e:
-            self.reporter.warn(st.run.id, "scalars", f"run {st.name}: scalars: {describe_error(e)}")
+        points = runview.read_points(st.run, st.name, self.reporter)
+        if points is None:
             return
         by_group: dict[str, list[ScalarPoint]] = {}
         for p in points:
-            if not p.group and "/" in p.tag:
-                # "val/loss" from MLflow or wandb: tag "loss" in group "val",
-                # as TensorBoard writers lay it out.
-                group, tag = p.tag.rsplit("/", 1)
-                p = dataclasses.replace(p, tag=tag, group=group)
-            by_group.setdefault(p.group, []).append(p)
+            # Each under the tag it was logged as: MLflow's "val/loss" is the
+            # tag "val/loss" at the run's root, as a SummaryWriter writes it.
+            by_group.setdefault(runview.point_metric(p)[1], []).append(p)
         counts: dict[str, int] = dict(st.manifest.state.get("scalars", {}))
+        if any(group not in by_group for group in counts):
+            # Written by an older layout (or its scalars were rewritten).
+            self._reset(st, "its scalars were laid out anew")
+            return
         before = (dict(counts), st.manifest.state.get("synth_metrics"))
         synth: set[tuple[str, str]] = set()
         # Sources hand out a new Run when its scalars moved: this one is done once all are written.
@@ -737,7 +720,7 @@ class RunsMonitor:
             if len(group_points) < have:
                 self._reset(st, "its scalars were rewritten")
                 return
-            synth.update((p.tag, group) for p in group_points)
+            synth.update(runview.point_metric(p) for p in group_points)
             new = group_points[have:]
             if not new:
                 continue

@@ -40,7 +40,7 @@ class EventFile:
 #: How an event file reaches the logdir.
 LINK = "link"  # a symlink to the run's file
 FILTER = "filter"  # a copy without its hparams summaries (they would fight runsmon's)
-SKIP = "skip"  # left out: a side file of hparams (PyTorch add_hparams' timestamp dir)
+SKIP = "skip"  # left out: a file that could not be read
 
 
 class RunFiles:
@@ -144,60 +144,81 @@ class RunFiles:
     def modes(self) -> dict[str, str]:
         """How each file (by path) reaches the logdir.
 
-        A file with hparams summaries of its own is copied without them when
-        it is the run's only source of scalars (Lightning writes hparams and
-        curves into one file) or holds scalars at the run's root (TensorBoard's
-        ``hp.hparams`` in the run's own writer, then the run's metrics), and
-        left out when the run has other event files (``add_hparams`` writes
-        hparams and a one-off metric beside them; ``hp.KerasCallback`` a file
-        of session info beside Keras' ``train/`` and ``validation/``).
-        A file that could not be read (a FIFO, unreadable) is left out: a
-        link to a FIFO would block TensorBoard's reader.
+        A file with hparams summaries of its own is copied without them
+        (Lightning writes hparams and curves into one file; ``add_hparams``
+        writes hparams and the metrics the user chose beside the run's
+        curves). A file that could not be read (a FIFO, unreadable) is left
+        out: a link to a FIFO would block TensorBoard's reader.
         """
         errors = self.errors
-        plain = any(not f.scan.has_hparams for p, f in self.files.items() if p not in errors)
         return {
-            path: SKIP
-            if path in errors
-            else _mode(f.scan.has_hparams, plain and ("/" in f.rel or not f.scan.scalar_tags))
+            path: SKIP if path in errors else FILTER if f.scan.has_hparams else LINK
             for path, f in self.files.items()
         }
 
+    def placement(self) -> dict[str, tuple[str, str]]:
+        """path -> (mode, rel path in the run's logdir directory).
+
+        A file with hparams summaries in a subdirectory, beside event files
+        without any or in a directory named by a timestamp (``add_hparams``
+        writes into ``str(time.time())``), is placed at the run's root: the
+        metrics it holds are the run's own.
+        """
+        modes = self.modes()
+        files = self.files
+        out = {path: (mode, files[path].rel) for path, mode in modes.items()}
+        if FILTER in modes.values():
+            plain = LINK in modes.values()
+            rels = {f.rel for f in files.values()}
+            for path, (mode, rel) in out.items():
+                if mode == FILTER and "/" in rel:
+                    parent, _, base = rel.rpartition("/")
+                    if (plain or _is_timestamp(parent)) and base not in rels:
+                        out[path] = (mode, base)
+        return out
+
     def placed(self, mode: str) -> dict[str, str]:
         """rel path in the logdir -> path of the run's file, for one mode."""
-        modes = self.modes()
-        return {f.rel: p for p, f in self.files.items() if modes[p] == mode}
+        return {rel: p for p, (m, rel) in self.placement().items() if m == mode}
 
-    def _shown(self) -> list[EventFile]:
-        modes = self.modes()
-        return [f for p, f in self.files.items() if modes[p] != SKIP]
+    def shown(self) -> list[tuple[EventFile, str]]:
+        """The files that reach the logdir, each with its group there."""
+        files = self.files
+        return [
+            (files[p], rel.rpartition("/")[0])
+            for p, (m, rel) in self.placement().items()
+            if m != SKIP
+        ]
 
     def metrics(self) -> set[tuple[str, str]]:
         """Every scalar tag as (tag, group) over the shown files.
 
-        The group is the file's directory in the run ("" at its root); which
-        of these become metrics is the experiment's selection.
+        The group is the file's directory in the run's logdir directory ("" at
+        its root); which of these become metrics is the run view's rule
+        (:mod:`runsmon.runview`) and the experiment's selection.
         """
         out: set[tuple[str, str]] = set()
-        for f in self._shown():
-            group = f.group
+        for f, group in self.shown():
             out.update((tag, group) for tag in f.scan.scalar_tags)
         return out
 
     def last_values(self) -> dict[tuple[str, str], float]:
-        """The last value of every root scalar, as TensorBoard shows it."""
+        """The last value of every scalar as (tag, group), as TensorBoard shows it."""
         best: dict[tuple[str, str], tuple[int, float, float]] = {}
-        for f in self._shown():
+        for f, group in self.shown():
             for tag, v in f.scan.scalars.items():
-                if "/" in tag:
-                    continue
-                key = (tag, f.group)
+                key = (tag, group)
                 cand = (v.step, v.wall_time, v.value)
                 if key not in best or cand[:2] >= best[key][:2]:
                     best[key] = cand
         return {k: v[2] for k, v in best.items()}
 
 
-def _mode(has_hparams: bool, plain: bool) -> str:
-    """LINK a plain file; a file with hparams: SKIP beside plain ones, else FILTER."""
-    return LINK if not has_hparams else SKIP if plain else FILTER
+def _is_timestamp(name: str) -> bool:
+    """Whether a directory name is ``str(time.time())``, as ``add_hparams`` names it.
+
+    >>> _is_timestamp("1704164685.123456"), _is_timestamp("version_0"), _is_timestamp("12")
+    (True, False, False)
+    """
+    head, dot, tail = name.partition(".")
+    return bool(dot) and len(head) >= 9 and head.isdigit() and tail.isdigit()

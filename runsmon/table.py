@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from runsmon import hparams
+from runsmon import hparams, runview
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.naming import RunNamer, default_run_name, format_started, safe_name
 from runsmon.report import Reporter, describe_error
@@ -48,13 +48,13 @@ Cell = FlagValue | None
 
 
 def metric_header(metric: hparams.Metric) -> str:
-    """A metric's column name: ``tag`` at the run's root, else ``group/tag``.
+    """A metric's column name: ``tag`` at the run's root, else ``group#tag``
+    (the form metric globs use; a "/" belongs to the tag).
 
-    >>> metric_header(("loss", "")), metric_header(("loss", "val"))
-    ('loss', 'val/loss')
+    >>> metric_header(("loss", "")), metric_header(("loss", "val")), metric_header(("val/loss", ""))
+    ('loss', 'val#loss', 'val/loss')
     """
-    tag, group = metric
-    return f"{group}/{tag}" if group else tag
+    return hparams.metric_key(metric)
 
 
 @dataclasses.dataclass
@@ -169,14 +169,9 @@ def collect(
         except Exception as e:
             reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
             continue
-        values, metrics = _metrics(run, name, fs, reporter)
-        run_hparams = run.hparams()
-        user = run.user_flags or ()
-        user_hparams = [
-            h for h in run_hparams if any(h == u or h.startswith(f"{u}.") for u in user)
-        ]
-        columns.set_run(run.id, run_hparams, metrics, user_hparams)
-        found.append((run, name, run_hparams, values))
+        view, values = _view(run, name, fs, reporter)
+        columns.set_run(run.id, view.hparams, view.metrics, view.user_hparams)
+        found.append((run, name, view.hparams, values))
     chosen, chosen_metrics = columns.selected(selection)
     by_name = {c.name: c for c in columns.columns()}
     rows = []
@@ -193,44 +188,19 @@ def collect(
     return table
 
 
-def _metrics(
+def _view(
     run: Run, name: str, fs: FileSystem, reporter: Reporter
-) -> tuple[dict[hparams.Metric, float], set[hparams.Metric]]:
-    """(last value per metric, every metric) of one run, as the monitor counts them."""
-    files = RunFiles(run.dir, fs, exclude=run.nested)
+) -> tuple[runview.RunView, dict[hparams.Metric, float]]:
+    """One run's view and last values, by the monitor's own rules."""
+    files = RunFiles(runview.files_root(run), fs, exclude=run.nested)
     try:
         files.refresh()
     except Exception as e:  # one bad run never stops the table
         reporter.warn(run.id, "files", f"run {name}: {describe_error(e)}")
-    for f in files.files.values():
-        if f.scan.error:
-            reporter.warn(
-                run.id,
-                f"events:{f.path}",
-                f"run {name}: event file {f.rel}: {f.scan.error}; showing what could be read",
-            )
-    values: dict[hparams.Metric, float] = dict(files.last_values())
-    metrics = set(files.metrics())
-    if run.scalars is not None:
-        try:
-            points = list(run.scalars())
-        except Exception as e:
-            reporter.warn(run.id, "scalars", f"run {name}: scalars: {describe_error(e)}")
-            points = []
-        last: dict[hparams.Metric, tuple[int, float, float]] = {}
-        for p in points:
-            tag, group = p.tag, p.group
-            if not group and "/" in tag:
-                group, tag = tag.rsplit("/", 1)  # as the monitor lays them out
-            key = (tag, group)
-            metrics.add(key)
-            if key not in last or (p.step, p.wall_time) >= last[key][:2]:
-                last[key] = (p.step, p.wall_time, p.value)
-        values.update({k: v[2] for k, v in last.items()})
-    if run.duration is not None:
-        metrics.add((hparams.TIME_METRIC, ""))
-        values.setdefault((hparams.TIME_METRIC, ""), run.duration)
-    return values, metrics
+    runview.report_file_errors(reporter, run, name, files)
+    points = runview.read_points(run, name, reporter) or []
+    view = runview.view(run, files, {runview.point_metric(p) for p in points})
+    return view, runview.last_values(run, files, points)
 
 
 # -- output -------------------------------------------------------------------

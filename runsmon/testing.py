@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from runsmon import hparams as hparams_mod
 from runsmon.run import Run
 from runsmon.sources.guild import GuildRuns
 
@@ -424,8 +425,7 @@ def _hparams_line(value: Any, times: bool) -> str:
             exp = metadata.parse_experiment_plugin_data(content)
             hparams = " ".join(_hparam_info(h) for h in exp.hparam_infos)
             metrics = " ".join(
-                f"{m.name.group}/{m.name.tag}" if m.name.group else m.name.tag
-                for m in exp.metric_infos
+                hparams_mod.metric_key((m.name.tag, m.name.group)) for m in exp.metric_infos
             )
             return f"{tag} hparams: {hparams} metrics: {metrics}".rstrip()
         if tag == metadata.SESSION_START_INFO_TAG:

@@ -117,14 +117,14 @@ def text_value(tag, step):
 
 
 def tensorboard_view(path: str):
-    """(plugin-scalar flag per tag, last value per root scalar) per TensorBoard."""
+    """(plugin-scalar flag per tag, last value per scalar tag) per TensorBoard."""
     kinds: dict[str, bool] = {}
     last: dict[str, tuple[int, float]] = {}
     for ev in EventFileLoader(path).Load():
         for value in ev.summary.value:
             if value.tag not in kinds:
                 kinds[value.tag] = value.metadata.data_class == summary_pb2.DATA_CLASS_SCALAR
-            if kinds[value.tag] and "/" not in value.tag:
+            if kinds[value.tag]:
                 last[value.tag] = (ev.step, float(tensor_util.make_ndarray(value.tensor).item()))
     return kinds, last
 
@@ -447,7 +447,7 @@ def test_non_scalar_summaries_and_nested_tags(tmp_path):
         "loss": "scalars",
     }
     assert scan.scalar_tags == {"train/loss", "loss"}
-    assert set(scan.scalars) == {"loss"}  # values are kept for root tags only
+    assert set(scan.scalars) == {"train/loss", "loss"}  # values are kept for every scalar tag
     assert runsmon_view(scan) == tensorboard_view(path)
 
 
@@ -494,7 +494,7 @@ def test_pytorch_style_hparams_without_tensor(tmp_path):
     scan = events.scan_file(LOCAL, write_events(str(tmp_path), evs))
     assert scan.has_hparams
     assert scan.hparams == {"batch": 32.0, "name": "x", "nothing": None}
-    assert scan.tags["hp/metric"] == "scalars" and scan.scalars == {}
+    assert scan.tags["hp/metric"] == "scalars" and scan.scalars["hp/metric"].value == 0.5
 
 
 def test_huge_record_skipped_and_record_larger_than_chunk(tmp_path):

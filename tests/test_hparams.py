@@ -69,7 +69,8 @@ def test_removing_a_run_restores_the_column():
 def test_metrics_keep_train_and_val_apart():
     cols = hparams.Columns()
     cols.set_run("a", {}, [("loss", "train"), ("loss", "val"), ("acc", "")])
-    assert cols.metrics() == [("acc", ""), ("loss", "train"), ("loss", "val")]
+    # Metrics of the user's data splits first (train, then val), then the others.
+    assert cols.metrics() == [("loss", "train"), ("loss", "val"), ("acc", "")]
 
 
 def test_experiment_summary_round_trips_through_tensorboard_parser():
@@ -182,9 +183,16 @@ def test_selection_globs_for_hparams_and_metrics():
     sel = hparams.Selection(hparam_include=("model.*",), hparam_exclude=("*.depth",))
     selected, metrics = cols.selected(sel)
     assert [c.name for c in selected] == ["model.lr"]
-    assert metrics == [("acc", ""), ("time", ""), ("loss", "train")]  # root tags only
+    # Every scalar but sys/*, whatever "/" its tag holds; time last.
+    assert metrics == [("loss", "train"), ("acc", ""), ("lr/group0", ""), ("time", "")]
+    # A glob matches the tag; "train/*" is no group: it does not match loss in train.
     sel = hparams.Selection(metric_include=("lr/*", "train/*"), metric_exclude=("sys/*",))
-    assert cols.selected(sel)[1] == [("lr/group0", ""), ("time", ""), ("loss", "train")]
+    assert cols.selected(sel)[1] == [("lr/group0", ""), ("time", "")]
+    sel = hparams.Selection(metric_include=("train#*",))
+    assert cols.selected(sel)[1] == [("loss", "train"), ("time", "")]
+    assert hparams.Selection(metric_include=("#acc",)).wants_metric(("acc", "")) is True
+    assert hparams.Selection(metric_include=("#acc",)).wants_metric(("acc", "val")) is False
     assert hparams.Selection().wants_metric(("sys", "")) is True
+    assert hparams.Selection().wants_metric(("sys/gpu", "train")) is False
     with pytest.raises(ValueError):
         hparams.Selection(hparams="some")

@@ -430,8 +430,13 @@ def test_torch_add_hparams(tmp_path, tensorboard, load_fast):
     for name, (hp, acc) in runs.items():
         # torch stores every number (booleans too) as a float.
         shown = {k: (float(v) if isinstance(v, (bool, int)) else v) for k, v in hp.items()}
-        # The curves' last values; not "hparam/accuracy", logged once by add_hparams.
-        metrics = {("accuracy", ""): acc, ("loss", ""): 0.3, ("time", ""): 40.0}
+        # The curves' last values, and add_hparams' metric_dict at the run's root.
+        metrics = {
+            ("accuracy", ""): acc,
+            ("loss", ""): 0.3,
+            ("hparam/accuracy", ""): acc,
+            ("time", ""): 40.0,
+        }
         expected[f"runs/{name}"] = Expected(shown, metrics, SUCCESS)
     tb, monitor, _ = show(tmp_path, root, "dirs", expected, tensorboard, load_fast=load_fast)
     # Shown once: no TensorBoard run for the timestamp subdirectory.
@@ -507,8 +512,7 @@ def test_mlflow_store(tmp_path, tensorboard, load_fast):
     for run_id, spec in runs.items():
         metrics: dict[Metric, float | None] = {}
         for name, values in spec["metrics"].items():
-            group, _, tag = name.rpartition("/")
-            metrics[(tag, group)] = values[-1]
+            metrics[(name, "")] = values[-1]  # under the key it was logged as
         # meta.yaml's end_time - start_time (the generator logs one point a second).
         metrics[("time", "")] = float(max(len(v) for v in spec["metrics"].values()))
         status = SUCCESS if spec["status"] == 3 else FAILURE
@@ -519,10 +523,10 @@ def test_mlflow_store(tmp_path, tensorboard, load_fast):
     run_id = "0f2a9c4e5b6d47f8a1b2c3d4e5f60718"
     name = monitor.run_names[run_id]
     tags = tb.get("/data/plugin/scalars/tags")
-    assert {"loss", "accuracy"} <= set(tags[name]) and "loss" in tags[f"{name}/val"]
+    assert {"loss", "accuracy", "val/loss"} <= set(tags[name])
     for run, tag, values in (
         (name, "loss", runs[run_id]["metrics"]["loss"]),
-        (f"{name}/val", "loss", runs[run_id]["metrics"]["val/loss"]),
+        (name, "val/loss", runs[run_id]["metrics"]["val/loss"]),
     ):
         query = urllib.parse.urlencode({"run": run, "tag": tag})
         points = tb.get(f"/data/plugin/scalars/scalars?{query}")
@@ -635,7 +639,8 @@ def test_wandb_offline(tmp_path, tensorboard, wandb_root, load_fast):
         }
         if i == 1:
             # sync_tensorboard: its event files show once, from the files wandb linked.
-            metrics[("tb_loss", "files/train")] = 2.0 / 3
+            # Groups relative to files/, where wandb mirrors the logdir.
+            metrics[("tb_loss", "train")] = 2.0 / 3
         status = SUCCESS if i == 0 else FAILURE  # exit codes 0 and 1
         expected[labels[f"run-{i}"]] = Expected(as_shown(config), metrics, status)
     show(tmp_path, wandb_root, "wandb", expected, tensorboard, load_fast=load_fast)

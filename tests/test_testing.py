@@ -233,7 +233,7 @@ def test_print_events_hparams(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert re.fullmatch(r"run/events\.out\.tfevents\..+", lines[0])
     assert lines[1:] == [
         "  _hparams_/experiment hparams: lr:float64[0.0,1.0] opt:string{'adam','sgd'}"
-        " on:bool{false,true} metrics: loss eval/acc",
+        " on:bool{false,true} metrics: loss eval#acc",
         "  _hparams_/session_start_info group='3f2a9c1b train' lr=0.1 on=true opt='adam'",
         "  _hparams_/session_end_info status=STATUS_SUCCESS",
         "  loss 7 0.1",

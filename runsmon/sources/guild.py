@@ -33,6 +33,8 @@ from runsmon import run as runmod
 from runsmon.fs import LOCAL, FileSystem, Stat
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run
+from runsmon.runfiles import GUILD_DIR
+from runsmon.runview import DECLARED
 from runsmon.sources.base import RunSource
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -47,6 +49,7 @@ RUN_ATTRS = (
     "initialized",
     "user_flags",
     "sourcecode_digest",
+    "compare",
 )
 #: Attributes whose change must make a run be read again.
 FINGERPRINT_ATTRS = ("flags", "label", "exit_status", "stopped", "started", "user_flags")
@@ -222,6 +225,92 @@ def parse_opref(text: str) -> dict[str, str]:
     }
 
 
+def guildfile_compare(data: Any, model: str, op: str) -> list[Any] | None:
+    """An operation's ``compare`` list in a Guild file's data, or None.
+
+    A mapping at the top is the operations of an anonymous model; a list
+    holds models (``model: NAME`` with ``operations:``).
+
+    >>> guildfile_compare({"train": {"compare": ["loss", "=lr"]}}, "", "train")
+    ['loss', '=lr']
+    >>> guildfile_compare([{"model": "m", "operations": {"t": {"compare": ["acc"]}}}], "m", "t")
+    ['acc']
+    """
+    if isinstance(data, Mapping):
+        data = [{"model": "", "operations": data}]
+    if not isinstance(data, list):
+        return None
+    for item in data:
+        if not isinstance(item, Mapping) or str(item.get("model") or "") != model:
+            continue
+        ops = item.get("operations")
+        opdef = ops.get(op) if isinstance(ops, Mapping) else None
+        compare = opdef.get("compare") if isinstance(opdef, Mapping) else None
+        return compare if isinstance(compare, list) else None
+    return None
+
+
+_QUALIFIERS = frozenset(("min", "max", "first", "avg", "total", "count"))
+
+
+def compare_metrics(specs: list[Any]) -> list[tuple[str, str]]:
+    """The metrics (tag, group) that Guild's ``compare`` columns show as last values.
+
+    As Guild's TensorBoard takes them (``_run_compare_metrics``): scalar
+    columns without a qualifier or with ``last``; flags (``=lr``), attributes
+    (``.label``) and other qualifiers (``min loss``) are no metrics. A key
+    ``GROUP#TAG`` names the scalar in the run's GROUP directory.
+
+    >>> compare_metrics(["loss step", "last val#acc as best", "=lr", ".label", "min loss"])
+    [('loss', ''), ('acc', 'val')]
+    >>> compare_metrics(["scalar:'train/loss', acc"])
+    [('train/loss', ''), ('acc', '')]
+    """
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        if not isinstance(spec, str):
+            continue
+        for col in _split_cols(spec):
+            try:
+                words = shlex.split(col)
+            except ValueError:
+                continue
+            if words and words[0].startswith("scalar:"):
+                words[0] = words[0][len("scalar:") :]
+                if not words[0]:
+                    words.pop(0)
+            if not words or words[0].startswith(("=", ".", "attr:", "flag:")):
+                continue
+            if words[0] in _QUALIFIERS:
+                continue
+            if words[0] == "last":
+                words.pop(0)
+            if not words:
+                continue
+            prefix, tag = words[0].split("#", 1) if "#" in words[0] else ("", words[0])
+            metric = (tag, "" if prefix in ("", GUILD_DIR) else prefix)
+            if tag and metric not in out:
+                out.append(metric)
+    return out
+
+
+def _split_cols(spec: str) -> list[str]:
+    """A colspec's columns: split at commas outside quotes."""
+    cols, buf, quote = [], [], ""
+    for ch in spec:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ",":
+            cols.append("".join(buf).strip())
+            buf = []
+            continue
+        buf.append(ch)
+    cols.append("".join(buf).strip())
+    return [c for c in cols if c]
+
+
 def format_operation(opref: Mapping[str, str]) -> str:
     """The operation as ``guild runs`` shows it (Guild 0.9 ``format_operation``).
 
@@ -295,6 +384,7 @@ class GuildRuns(RunSource):
         self._runs_dir = self._find_runs_dir()
         self._warned: dict[str, str] = {}
         self._fp_stats: tuple[str, list[Stat | None]] = ("", [])
+        self._guildfiles: dict[str, tuple[Any, Any]] = {}  # path -> (stat key, data)
 
     # -- finding runs --------------------------------------------------------
 
@@ -476,6 +566,12 @@ class GuildRuns(RunSource):
             extra["exit_status"] = exit_status
         if opref:
             extra["opref"] = opref
+        compare = self._compare(opref) if opref else None
+        if compare is None:
+            compare = values.get("compare")
+        metrics = compare_metrics(compare) if isinstance(compare, list) else []
+        if metrics:
+            extra[DECLARED] = tuple(metrics)
         if pid is not None:
             extra["pid"] = pid
 
@@ -492,6 +588,24 @@ class GuildRuns(RunSource):
             attrs=extra,
             user_flags=user_flags,
         )
+
+    def _compare(self, opref: Mapping[str, str]) -> list[Any] | None:
+        """The ``compare`` columns of the run's operation in its Guild file, as
+        Guild takes them (the file as it is now), or None."""
+        if opref.get("pkg_type") != "guildfile":
+            return None
+        path = opref.get("pkg_name", "")
+        st = self.fs.stat(path) if path else None
+        if st is None or not st.is_file:
+            return None
+        cached = self._guildfiles.get(path)
+        if cached is None or cached[0] != st.key:
+            try:
+                data = yaml.load(self.fs.read_text(path), Loader=_Loader)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                data = None  # Guild cannot read it either: the run's attr decides
+            cached = self._guildfiles[path] = (st.key, data)
+        return guildfile_compare(cached[1], opref.get("model_name", ""), opref.get("op_name", ""))
 
     def _status(
         self, guild: str, exit_status: int | None, started: float | None, settled: bool

@@ -19,10 +19,13 @@ final values as scalars, and the status follows the idle rule (``completed``
 once idle).  Missing wandb is reported once.
 
 Scalars shown once: a run logged with ``sync_tensorboard=True`` has ``tbrecord``
-records and wandb links its event files into ``files/``; the monitor shows
-those event files, so history rows that wandb made from them (rows carrying
-``global_step``) are dropped.  They are kept when no event file is under the
-run directory.
+records and wandb links its event files into ``files/``, laid out as in the
+user's logdir (seen with wandb 0.31: an offline run links them there and
+logs none of their scalars as history).  The monitor shows those event files,
+groups relative to ``files/`` (``Run.attrs["events_dir"]``), so history rows
+that wandb made from them (rows carrying ``global_step``, as an online run
+logs them) are dropped.  They are kept when no event file is under the run
+directory.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.report import Reporter, describe_error
 from runsmon.run import COMPLETED, ERROR, RUNNING, TERMINATED, Run, ScalarPoint
+from runsmon.runview import EVENTS_DIR
 from runsmon.sources.base import RunSource
 from runsmon.sources.flagsfiles import load_yaml
 
@@ -258,6 +262,8 @@ class WandbRuns(RunSource):
                 "wandb_id": wandb_id,
                 "log": log,
                 "tensorboard_synced": tb_synced,
+                # wandb mirrors a synced TensorBoard logdir in files/.
+                EVENTS_DIR: "files",
             },
             scalars=lambda: list(self.scalars(run_dir, log, tb_synced)),
             fingerprint=self.fingerprint(run_dir),

@@ -1,0 +1,170 @@
+"""A run as the dashboard shows it: the one definition the monitor and ``runsmon table`` share.
+
+A run's view is its hparams (the flags, flattened), the ones a user set, and
+its metrics as ``(tag, group)`` with their last values:
+
+- every scalar tag of every event file the run shows (see
+  :class:`~runsmon.runfiles.RunFiles`), the group being the file's directory
+  in the run ("" at its root); ``add_hparams``' metrics are at the root;
+- scalars a source knows outside event files (MLflow, wandb), each under the
+  tag it was logged as (``val/loss`` stays ``val/loss``);
+- not Lightning's ``hp_metric`` placeholder (a ``-1`` the user never replaced);
+- ``time``, the run's duration, once it ended (unless its files have their own);
+- where the run's tool declares its metrics (Guild's ``compare`` columns),
+  exactly those, and ``time``.
+
+Which metrics become the experiment's columns is then the
+:class:`~runsmon.hparams.Selection`'s business; a run's values stay what
+TensorBoard reads, so ``runsmon table`` shows what the dashboard does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Collection, Iterable
+
+from tensorboard.compat.proto import event_pb2
+
+from runsmon.events import scalar_value
+from runsmon.hparams import TIME_METRIC, Metric
+from runsmon.report import Reporter, describe_error
+from runsmon.run import FlagValue, Run, ScalarPoint
+from runsmon.runfiles import RunFiles
+
+TIME: Metric = (TIME_METRIC, "")
+#: Lightning's ``TensorBoardLogger`` logs ``hp_metric = -1`` until the user sets it.
+PLACEHOLDER_TAG = "hp_metric"
+PLACEHOLDER_VALUE = -1.0
+#: ``Run.attrs`` key of the metrics a run's tool declares (Guild's compare columns).
+DECLARED = "metrics"
+#: ``Run.attrs`` key of the directory (relative to the run's) that holds its
+#: TensorBoard logdir: groups are relative to it (wandb's ``files/``).
+EVENTS_DIR = "events_dir"
+
+
+@dataclasses.dataclass(slots=True)
+class RunView:
+    """What the dashboard shows of one run (its values: :func:`last_values`)."""
+
+    hparams: dict[str, FlagValue]
+    user_hparams: list[str]
+    metrics: frozenset[Metric]
+    own_time: bool  # its event files hold a root scalar ``time`` of their own
+
+
+def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
+    """The view of ``run`` given its scanned ``files`` and the metrics of its
+    scalars outside event files (``outside``, see :func:`point_metric`)."""
+    hparams = run.hparams()
+    found = files.metrics()
+    own_time = TIME in found
+    found.update(outside)
+    if any(tag == PLACEHOLDER_TAG for tag, _ in found):
+        found -= placeholders(files, found)
+    declared = declared_metrics(run)
+    metrics = set(declared) if declared is not None else found
+    if run.duration is not None or (own_time and declared is not None):
+        metrics.add(TIME)
+    return RunView(hparams, user_hparams(run, hparams), frozenset(metrics), own_time)
+
+
+def files_root(run: Run) -> str:
+    """The directory whose event files are the run's, groups relative to it."""
+    sub = run.attrs.get(EVENTS_DIR) if run.attrs else None
+    return f"{run.dir.rstrip('/')}/{sub}" if sub else run.dir
+
+
+def user_hparams(run: Run, hparams: Iterable[str]) -> list[str]:
+    """The hparams a user set: the run's user flags and what is nested in them."""
+    user = run.user_flags or ()
+    if not user:
+        return []
+    return [h for h in hparams if any(h == u or h.startswith(f"{u}.") for u in user)]
+
+
+def declared_metrics(run: Run) -> frozenset[Metric] | None:
+    """The metrics the run's tool declares for it, or None."""
+    declared = run.attrs.get(DECLARED) if run.attrs else None
+    return frozenset(declared) if declared else None
+
+
+def placeholders(files: RunFiles, metrics: Collection[Metric]) -> set[Metric]:
+    """``hp_metric`` metrics whose last value is Lightning's placeholder -1."""
+    values = files.last_values()
+    return {
+        m
+        for m in metrics
+        if m[0] == PLACEHOLDER_TAG and values.get(m, PLACEHOLDER_VALUE) == PLACEHOLDER_VALUE
+    }
+
+
+def is_placeholder_record(data: bytes) -> bool:
+    """Whether an event record is Lightning's ``hp_metric = -1`` at step 0.
+
+    Such records are left out of the copies runsmon makes of files holding
+    hparams summaries (where Lightning writes them), so the dashboard shows
+    no value the user never set.
+    """
+    if PLACEHOLDER_TAG.encode() not in data:
+        return False
+    try:
+        event = event_pb2.Event.FromString(data)
+    except Exception:  # not an event: kept as it is
+        return False
+    values = event.summary.value
+    return (
+        event.step == 0
+        and len(values) == 1
+        and values[0].tag == PLACEHOLDER_TAG
+        and scalar_value(values[0]) == PLACEHOLDER_VALUE
+    )
+
+
+def point_metric(point: ScalarPoint) -> Metric:
+    """The metric of a scalar a source knows outside event files: its tag as logged."""
+    return (point.tag, point.group)
+
+
+def last_values(
+    run: Run, files: RunFiles, points: Iterable[ScalarPoint] = ()
+) -> dict[Metric, float]:
+    """The last value of every scalar of the run, as TensorBoard shows it."""
+    values = files.last_values()
+    for m in placeholders(files, [m for m in values if m[0] == PLACEHOLDER_TAG]):
+        del values[m]  # left out of the copy TensorBoard reads
+    last: dict[Metric, tuple[int, float, float]] = {}
+    for p in points:
+        key = point_metric(p)
+        if key not in last or (p.step, p.wall_time) >= last[key][:2]:
+            last[key] = (p.step, p.wall_time, p.value)
+    values.update({k: v[2] for k, v in last.items()})
+    if run.duration is not None:
+        values.setdefault(TIME, run.duration)
+    return values
+
+
+def read_points(run: Run, name: str, reporter: Reporter) -> list[ScalarPoint] | None:
+    """The run's scalars outside event files (None: it has none, or they failed)."""
+    if run.scalars is None:
+        return None
+    try:
+        return list(run.scalars())
+    except Exception as e:  # a source's failure is one warning, never a stop
+        reporter.warn(run.id, "scalars", f"run {name}: scalars: {describe_error(e)}")
+        return None
+
+
+def report_file_errors(reporter: Reporter, run: Run, name: str, files: RunFiles) -> None:
+    """One warning per event file that could not be read (wholly or in part)."""
+    for f in files.files.values():
+        if f.scan.error:
+            reporter.warn(
+                run.id,
+                f"events:{f.path}",
+                f"run {name}: event file {f.rel}: {f.scan.error}; showing what could be read",
+            )
+    for path, cause in files.errors.items():
+        if cause != "vanished":  # deleted between listing and reading: no fault
+            rel = os.path.relpath(path, run.dir)
+            reporter.warn(run.id, f"file:{path}", f"run {name}: {rel}: {cause}; left out")
