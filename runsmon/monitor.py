@@ -697,44 +697,53 @@ class RunsMonitor:
             offsets[rel] = offset
 
     def _sync_scalars(self, st: _RunState) -> None:
-        """Write scalars a source knows outside event files (MLflow, wandb)."""
+        """Write scalars a source knows outside event files (MLflow, wandb).
+
+        Points are appended per metric: the manifest counts what is written
+        of each tag in each group, so a value appended to any metric (not only
+        the last one a source lists) is written once, where it belongs.
+        """
         points = runview.read_points(st.run, st.name, self.reporter)
         if points is None:
             return
-        by_group: dict[str, list[ScalarPoint]] = {}
+        by_group: dict[str, dict[str, list[ScalarPoint]]] = {}
         for p in points:
             # Each under the tag it was logged as: MLflow's "val/loss" is the
             # tag "val/loss" at the run's root, as a SummaryWriter writes it.
-            by_group.setdefault(runview.point_metric(p)[1], []).append(p)
-        counts: dict[str, int] = dict(st.manifest.state.get("scalars", {}))
-        if any(group not in by_group for group in counts):
+            tag, group = runview.point_metric(p)
+            by_group.setdefault(group, {}).setdefault(tag, []).append(p)
+        counts: dict[str, dict[str, int]] = {
+            g: dict(c) if isinstance(c, dict) else c
+            for g, c in st.manifest.state.get("scalars", {}).items()
+        }
+        if any(not isinstance(c, dict) or g not in by_group for g, c in counts.items()):
             # Written by an older layout (or its scalars were rewritten).
             self._reset(st, "its scalars were laid out anew")
             return
-        before = (dict(counts), st.manifest.state.get("synth_metrics"))
+        before = ({g: dict(c) for g, c in counts.items()}, st.manifest.state.get("synth_metrics"))
         synth: set[tuple[str, str]] = set()
         # Sources hand out a new Run when its scalars moved: this one is done once all are written.
         done: Run | None = st.run
-        for group, group_points in by_group.items():
-            have = counts.get(group, 0)
-            if len(group_points) < have:
+        for group, tags in by_group.items():
+            have = counts.get(group, {})
+            if any(len(tags.get(tag, ())) < n for tag, n in have.items()):
                 self._reset(st, "its scalars were rewritten")
                 return
-            synth.update(runview.point_metric(p) for p in group_points)
-            new = group_points[have:]
+            synth.update((tag, group) for tag in tags)
+            new = [p for tag, tag_points in tags.items() for p in tag_points[have.get(tag, 0) :]]
             if not new:
                 continue
             rel = f"{group}/{SCALARS_FILE}" if group else SCALARS_FILE
             data = events.encode_events(
                 [events.scalar_event(p.tag, p.value, p.step, p.wall_time) for p in new],
-                file_version=have == 0,
+                file_version=not have,
             )
             if self._try(
                 st,
                 "write",
                 lambda rel=rel, data=data: self.logdir.append_file(st.manifest, rel, data),
             ):
-                counts[group] = len(group_points)
+                counts[group] = {tag: len(tag_points) for tag, tag_points in tags.items()}
             else:
                 done = None
         st.scalars_of = done

@@ -131,3 +131,41 @@ def test_detection(store, tmp_path):
     # A store renamed: experiments with meta.yaml are enough.
     os.rename(store / "mlruns", tmp_path / "tracking")
     assert detect_kind(str(tmp_path / "tracking")) == "mlflow"
+
+
+def _logged_points(logdir: str) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] of every scalar runsmon wrote into ``logdir``."""
+    from runsmon.testing import iter_event_files, read_events
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in iter_event_files(logdir):
+        if "runsmon-scalars" not in path:
+            continue
+        for event in read_events(path):
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    out.setdefault(value.tag, []).append((event.step, round(value.simple_value, 6)))
+    return out
+
+
+def test_a_value_appended_to_any_metric_is_written_once_where_it_belongs(store, tmp_path):
+    # The file store lists a run's points metric by metric: a value appended
+    # to the first one must not shift what is written for the others.
+    from runsmon import RunsMonitor
+
+    logdir = str(tmp_path / "logdir")
+    monitor = RunsMonitor(logdir, MLflowRuns(str(store)), watch=False)
+    monitor.run_once()
+    first_metric = sorted(mlflow_store.RUNS[A]["metrics"])[0]
+    path = os.path.join(run_dir(store, A), "metrics", *first_metric.split("/"))
+    with open(path, "a") as f:
+        f.write(f"{int(T0 * 1000) + 9000} 0.125 9\n")
+    monitor.run_once()
+    run_logdir = os.path.join(logdir, monitor.run_names[A])
+    written = _logged_points(run_logdir)
+    expected = {
+        name: [(k, round(v, 6)) for k, v in enumerate(values)]
+        for name, values in mlflow_store.RUNS[A]["metrics"].items()
+    }
+    expected[first_metric].append((9, 0.125))
+    assert written == expected
