@@ -175,7 +175,7 @@ def test_cli_table_writes_files_and_checks_arguments(tmp_path):
 
 
 def _sweep(root: str, count: int = 12) -> dict[str, float]:
-    """``count`` runs of a sweep over lr and seed, many constant flags; {run: val/acc}."""
+    """``count`` runs of a sweep over lr and seed, many constant flags; {run: val#acc}."""
     accuracy = {}
     for i in range(count):
         lr, seed = (0.1, 0.01, 0.001)[i % 3], i // 3
@@ -218,7 +218,7 @@ def test_80_columns_show_differing_hparams_and_metrics(tmp_path):
     head = lines[0].split()
     # The swept hparams and the metrics are columns, before anything else.
     assert head[:2] == ["run", "status"] and head[2:4] == ["lr", "seed"], head
-    assert {"val/acc", "val/loss", "train/loss"} <= set(head), head
+    assert {"val#acc", "val#loss", "train#loss"} <= set(head), head
     # Constant hparams are one line (wrapped) under the table, with their values.
     start = next(i for i, line in enumerate(lines) if line.startswith("constant: "))
     constant = " ".join(lines[start:]).split("constant: ", 1)[1]
@@ -265,11 +265,11 @@ def test_sort_applies_before_limit(tmp_path):
     root = str(tmp_path / "sweep")
     accuracy = _sweep(root)
     best = sorted(accuracy, key=accuracy.get, reverse=True)[:3]
-    done = _table_cli(root, "--sort", "-val/acc", "--limit", "3", "--format", "json")
+    done = _table_cli(root, "--sort", "-val#acc", "--limit", "3", "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [r["id"] for r in rows] == best
-    assert [r["metrics"]["val/acc"] for r in rows] == pytest.approx(
+    assert [r["metrics"]["val#acc"] for r in rows] == pytest.approx(
         sorted(accuracy.values(), reverse=True)[:3]
     )
     # Without --sort, --limit keeps the newest runs, shown oldest first.
