@@ -10,6 +10,10 @@ Rules it keeps:
   never leaves the logdir; anything else found there is left alone.
 - Whole files are written to a temporary name and renamed, so a reader never
   sees half a file (also when the disk fills up).
+- One process at a time: a process holds an exclusive ``flock`` on
+  :data:`LOCK` for as long as it uses the logdir (the system drops it when
+  the process dies, however it dies), and a second process is refused before
+  it touches anything.
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("runsmon")
 
@@ -30,6 +41,9 @@ MARKER = ".runsmon"
 MANIFEST = ".runsmon-run.json"
 EXPERIMENT_PREFIX = ".runsmon-experiment-"
 TMP_PREFIX = ".runsmon-tmp-"
+#: The lock file: flocked by the process using the logdir; it holds that
+#: process's pid and command, so that a second one can name it.
+LOCK = ".runsmon-lock"
 FORMAT = 1
 _tmp_names = itertools.count()
 
@@ -97,6 +111,7 @@ class Logdir:
     def __init__(self, path: str, *, temporary: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.temporary = temporary
+        self._lock: _Lock | None = None
         self._claim()
 
     @classmethod
@@ -124,13 +139,15 @@ class Logdir:
         except OSError as e:
             raise LogdirError(f"cannot use logdir {path}: {e.strerror or e}") from None
         if MARKER in entries:
+            self._lock = _Lock.take(path)
             return
-        if entries:
+        if [n for n in entries if n != LOCK]:
             raise LogdirError(
                 f"logdir {path} is not empty and was not made by runsmon; "
                 "give an empty or new directory (nothing was changed)"
             )
         self._write_marker()
+        self._lock = _Lock.take(path)
 
     def _write_marker(self) -> None:
         text = json.dumps({"runsmon": FORMAT, "created": time.time()})
@@ -144,9 +161,12 @@ class Logdir:
         if not os.path.isdir(self.path):
             os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, MARKER)):
-            if os.listdir(self.path):
+            if [n for n in os.listdir(self.path) if n != LOCK]:
                 raise LogdirError(f"logdir {self.path} lost its runsmon marker; not touching it")
             self._write_marker()
+            if self._lock is not None:
+                self._lock.release()  # its file may be gone with the rest
+            self._lock = _Lock.take(self.path)
             return True
         return False
 
@@ -435,6 +455,95 @@ class Logdir:
         if not self.temporary:
             raise LogdirError("only a temporary logdir is removed whole")
         shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        """Let another process use the logdir (also done when this one exits)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class _Lock:
+    """An exclusive ``flock`` on a logdir's :data:`LOCK` file.
+
+    Held until :meth:`release` or until no :class:`Logdir` of this process
+    refers to it; the system drops it when the process dies.  Logdirs of one
+    process on one path share it (a monitor restarted in the same process is
+    no second user).
+    """
+
+    _held: weakref.WeakValueDictionary[str, _Lock] = weakref.WeakValueDictionary()
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._close = weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def take(cls, logdir: str) -> _Lock | None:
+        """Lock ``logdir``, or raise :class:`LogdirError` naming the process holding it.
+
+        None where the filesystem has no locks (nothing to hold then).
+        """
+        held = cls._held.get(logdir)
+        if held is not None and held._close.alive:
+            return held
+        if fcntl is None:  # pragma: no cover - Windows
+            return None
+        path = os.path.join(logdir, LOCK)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise LogdirError(f"cannot use logdir {logdir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise LogdirError(
+                f"logdir {logdir} is in use by another runsmon ({holder}); "
+                "stop that one or use another logdir (nothing was changed)"
+            ) from None
+        except OSError as e:  # a filesystem without locks: go on unlocked
+            os.close(fd)
+            log.debug("no lock on %s: %s", path, e)
+            return None
+        lock = cls(logdir, fd)
+        try:
+            text = json.dumps({"pid": os.getpid(), "command": _command()})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text.encode(), 0)
+        except OSError as e:  # the lock holds anyway; only the name is missing
+            log.debug("cannot write %s: %s", path, e)
+        cls._held[logdir] = lock
+        return lock
+
+    def release(self) -> None:
+        if self._held.get(self.path) is self:
+            del self._held[self.path]
+        self._close()
+
+
+def _command() -> str:
+    """This process's command line, short: ``runsmon serve --port 0 runs``."""
+    argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    if len(argv) >= 3 and argv[1] == "-m":
+        argv = argv[2:]  # python -m runsmon ...: runsmon ...
+    elif len(argv) >= 2 and os.path.basename(argv[0]).startswith("python"):
+        argv = argv[1:]  # python /path/bin/runsmon ...: runsmon ...
+    if argv:
+        argv[0] = os.path.basename(argv[0])
+    text = " ".join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _holder(fd: int) -> str:
+    """"pid 123: runsmon serve ..." from a lock file another process holds."""
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {int(data['pid'])}: {data.get('command') or '?'}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has just started"
 
 
 def _parents(rel: str) -> list[str]:
