@@ -538,7 +538,7 @@ def _command() -> str:
 
 
 def _holder(fd: int) -> str:
-    """"pid 123: runsmon serve ..." from a lock file another process holds."""
+    """Who holds a lock file, e.g. "pid 123: runsmon serve ..."."""
     try:
         data = json.loads(os.pread(fd, 4096, 0) or b"{}")
         return f"pid {int(data['pid'])}: {data.get('command') or '?'}"
