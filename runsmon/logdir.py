@@ -10,10 +10,10 @@ Rules it keeps:
   never leaves the logdir; anything else found there is left alone.
 - Whole files are written to a temporary name and renamed, so a reader never
   sees half a file (also when the disk fills up).
-- One process at a time: a process holds an exclusive ``flock`` on
-  :data:`LOCK` for as long as it uses the logdir (the system drops it when
-  the process dies, however it dies), and a second process is refused before
-  it touches anything.
+- One process at a time: a process holds an exclusive ``flock`` on the
+  marker for as long as it uses the logdir (the system drops it when the
+  process dies, however it dies), and a second process is refused before it
+  touches anything.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ MARKER = ".runsmon"
 MANIFEST = ".runsmon-run.json"
 EXPERIMENT_PREFIX = ".runsmon-experiment-"
 TMP_PREFIX = ".runsmon-tmp-"
-#: The lock file: flocked by the process using the logdir; it holds that
-#: process's pid and command, so that a second one can name it.
-LOCK = ".runsmon-lock"
 FORMAT = 1
 _tmp_names = itertools.count()
 
@@ -141,7 +138,7 @@ class Logdir:
         if MARKER in entries:
             self._lock = _Lock.take(path)
             return
-        if [n for n in entries if n != LOCK]:
+        if entries:
             raise LogdirError(
                 f"logdir {path} is not empty and was not made by runsmon; "
                 "give an empty or new directory (nothing was changed)"
@@ -150,8 +147,19 @@ class Logdir:
         self._lock = _Lock.take(path)
 
     def _write_marker(self) -> None:
+        """Write the marker unless another process just did (it is locked next)."""
         text = json.dumps({"runsmon": FORMAT, "created": time.time()})
-        self.write_atomic(os.path.join(self.path, MARKER), text.encode())
+        marker = os.path.join(self.path, MARKER)
+        tmp = os.path.join(self.path, f"{TMP_PREFIX}{os.getpid()}-marker")
+        self.write_atomic(tmp, text.encode())
+        try:
+            os.link(tmp, marker)  # never over one that is there: it may be locked
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here
+            os.replace(tmp, marker)
+            return
+        os.unlink(tmp)
 
     def ensure(self) -> bool:
         """Recreate the logdir (and its marker) if it was deleted under us.
@@ -161,11 +169,11 @@ class Logdir:
         if not os.path.isdir(self.path):
             os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, MARKER)):
-            if [n for n in os.listdir(self.path) if n != LOCK]:
+            if os.listdir(self.path):
                 raise LogdirError(f"logdir {self.path} lost its runsmon marker; not touching it")
             self._write_marker()
             if self._lock is not None:
-                self._lock.release()  # its file may be gone with the rest
+                self._lock.release()  # it locked the marker that went
             self._lock = _Lock.take(self.path)
             return True
         return False
@@ -465,12 +473,13 @@ class Logdir:
 
 
 class _Lock:
-    """An exclusive ``flock`` on a logdir's :data:`LOCK` file.
+    """An exclusive ``flock`` on a logdir's marker.
 
     Held until :meth:`release` or until no :class:`Logdir` of this process
     refers to it; the system drops it when the process dies.  Logdirs of one
     process on one path share it (a monitor restarted in the same process is
-    no second user).
+    no second user).  The holder's pid and command are written into the
+    marker, so that a second process can name it.
     """
 
     _held: weakref.WeakValueDictionary[str, _Lock] = weakref.WeakValueDictionary()
@@ -490,31 +499,37 @@ class _Lock:
             return held
         if fcntl is None:  # pragma: no cover - Windows
             return None
-        path = os.path.join(logdir, LOCK)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise LogdirError(f"cannot use logdir {logdir}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            os.close(fd)
-            raise LogdirError(
-                f"logdir {logdir} is in use by another runsmon ({holder}); "
-                "stop that one or use another logdir (nothing was changed)"
-            ) from None
-        except OSError as e:  # a filesystem without locks: go on unlocked
-            os.close(fd)
-            log.debug("no lock on %s: %s", path, e)
-            return None
+        path = os.path.join(logdir, MARKER)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                raise LogdirError(f"cannot use logdir {logdir}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise LogdirError(
+                    f"logdir {logdir} is in use by another runsmon ({holder}); "
+                    "stop that one or use another logdir (nothing was changed)"
+                ) from None
+            except OSError as e:  # a filesystem without locks: go on unlocked
+                os.close(fd)
+                log.debug("no lock on %s: %s", path, e)
+                return None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # locked a marker just replaced: lock the one there now
         lock = cls(logdir, fd)
         try:
-            text = json.dumps({"pid": os.getpid(), "command": _command()})
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, text.encode(), 0)
-        except OSError as e:  # the lock holds anyway; only the name is missing
-            log.debug("cannot write %s: %s", path, e)
+            _note_holder(fd)
+        except (OSError, ValueError) as e:  # the lock holds anyway; only the name is missing
+            log.debug("cannot name the holder in %s: %s", path, e)
         cls._held[logdir] = lock
         return lock
 
@@ -535,6 +550,19 @@ def _command() -> str:
         argv[0] = os.path.basename(argv[0])
     text = " ".join(argv)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _note_holder(fd: int) -> None:
+    """Add this process's pid and command to the marker, in place.
+
+    One write at offset 0, padded with spaces to the old length (JSON allows
+    them): a reader never sees the marker without its ``created`` time.
+    """
+    old = os.pread(fd, 65536, 0)
+    data = json.loads(old)
+    data.update(pid=os.getpid(), command=_command())
+    new = json.dumps(data).encode()
+    os.pwrite(fd, new.ljust(len(old)), 0)
 
 
 def _holder(fd: int) -> str:

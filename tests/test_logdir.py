@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from guild_fake import logdir_runs, make_guild_run
 
 from runsmon import RunsMonitor
-from runsmon.logdir import LOCK, MANIFEST, MARKER, Logdir, LogdirError
+from runsmon.logdir import MANIFEST, MARKER, Logdir, LogdirError
 from runsmon.sources.guild import GuildRuns
 
 
@@ -271,9 +272,10 @@ def test_logdirs_of_one_process_share_its_lock(tmp_path):
     Logdir(str(tmp_path))
 
 
-def test_the_lock_file_alone_is_not_a_users_file(tmp_path):
-    logdir = Logdir(str(tmp_path / "logdir"))
-    logdir.release()
-    os.remove(tmp_path / "logdir" / MARKER)  # what is left: the lock file
-    assert os.listdir(tmp_path / "logdir") == [LOCK]
-    Logdir(str(tmp_path / "logdir"))
+def test_the_lock_keeps_the_marker_whole(tmp_path):
+    Logdir(str(tmp_path)).release()
+    created = json.loads((tmp_path / MARKER).read_text())["created"]
+    Logdir(str(tmp_path))
+    data = json.loads((tmp_path / MARKER).read_text())
+    assert data["created"] == created and data["pid"] == os.getpid()
+    assert sorted(os.listdir(tmp_path)) == [MARKER]
