@@ -643,14 +643,14 @@ def serve(
         _check_run_name_flags(args, monitor)
         if args.once:
             return 0
-        _check_open_files(monitor, limits)
+        tb_options = _check_open_files(monitor, limits, args)
         monitor.on_new_columns = _say_new_columns
         monitor.start()
         if serving:
             from runsmon.serve import open_browser, start_tensorboard, wait_for_hparams
 
             url = start_tensorboard(
-                logdir.path, args.host, args.port, RELOAD_INTERVAL, options=args.tb_options
+                logdir.path, args.host, args.port, RELOAD_INTERVAL, options=tb_options
             )
             ready = wait_for_hparams(
                 url, sessions=lambda: len(monitor.run_names), timeout=60, stop=stop.is_set
@@ -699,15 +699,29 @@ def _check_run_name_flags(args: argparse.Namespace, monitor: Any) -> None:
     log.warning("--run-name-flags: no run has the %s %s", what, ", ".join(hints))
 
 
-def _check_open_files(monitor: Any, limits: tuple[int, int] | None) -> None:
-    """Say, once, when TensorBoard would run out of open files for these runs."""
+def _check_open_files(
+    monitor: Any, limits: tuple[int, int] | None, args: argparse.Namespace
+) -> list[str]:
+    """TensorBoard's options, with its Python loader where the fast one would run
+    out of open files (it keeps every event file open); said once, in one line."""
     from runsmon.serve import open_files_advice, open_files_needed
 
+    options = list(args.tb_options)
     if limits is None:
-        return
-    advice = open_files_advice(open_files_needed(monitor.event_files()), *limits)
+        return options
+    chosen = [o.partition("=")[2].lower() for o in options if o.startswith("--load_fast=")]
+    if chosen and chosen[-1] == "false":
+        return options  # the Python loader keeps no event file open
+    if args.no_tensorboard:
+        loader = None
+    else:
+        loader = "fast" if chosen and chosen[-1] == "true" else "fallback"
+    advice = open_files_advice(open_files_needed(monitor.event_files()), *limits, loader)
     if advice:
         log.warning("%s", advice)
+        if loader == "fallback":
+            options.append("--load_fast=false")
+    return options
 
 
 def metric_name(metric: tuple[str, str]) -> str:

@@ -165,12 +165,24 @@ def open_files_needed(event_files: int) -> int:
     return event_files + event_files // 10 + 64
 
 
-def open_files_advice(needed: int, soft: int, hard: int) -> str | None:
-    """One line on raising the limit when ``needed`` is more than ``soft``; else None.
+def open_files_advice(
+    needed: int, soft: int, hard: int, loader: str | None = "fallback"
+) -> str | None:
+    """One line when ``needed`` open files are more than the ``soft`` limit; else None.
+
+    ``loader`` says what runsmon does about it: ``"fallback"``, it serves
+    with TensorBoard's Python loader (it keeps no event file open, but loads
+    slower); ``"fast"``, the user chose the fast loader (-O load_fast=true);
+    None, runsmon serves no TensorBoard (a TensorBoard of the user's reads it).
 
     >>> print(open_files_advice(1165, 1024, 4096))
-    these runs need about 1165 open files in TensorBoard (it keeps every event file open),
-    more than the limit of 1024; raise it (ulimit -n 1165) before runsmon, ...
+    these runs need about 1165 open files in TensorBoard's fast loader, more than the limit
+    of 1024; serving them with its Python loader instead (slower to load); for the fast one,
+    raise the limit first (ulimit -n 1165)
+    >>> print(open_files_advice(30000, 20000, 20000, "fast"))
+    these runs need about 30000 open files in TensorBoard (it keeps every event file open),
+    more than the hard limit of 20000; raise it first (as root: ulimit -Hn 30000, or
+    /etc/security/limits.conf), or show fewer runs (--since, --limit)
     >>> open_files_advice(900, 1024, 4096) is None
     True
     """
@@ -178,17 +190,29 @@ def open_files_advice(needed: int, soft: int, hard: int) -> str | None:
 
     if soft == resource.RLIM_INFINITY or needed <= soft:
         return None
-    head = (
-        f"these runs need about {needed} open files in TensorBoard "
-        "(it keeps every event file open), more than the "
-    )
-    tail = "before runsmon, or show fewer runs (--since, --limit)"
     if hard != resource.RLIM_INFINITY and needed > hard:
+        limit = f"hard limit of {hard}"
+        how = f"as root: ulimit -Hn {needed}, or /etc/security/limits.conf"
+    else:
+        limit = f"limit of {soft}"
+        how = f"ulimit -n {needed}"
+    if loader is None:
         return (
-            f"{head}hard limit of {hard}; raise it as root (ulimit -Hn {needed}, "
-            f"or /etc/security/limits.conf) {tail}"
+            f"a TensorBoard on this logdir needs about {needed} open files (its fast loader "
+            f"keeps every event file open), more than the {limit} here; raise it ({how}) "
+            "or start TensorBoard with --load_fast=false"
         )
-    return f"{head}limit of {soft}; raise it (ulimit -n {needed}) {tail}"
+    if loader == "fast":
+        return (
+            f"these runs need about {needed} open files in TensorBoard (it keeps every event "
+            f"file open), more than the {limit}; raise it first ({how}), "
+            "or show fewer runs (--since, --limit)"
+        )
+    return (
+        f"these runs need about {needed} open files in TensorBoard's fast loader, more than "
+        f"the {limit}; serving them with its Python loader instead (slower to load); "
+        f"for the fast one, raise the limit first ({how})"
+    )
 
 
 def start_tensorboard(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from guild_fake import make_guild_run
 from tb import poll, request_json, session_groups_at
 
 from runsmon import demo
@@ -297,8 +298,49 @@ def test_runs_needing_more_open_files_than_the_hard_limit_are_said_once(tmp_path
         proc.wait(timeout=10)
     lines = (tmp_path / "err").read_text().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("runsmon: these runs need about 81 open files in TensorBoard")
-    assert "more than the hard limit of 64; raise it as root (ulimit -Hn 81" in lines[0]
+    assert lines[0].startswith("runsmon: a TensorBoard on this logdir needs about 81 open files")
+    assert "more than the hard limit of 64 here; raise it (as root: ulimit -Hn 81" in lines[0]
+
+
+def test_runs_past_the_open_files_limit_are_served_by_the_python_loader(tmp_path):
+    """Today's default loader keeps every event file open: past the limit it
+    drops them all and starts over, and the dashboard flips between a few
+    runs and none."""
+    import resource
+
+    runs = tmp_path / "runs"
+    for i in range(50):  # two event files each: a link and the session
+        make_guild_run(runs, run_id=f"{i:032x}", flags={"lr": i / 100})
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runsmon", "serve", "--port", "0", str(runs)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            m = re.search(r"TensorBoard at (\S+)/#hparams", line)
+            if m:
+                break
+        assert m, (tmp_path / "err").read_text()
+        seen = []
+        for _ in range(8):
+            seen.append(len(session_names(m.group(1))))
+            time.sleep(0.5)
+        assert seen == [50] * 8
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    lines = (tmp_path / "err").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "runsmon: these runs need about 175 open files in TensorBoard's fast loader, "
+        "more than the hard limit of 100; serving them with its Python loader instead"
+    )
 
 
 def test_bad_tensorboard_option_is_one_line(tmp_path):
