@@ -553,6 +553,40 @@ def test_demo_sweep_runs_and_cleans_up():
     assert not os.path.exists(sweep.root)
 
 
+def test_demo_works_from_an_installed_package(tmp_path):
+    """What a plain ``pip install .`` installs: the packages setuptools finds, nothing else."""
+    import shutil
+
+    from setuptools import find_packages
+
+    packages = find_packages(str(ROOT), include=["runsmon*"])
+    assert "runsmon.demo_project" in packages
+    site = tmp_path / "site"
+    for package in packages:
+        src = ROOT / package.replace(".", "/")
+        dst = site / package.replace(".", "/")
+        dst.mkdir(parents=True)
+        for f in src.glob("*.py"):
+            shutil.copy(f, dst / f.name)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    script = (
+        "import os, sys\n"
+        "from runsmon import demo\n"
+        "from runsmon.sources.guild import GuildRuns\n"
+        "assert demo.__file__.startswith(sys.argv[1]), demo.__file__\n"
+        "with demo.make_demo(running_seconds=1) as sweep:\n"
+        "    print(sorted(r.label for r in GuildRuns(sweep.runs_dir)()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(site)],
+        cwd=work, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(site)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sorted(demo.all_runs()))
+
+
 def test_parser_accepts_repeatable_globs():
     args = build_parser().parse_args(
         ["serve", "--hparam-include", "a*", "--hparam-include", "b*", "--metric-exclude", "x/*"]
