@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 import weakref
@@ -478,8 +477,8 @@ class _Lock:
     Held until :meth:`release` or until no :class:`Logdir` of this process
     refers to it; the system drops it when the process dies.  Logdirs of one
     process on one path share it (a monitor restarted in the same process is
-    no second user).  The holder's pid and command are written into the
-    marker, so that a second process can name it.
+    no second user).  Nothing is written for it: a second process names the
+    holder from ``/proc/locks``.
     """
 
     _held: weakref.WeakValueDictionary[str, _Lock] = weakref.WeakValueDictionary()
@@ -526,10 +525,6 @@ class _Lock:
                 break
             os.close(fd)  # locked a marker just replaced: lock the one there now
         lock = cls(logdir, fd)
-        try:
-            _note_holder(fd)
-        except (OSError, ValueError) as e:  # the lock holds anyway; only the name is missing
-            log.debug("cannot name the holder in %s: %s", path, e)
         cls._held[logdir] = lock
         return lock
 
@@ -539,39 +534,50 @@ class _Lock:
         self._close()
 
 
-def _command() -> str:
-    """This process's command line, short: ``runsmon serve --port 0 runs``."""
-    argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+def _holder(fd: int) -> str:
+    """Who holds the lock on the file open as ``fd``: "pid 123: runsmon serve ...".
+
+    Read from ``/proc/locks`` and the holder's ``/proc/<pid>/cmdline``
+    (Linux); nothing is written anywhere for it.
+    """
+    st = os.fstat(fd)
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:00:2387529 0 EOF"
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[0].endswith("->"):
+            continue
+        try:
+            major, minor, ino = fields[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(ino))
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if where == wanted and pid > 0:
+            return f"pid {pid}: {_command(pid)}"
+    return "another process"
+
+
+def _command(pid: int) -> str:
+    """A process's command line, short: ``runsmon serve --port 0 runs``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
     if len(argv) >= 3 and argv[1] == "-m":
         argv = argv[2:]  # python -m runsmon ...: runsmon ...
     elif len(argv) >= 2 and os.path.basename(argv[0]).startswith("python"):
         argv = argv[1:]  # python /path/bin/runsmon ...: runsmon ...
     if argv:
         argv[0] = os.path.basename(argv[0])
-    text = " ".join(argv)
+    text = " ".join(argv) or "?"
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _note_holder(fd: int) -> None:
-    """Add this process's pid and command to the marker, in place.
-
-    One write at offset 0, padded with spaces to the old length (JSON allows
-    them): a reader never sees the marker without its ``created`` time.
-    """
-    old = os.pread(fd, 65536, 0)
-    data = json.loads(old)
-    data.update(pid=os.getpid(), command=_command())
-    new = json.dumps(data).encode()
-    os.pwrite(fd, new.ljust(len(old)), 0)
-
-
-def _holder(fd: int) -> str:
-    """Who holds a lock file, e.g. "pid 123: runsmon serve ..."."""
-    try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"pid {int(data['pid'])}: {data.get('command') or '?'}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that has just started"
 
 
 def _parents(rel: str) -> list[str]:
