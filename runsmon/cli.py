@@ -10,6 +10,7 @@ import argparse
 import difflib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -533,14 +534,8 @@ def _check_logdir_arg(args: argparse.Namespace, paths: Sequence[str] | None) -> 
     if entries and MARKER not in entries:
         raise UsageError(
             f"--logdir is where runsmon writes its logdir, not the runs; to show the runs "
-            f"in {path}, give it as PATH: runsmon serve {_quote(path)}"
+            f"in {path}, give it as PATH: runsmon serve {shlex.quote(path)}"
         )
-
-
-def _quote(path: str) -> str:
-    import shlex
-
-    return shlex.quote(path)
 
 
 def _open_logdir(path: str | None) -> Logdir:
