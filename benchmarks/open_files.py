@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             "TensorBoard's data server keeps every event file open: 4 a run here "
             "(3 linked, 1 session) and about 9 of its own. `limit` is the soft and "
             "hard RLIMIT_NOFILE runsmon started with; the plugin is asked every second "
-            f"for {args.poll:.0f} s after the URL (longer for the largest case).\n\n" + text
+            f"for {args.poll:.0f} s after the URL (longer for the largest case). Where the "
+            "runs do not fit, the data server's count was taken just after it had dropped "
+            "every file, as it does in a loop.\n\n" + text
         )
         bench.write_results({"open-files": body})
     return 0
