@@ -538,6 +538,16 @@ def _check_logdir_arg(args: argparse.Namespace, paths: Sequence[str] | None) -> 
         )
 
 
+def _check_address(args: argparse.Namespace) -> None:
+    """A bad --host or a busy --port, said before anything else is done."""
+    from runsmon.serve import AddressError, check_address
+
+    try:
+        check_address(args.host, args.port)
+    except AddressError as e:
+        raise UsageError(str(e)) from None
+
+
 def _open_logdir(path: str | None) -> Logdir:
     try:
         return Logdir(path) if path else Logdir.create_temporary()
@@ -592,12 +602,7 @@ def serve(
         run_name_cb = _run_name_cb(args)
         serving = not (args.once or args.no_tensorboard)
         if serving:
-            from runsmon.serve import AddressError, check_address
-
-            try:
-                check_address(args.host, args.port)
-            except AddressError as e:
-                raise UsageError(str(e)) from None
+            _check_address(args)
         logdir = _open_logdir(getattr(args, "logdir", None))
         for s in sources:
             _say(args, f"runsmon: reading {s.describe()}")
@@ -781,6 +786,7 @@ def demo(args: argparse.Namespace) -> int:
     stop = threading.Event()
     startup = [True]
     _install_signal_handlers(stop, startup)
+    _check_address(args)  # before the runs are made
     if not args.quiet:
         print("runsmon: making the demo runs...", flush=True)
     try:

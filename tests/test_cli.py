@@ -190,14 +190,15 @@ def test_a_busy_port_is_said_before_the_first_sync(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        done = runsmon("serve", "--port", str(port), str(GUILD_RUNS))
-    assert done.returncode == 1, done
-    assert done.stdout == "", done.stdout  # no sync, no summary
-    lines = done.stderr.strip().splitlines()
-    assert lines == [
-        f"runsmon serve: error: port {port} on 127.0.0.1 is in use; "
-        "pick another with --port (0 picks a free one)"
-    ]
+        for command in (["serve", str(GUILD_RUNS)], ["demo"]):
+            done = runsmon(*command, "--port", str(port))
+            assert done.returncode == 1, done
+            assert done.stdout == "", done.stdout  # no sync, no summary, no demo runs
+            lines = done.stderr.strip().splitlines()
+            assert lines == [
+                f"runsmon {command[0]}: error: port {port} on 127.0.0.1 is in use; "
+                "pick another with --port (0 picks a free one)"
+            ]
 
 
 def test_runs_given_as_the_logdir_are_named_and_left_alone(tmp_path):
