@@ -7,8 +7,10 @@ what to do; no traceback for anything a user can cause.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -259,8 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run `runsmon COMMAND --help` for a command's options",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"runsmon {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    parser.set_defaults(_commands=sub.choices)
 
     serve = sub.add_parser(
         "serve",
@@ -272,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_options(serve)
     serve.add_argument(
-        "--logdir", help="logdir to keep (default: a temporary one, removed at exit)"
+        "--logdir",
+        help="where runsmon writes the logdir TensorBoard reads (not the runs: those are PATH; "
+        "default: a temporary one, removed at exit)",
     )
     serve.add_argument(
         "--interval",
@@ -367,14 +373,18 @@ class Progress:
         self.tty = stream.isatty() if tty is None else tty
         self.every = every
         self.clock = clock
-        self.started = clock()
-        self._last = self.started if not self.tty else 0.0
+        self.started: float | None = None  # the first call: reading starts then
+        self._last = 0.0
         self._drawn = False
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
         now = self.clock()
         with self._lock:
+            if self.started is None:
+                # Rates and plain lines count from the first run read, not
+                # from the listing (or a restart's reading) before it.
+                self.started = self._last = now
             if self.tty:
                 if now - self._last < 0.1 and done < total:
                     return
@@ -388,7 +398,7 @@ class Progress:
                 self.stream.flush()
 
     def _rate(self, done: int, now: float) -> str:
-        elapsed = max(now - self.started, 1e-6)
+        elapsed = max(now - (self.started if self.started is not None else now), 1e-6)
         return f"{done / elapsed:.0f} runs/s"
 
     def _draw(self, done: int, total: int, now: float) -> None:
@@ -515,6 +525,40 @@ def _run_name_cb(args: argparse.Namespace) -> Callable[..., str] | None:
     return flags_run_namer(names)
 
 
+def _check_logdir_arg(args: argparse.Namespace, paths: Sequence[str] | None) -> None:
+    """``runsmon serve --logdir RUNS`` with no PATH: RUNS meant as TensorBoard's --logdir.
+
+    runsmon's --logdir is where it writes; a directory that holds files of
+    its own and no runsmon marker is taken for the runs, and nothing is
+    written there.
+    """
+    from runsmon.logdir import MARKER
+
+    path = getattr(args, "logdir", None)
+    if not path or (paths if paths is not None else args.paths):
+        return
+    path = os.path.expanduser(path)
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        return  # missing (made) or unreadable (said when opened)
+    if entries and MARKER not in entries:
+        raise UsageError(
+            f"--logdir is where runsmon writes its logdir, not the runs; to show the runs "
+            f"in {path}, give it as PATH: runsmon serve {shlex.quote(path)}"
+        )
+
+
+def _check_address(args: argparse.Namespace) -> None:
+    """A bad --host or a busy --port, said before anything else is done."""
+    from runsmon.serve import AddressError, check_address
+
+    try:
+        check_address(args.host, args.port)
+    except AddressError as e:
+        raise UsageError(str(e)) from None
+
+
 def _open_logdir(path: str | None) -> Logdir:
     try:
         return Logdir(path) if path else Logdir.create_temporary()
@@ -552,26 +596,32 @@ def serve(
 ) -> int:
     """``runsmon serve``: sync, serve TensorBoard, follow the runs until a signal."""
     from runsmon.monitor import RunsMonitor
-    from runsmon.serve import RELOAD_INTERVAL, reset_delay
+    from runsmon.serve import RELOAD_INTERVAL, raise_open_files_limit, reset_delay
 
     stop = threading.Event()
     startup = [True]
     _install_signal_handlers(stop, startup)
+    # TensorBoard keeps every event file open; it and its data server
+    # inherit this process's limit.
+    limits = raise_open_files_limit()
     monitor: RunsMonitor | None = None
     logdir: Logdir | None = None
     progress: Progress | None = None
     try:
+        _check_logdir_arg(args, paths)
         source, filters, sources = _make_source(args, paths)
+        run_name_cb = _run_name_cb(args)
+        serving = not (args.once or args.no_tensorboard)
+        if serving:
+            _check_address(args)
+        logdir = _open_logdir(getattr(args, "logdir", None))
         for s in sources:
             _say(args, f"runsmon: reading {s.describe()}")
         if filters.active:
             _say(args, f"runsmon: showing runs with {filters.describe()}")
-        run_name_cb = _run_name_cb(args)
-        logdir = _open_logdir(getattr(args, "logdir", None))
         if not args.quiet:
             progress = Progress(sys.stderr)
             _handler.progress = progress
-        serving = not (args.once or args.no_tensorboard)
         monitor = RunsMonitor(
             logdir,
             source,
@@ -601,14 +651,17 @@ def serve(
             f"runsmon: {stats.runs} runs, {stats.sessions} sessions, {len(columns)} hparams, "
             f"{len(metrics)} metrics in {stats.seconds:.1f}s; logdir {logdir.path}",
         )
+        _check_run_name_flags(args, monitor)
         if args.once:
             return 0
+        tb_options = _check_open_files(monitor, limits, args)
+        monitor.on_new_columns = _say_new_columns
         monitor.start()
         if serving:
             from runsmon.serve import open_browser, start_tensorboard, wait_for_hparams
 
             url = start_tensorboard(
-                logdir.path, args.host, args.port, RELOAD_INTERVAL, options=args.tb_options
+                logdir.path, args.host, args.port, RELOAD_INTERVAL, options=tb_options
             )
             ready = wait_for_hparams(
                 url, sessions=lambda: len(monitor.run_names), timeout=60, stop=stop.is_set
@@ -636,6 +689,71 @@ def serve(
             logdir.destroy()
         if on_exit is not None:
             on_exit()
+
+
+def _check_run_name_flags(args: argparse.Namespace, monitor: Any) -> None:
+    """Say which --run-name-flags no run has (a typo names every run without it)."""
+    from runsmon.select import parse_flag_names
+
+    text = getattr(args, "run_name_flags", None)
+    if not text or not monitor.run_names:
+        return
+    have = monitor.hparam_names()
+    missing = [n for n in parse_flag_names(text) if n not in have]
+    if not missing:
+        return
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, sorted(have), n=1)
+        hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    what = "flag" if len(missing) == 1 else "flags"
+    log.warning("--run-name-flags: no run has the %s %s", what, ", ".join(hints))
+
+
+def _check_open_files(
+    monitor: Any, limits: tuple[int, int] | None, args: argparse.Namespace
+) -> list[str]:
+    """TensorBoard's options, with its Python loader where the fast one would run
+    out of open files (it keeps every event file open); said once, in one line."""
+    from runsmon.serve import open_files_advice, open_files_needed
+
+    options = list(args.tb_options)
+    if limits is None:
+        return options
+    chosen = [o.partition("=")[2].lower() for o in options if o.startswith("--load_fast=")]
+    if chosen and chosen[-1] == "false":
+        return options  # the Python loader keeps no event file open
+    if args.no_tensorboard:
+        loader = None
+    else:
+        loader = "fast" if chosen and chosen[-1] == "true" else "fallback"
+    advice = open_files_advice(open_files_needed(monitor.event_files()), *limits, loader)
+    if advice:
+        log.warning("%s", advice)
+        if loader == "fallback":
+            options.append("--load_fast=false")
+    return options
+
+
+def metric_name(metric: tuple[str, str]) -> str:
+    """A metric as the dashboard heads its column: GROUP/TAG, or TAG at the root.
+
+    >>> metric_name(("loss", "val")), metric_name(("time", ""))
+    ('val/loss', 'time')
+    """
+    tag, group = metric
+    return f"{group}/{tag}" if group else tag
+
+
+def _say_new_columns(hparam_names: list[str], metrics: list[tuple[str, str]]) -> None:
+    """A new column reaches an open dashboard only with a page reload: say so."""
+    names = [*hparam_names, *(metric_name(m) for m in metrics)]
+    if len(names) == 1:
+        text = f"new column {names[0]}: reload the page to see it"
+    else:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        text = f"new columns {shown}: reload the page to see them"
+    log.warning("%s", text)
 
 
 # -- table ----------------------------------------------------------------------------
@@ -690,6 +808,7 @@ def demo(args: argparse.Namespace) -> int:
     stop = threading.Event()
     startup = [True]
     _install_signal_handlers(stop, startup)
+    _check_address(args)  # before the runs are made
     if not args.quiet:
         print("runsmon: making the demo runs...", flush=True)
     try:
@@ -736,13 +855,66 @@ def _join_sort(argv: list[str]) -> list[str]:
     return out
 
 
+def version() -> str:
+    """The installed runsmon's version (the source's, when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("runsmon")
+    except metadata.PackageNotFoundError:
+        from runsmon import __version__
+
+        return __version__
+
+
+def _unknown(args: argparse.Namespace, extras: list[str]) -> str:
+    """One line for arguments no option takes: the command, and the close option.
+
+    >>> args = build_parser().parse_args(["serve"])
+    >>> _unknown(args, ["--refresh-interval", "5"])
+    'runsmon serve: error: unknown option --refresh-interval; did you mean --interval?'
+    """
+    prog = f"runsmon {args.command}" if getattr(args, "command", None) else "runsmon"
+    options = [x for x in extras if x.startswith("-") and x != "-"]
+    if not options:
+        return f"{prog}: error: unexpected {' '.join(extras)}; give PATHs together"
+    name = options[0].split("=", 1)[0]
+    command = getattr(args, "_commands", {}).get(getattr(args, "command", None))
+    known = [
+        o
+        for a in (command._actions if command is not None else ())
+        for o in a.option_strings
+        if o.startswith("--")
+    ]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+    if name.replace("_", "-") in known:
+        hint = f"did you mean {name.replace('_', '-')}?"
+    elif "_" in name and "-O" in known_short(command):  # TensorBoard's flags have "_"
+        hint = f"TensorBoard's options go as -O {name.lstrip('-')}=VALUE"
+    elif close:
+        hint = f"did you mean {close[0]}?"
+    else:
+        hint = f"see `{prog} --help`"
+    return f"{prog}: error: unknown option {name}; {hint}"
+
+
+def known_short(command: argparse.ArgumentParser | None) -> list[str]:
+    """The short options of a command (``-O``, ``-v``, ...)."""
+    if command is None:
+        return []
+    return [o for a in command._actions for o in a.option_strings if not o.startswith("--")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = _join_sort(list(sys.argv[1:] if argv is None else argv))
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    if extras:
+        print(_unknown(args, extras), file=sys.stderr)
+        return 2
     _setup_logging(args)
     try:
         if args.command == "serve":

@@ -1,6 +1,6 @@
 """``runsmon demo``: a small sweep of sample runs, made in a temporary directory.
 
-The runs come from ``sample_projects/demo/train.py``, run the way Guild runs
+The runs come from ``runsmon/demo_project/train.py``, run the way Guild runs
 a script (see :mod:`runsmon.testing`): float, int, string and boolean flags,
 metrics at the root (Guild's output scalars) and in ``train/`` and ``val/``,
 one run that fails, and one that is still running when the sweep is served
@@ -19,9 +19,7 @@ import time
 import uuid
 from typing import Any
 
-DEMO_PROJECT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_projects", "demo"
-)
+DEMO_PROJECT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_project")
 EPOCHS = 8
 
 #: label -> flags of the runs that complete.
@@ -99,9 +97,9 @@ def make_demo(root: str | None = None, running_seconds: float = 60.0) -> DemoSwe
     """
     from runsmon.testing import Project
 
-    if not os.path.isdir(DEMO_PROJECT):
+    if not os.path.isfile(os.path.join(DEMO_PROJECT, "train.py")):
         raise FileNotFoundError(
-            f"the demo project is not at {DEMO_PROJECT}; run the demo from a source checkout"
+            f"the demo project is not at {DEMO_PROJECT}; reinstall runsmon (pip install runsmon)"
         )
     owned = root is None
     root = root or tempfile.mkdtemp(prefix="runsmon-demo-")

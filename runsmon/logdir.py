@@ -10,6 +10,10 @@ Rules it keeps:
   never leaves the logdir; anything else found there is left alone.
 - Whole files are written to a temporary name and renamed, so a reader never
   sees half a file (also when the disk fills up).
+- One process at a time: a process holds an exclusive ``flock`` on the
+  marker for as long as it uses the logdir (the system drops it when the
+  process dies, however it dies), and a second process is refused before it
+  touches anything.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("runsmon")
 
@@ -97,6 +107,7 @@ class Logdir:
     def __init__(self, path: str, *, temporary: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.temporary = temporary
+        self._lock: _Lock | None = None
         self._claim()
 
     @classmethod
@@ -124,6 +135,7 @@ class Logdir:
         except OSError as e:
             raise LogdirError(f"cannot use logdir {path}: {e.strerror or e}") from None
         if MARKER in entries:
+            self._lock = _Lock.take(path)
             return
         if entries:
             raise LogdirError(
@@ -131,10 +143,22 @@ class Logdir:
                 "give an empty or new directory (nothing was changed)"
             )
         self._write_marker()
+        self._lock = _Lock.take(path)
 
     def _write_marker(self) -> None:
+        """Write the marker unless another process just did (it is locked next)."""
         text = json.dumps({"runsmon": FORMAT, "created": time.time()})
-        self.write_atomic(os.path.join(self.path, MARKER), text.encode())
+        marker = os.path.join(self.path, MARKER)
+        tmp = os.path.join(self.path, f"{TMP_PREFIX}{os.getpid()}-marker")
+        self.write_atomic(tmp, text.encode())
+        try:
+            os.link(tmp, marker)  # never over one that is there: it may be locked
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here
+            os.replace(tmp, marker)
+            return
+        os.unlink(tmp)
 
     def ensure(self) -> bool:
         """Recreate the logdir (and its marker) if it was deleted under us.
@@ -147,6 +171,9 @@ class Logdir:
             if os.listdir(self.path):
                 raise LogdirError(f"logdir {self.path} lost its runsmon marker; not touching it")
             self._write_marker()
+            if self._lock is not None:
+                self._lock.release()  # it locked the marker that went
+            self._lock = _Lock.take(self.path)
             return True
         return False
 
@@ -435,6 +462,122 @@ class Logdir:
         if not self.temporary:
             raise LogdirError("only a temporary logdir is removed whole")
         shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        """Let another process use the logdir (also done when this one exits)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class _Lock:
+    """An exclusive ``flock`` on a logdir's marker.
+
+    Held until :meth:`release` or until no :class:`Logdir` of this process
+    refers to it; the system drops it when the process dies.  Logdirs of one
+    process on one path share it (a monitor restarted in the same process is
+    no second user).  Nothing is written for it: a second process names the
+    holder from ``/proc/locks``.
+    """
+
+    _held: weakref.WeakValueDictionary[str, _Lock] = weakref.WeakValueDictionary()
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._close = weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def take(cls, logdir: str) -> _Lock | None:
+        """Lock ``logdir``, or raise :class:`LogdirError` naming the process holding it.
+
+        None where the filesystem has no locks (nothing to hold then).
+        """
+        held = cls._held.get(logdir)
+        if held is not None and held._close.alive:
+            return held
+        if fcntl is None:  # pragma: no cover - Windows
+            return None
+        path = os.path.join(logdir, MARKER)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError as e:
+                raise LogdirError(f"cannot use logdir {logdir}: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise LogdirError(
+                    f"logdir {logdir} is in use by another runsmon ({holder}); "
+                    "stop that one or use another logdir (nothing was changed)"
+                ) from None
+            except OSError as e:  # a filesystem without locks: go on unlocked
+                os.close(fd)
+                log.debug("no lock on %s: %s", path, e)
+                return None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # locked a marker just replaced: lock the one there now
+        lock = cls(logdir, fd)
+        cls._held[logdir] = lock
+        return lock
+
+    def release(self) -> None:
+        if self._held.get(self.path) is self:
+            del self._held[self.path]
+        self._close()
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock on the file open as ``fd``: "pid 123: runsmon serve ...".
+
+    Read from ``/proc/locks`` and the holder's ``/proc/<pid>/cmdline``
+    (Linux); nothing is written anywhere for it.
+    """
+    st = os.fstat(fd)
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:00:2387529 0 EOF"
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[0].endswith("->"):
+            continue
+        try:
+            major, minor, ino = fields[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(ino))
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if where == wanted and pid > 0:
+            return f"pid {pid}: {_command(pid)}"
+    return "another process"
+
+
+def _command(pid: int) -> str:
+    """A process's command line, short: ``runsmon serve --port 0 runs``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if len(argv) >= 3 and argv[1] == "-m":
+        argv = argv[2:]  # python -m runsmon ...: runsmon ...
+    elif len(argv) >= 2 and os.path.basename(argv[0]).startswith("python"):
+        argv = argv[1:]  # python /path/bin/runsmon ...: runsmon ...
+    if argv:
+        argv[0] = os.path.basename(argv[0])
+    text = " ".join(argv) or "?"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _parents(rel: str) -> list[str]:

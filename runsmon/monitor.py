@@ -102,6 +102,7 @@ class RunsMonitor:
         progress: Callable[[int, int], None] | None = None,
         selection: hparams.Selection | None = None,
         freeze_heap: bool = False,
+        on_new_columns: Callable[[list[str], list[hparams.Metric]], None] | None = None,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
@@ -120,6 +121,9 @@ class RunsMonitor:
         cyclic GC then never scans the monitor's long-lived state again (a
         full collection at 10,000 runs otherwise stalls a poll for ~150 ms).
         Process-wide, so for a process that is the monitor (``runsmon serve``)."""
+        self.on_new_columns = on_new_columns
+        """Called with the hparams and metrics an experiment adds to the one
+        before it (a dashboard already open shows them only once reloaded)."""
         self.last_stats = SyncStats()
 
         self._lock = threading.RLock()
@@ -129,6 +133,7 @@ class RunsMonitor:
         self._resets: dict[str, float] = {}  # run id -> when it may be written again
         self._experiment: tuple[str, bytes] | None = None  # (dirname, file bytes)
         self._experiment_gen = 0
+        self._experiment_names: frozenset[Any] | None = None  # its columns, once written here
         self._restored: dict[str, Manifest] = {}  # an earlier runsmon's runs, not yet seen
         self._dirty: set[str] = set()  # runs whose session may need writing
         self._kinds: dict[str, str] = {}  # column kinds the sessions were written for
@@ -269,6 +274,19 @@ class RunsMonitor:
         """The hparam columns and metrics the experiment declares now."""
         with self._lock:
             return self._columns.selected(self.selection)
+
+    def hparam_names(self) -> set[str]:
+        """Every hparam of any run, a column of the experiment or not."""
+        with self._lock:
+            return {c.name for c in self._columns.columns()}
+
+    def event_files(self) -> int:
+        """Event files the logdir links or holds: TensorBoard keeps each one open."""
+        with self._lock:
+            return (self._experiment is not None) + sum(
+                len(m.links) + len(m.copies) + sum("tfevents" in f for f in m.files)
+                for m in (st.manifest for st in self._runs.values())
+            )
 
     # -- the loop ----------------------------------------------------------------
 
@@ -972,6 +990,7 @@ class RunsMonitor:
         )
         if self._experiment is not None and self._experiment[1] == data:
             self._experiment_key = (self._columns.version, self.selection)
+            self._new_columns(selected, metrics)
             return
         self._experiment_gen += 1
         dirname = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
@@ -992,6 +1011,16 @@ class RunsMonitor:
         self._experiment = (dirname, data)
         self._experiment_key = (self._columns.version, self.selection)
         stats.experiment_written = True
+        self._new_columns(selected, metrics)
+
+    def _new_columns(self, columns: list[hparams.Column], metrics: list[hparams.Metric]) -> None:
+        """Tell ``on_new_columns`` what the experiment now has that it had not."""
+        names = frozenset([*(c.name for c in columns), *metrics])
+        old, self._experiment_names = self._experiment_names, names
+        if old is not None and names - old and self.on_new_columns is not None:
+            self.on_new_columns(
+                [c.name for c in columns if c.name not in old], [m for m in metrics if m not in old]
+            )
 
     # -- restart -----------------------------------------------------------------
 

@@ -9,9 +9,11 @@ it returns names that port.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
+import socket
 import sys
 import time
 import urllib.error
@@ -38,6 +40,15 @@ def reset_delay(reload_interval: float = RELOAD_INTERVAL) -> float:
     return 2 * reload_interval + 1
 
 
+#: TensorBoard flags runsmon sets itself: ``-O`` may not give them.
+OWN_OPTIONS = {
+    "logdir": "runsmon gives TensorBoard its own logdir; give the runs as PATH",
+    "logdir_spec": "runsmon gives TensorBoard its own logdir; give the runs as PATH",
+    "host": "use --host",
+    "port": "use --port",
+}
+
+
 def tensorboard_options(pairs: Sequence[str]) -> list[str]:
     """``-O NAME=VALUE`` pairs as TensorBoard flags.
 
@@ -47,14 +58,161 @@ def tensorboard_options(pairs: Sequence[str]) -> list[str]:
     Traceback (most recent call last):
     ...
     ValueError: -O window_title: expected NAME=VALUE, e.g. -O load_fast=false
+    >>> tensorboard_options(["logdir=/tmp/runs"])
+    Traceback (most recent call last):
+    ...
+    ValueError: -O logdir: runsmon gives TensorBoard its own logdir; give the runs as PATH
     """
     out = []
     for pair in pairs:
         name, sep, _ = pair.lstrip("-").partition("=")
         if not sep or not name:
             raise ValueError(f"-O {pair}: expected NAME=VALUE, e.g. -O load_fast=false")
+        if name in OWN_OPTIONS:
+            raise ValueError(f"-O {name}: {OWN_OPTIONS[name]}")
         out.append("--" + pair.lstrip("-"))
     return out
+
+
+class AddressError(ValueError):
+    """``--host`` names no address of this machine."""
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail early, in one line, where TensorBoard could not listen.
+
+    Raises :class:`AddressError` for a host that is no address of this
+    machine, :class:`TensorBoardError` for a port in use.  Port 0 (any free
+    one) is not checked.  TensorBoard still binds on its own: this only
+    looks first, before the first sync, and without TensorBoard's noise.
+
+    >>> check_address("256.1.1.1", 6006)
+    Traceback (most recent call last):
+    ...
+    runsmon.serve.AddressError: --host 256.1.1.1: not a host name or address ...
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise AddressError(
+            f"--host {host}: not a host name or address ({reason}); e.g. 127.0.0.1 or 0.0.0.0"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        if sys.platform != "win32":  # as TensorBoard's server does: TIME_WAIT is no use
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE and port:
+                raise TensorBoardError(
+                    f"port {port} on {host} is in use; "
+                    "pick another with --port (0 picks a free one)"
+                ) from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise AddressError(
+                    f"--host {host}: not an address of this machine; e.g. 127.0.0.1 or 0.0.0.0"
+                ) from None
+            if e.errno == errno.EACCES:
+                raise TensorBoardError(
+                    f"port {port} on {host} needs privileges; pick one above 1023 with --port"
+                ) from None
+            raise TensorBoardError(
+                f"cannot listen on {host} port {port}: {e.strerror or e}; check --host and --port"
+            ) from None
+
+
+def raise_open_files_limit() -> tuple[int, int] | None:
+    """Raise this process's soft limit of open files as far as the hard one allows.
+
+    TensorBoard's data server keeps every event file of the logdir open; it
+    and the in-process TensorBoard inherit the limit.  Returns (soft, hard)
+    as they are now, None where the system has no such limit.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    wanted = hard
+    if hard == resource.RLIM_INFINITY:
+        wanted = 1 << 20  # macOS refuses "infinity" for the soft limit
+    for target in (wanted, 10240):  # 10240: macOS's OPEN_MAX
+        if soft != resource.RLIM_INFINITY and soft >= target:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            continue
+        soft = target
+        break
+    return soft, hard
+
+
+def open_files_needed(event_files: int) -> int:
+    """Open files TensorBoard needs for a logdir of ``event_files`` event files.
+
+    Its data server keeps each one open; on top of them come its own files
+    and sockets and room for new runs.
+
+    >>> open_files_needed(800)
+    944
+    """
+    return event_files + event_files // 10 + 64
+
+
+def open_files_advice(
+    needed: int, soft: int, hard: int, loader: str | None = "fallback"
+) -> str | None:
+    """One line when ``needed`` open files are more than the ``soft`` limit; else None.
+
+    ``loader`` says what runsmon does about it: ``"fallback"``, it serves
+    with TensorBoard's Python loader (it keeps no event file open, but loads
+    slower); ``"fast"``, the user chose the fast loader (-O load_fast=true);
+    None, runsmon serves no TensorBoard (a TensorBoard of the user's reads it).
+
+    >>> print(open_files_advice(1165, 1024, 4096))
+    these runs need about 1165 open files in TensorBoard's fast loader, more than the limit
+    of 1024; serving them with its Python loader instead (slower to load); for the fast one,
+    raise the limit first (ulimit -n 1165)
+    >>> print(open_files_advice(30000, 20000, 20000, "fast"))
+    these runs need about 30000 open files in TensorBoard (it keeps every event file open),
+    more than the hard limit of 20000; raise it first (as root: ulimit -Hn 30000, or
+    /etc/security/limits.conf), or show fewer runs (--since, --limit)
+    >>> open_files_advice(900, 1024, 4096) is None
+    True
+    """
+    import resource
+
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return None
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        limit = f"hard limit of {hard}"
+        how = f"as root: ulimit -Hn {needed}, or /etc/security/limits.conf"
+    else:
+        limit = f"limit of {soft}"
+        how = f"ulimit -n {needed}"
+    if loader is None:
+        return (
+            f"a TensorBoard on this logdir needs about {needed} open files (its fast loader "
+            f"keeps every event file open), more than the {limit} here; raise it ({how}) "
+            "or start TensorBoard with --load_fast=false"
+        )
+    if loader == "fast":
+        return (
+            f"these runs need about {needed} open files in TensorBoard (it keeps every event "
+            f"file open), more than the {limit}; raise it first ({how}), "
+            "or show fewer runs (--since, --limit)"
+        )
+    return (
+        f"these runs need about {needed} open files in TensorBoard's fast loader, more than "
+        f"the {limit}; serving them with its Python loader instead (slower to load); "
+        f"for the fast one, raise the limit first ({how})"
+    )
 
 
 def start_tensorboard(

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tb import poll, session_groups_at
+from guild_fake import make_guild_run
+from tb import poll, request_json, session_groups_at
 
 from runsmon import demo
 from runsmon.cli import Progress, build_parser, main
@@ -133,6 +134,15 @@ def test_help_shows_an_example(command, capsys):
         (["table", __file__], "not a directory"),
         (["serve", "--run-name-flags", ",", "--once", str(GUILD_RUNS)], "--run-name-flags"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (
+            ["serve", "--refresh-interval", "5"],
+            "runsmon serve: error: unknown option --refresh-interval; did you mean --interval?",
+        ),
+        (["table", "--sortt", "x"], "runsmon table: error: unknown option --sortt; did you mean"),
+        (["serve", "--run_name_flags=lr"], "did you mean --run-name-flags?"),
+        (["serve", "--reload_interval", "2"], "options go as -O reload_interval=VALUE"),
+        (["serve", "-O", "logdir=/tmp/x"], "-O logdir: runsmon gives TensorBoard its own logdir"),
+        (["serve", "-O", "port=1"], "-O port: use --port"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(args, message):
@@ -164,6 +174,174 @@ def test_port_in_use_is_a_runtime_error(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0]
     assert "--port" in lines[0]
+
+
+def test_a_bad_host_is_said_to_be_the_host(tmp_path):
+    done = runsmon("serve", "--host", "256.1.1.1", "--port", "0", str(GUILD_RUNS))
+    assert done.returncode == 2, done
+    assert done.stdout == ""  # said before anything else
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--host 256.1.1.1: not a host name or address" in lines[0]
+    assert "-O" not in lines[0]
+
+
+def test_a_busy_port_is_said_before_the_first_sync(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        for command in (["serve", str(GUILD_RUNS)], ["demo"]):
+            done = runsmon(*command, "--port", str(port))
+            assert done.returncode == 1, done
+            assert done.stdout == "", done.stdout  # no sync, no summary, no demo runs
+            lines = done.stderr.strip().splitlines()
+            assert lines == [
+                f"runsmon {command[0]}: error: port {port} on 127.0.0.1 is in use; "
+                "pick another with --port (0 picks a free one)"
+            ]
+
+
+def test_runs_given_as_the_logdir_are_named_and_left_alone(tmp_path):
+    runs = tmp_path / "runs"
+    yaml_experiment.make(str(runs))
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in runs.rglob("*"))
+    env = dict(os.environ, GUILD_HOME=str(tmp_path / "no-guild-home"))
+    for extra in ([], ["--once", "--no-tensorboard"]):
+        done = runsmon("serve", *extra, "--logdir", str(runs), env=env)
+        assert done.returncode == 2, done
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert "--logdir is where runsmon writes its logdir, not the runs" in lines[0]
+        assert f"give it as PATH: runsmon serve {runs}" in lines[0]
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before
+
+
+def test_version():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    wanted = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
+    done = runsmon("--version")
+    assert done.returncode == 0 and done.stdout == f"runsmon {wanted}\n", done
+
+
+def test_run_name_flags_no_run_has_are_said_once(tmp_path):
+    done = runsmon(
+        "serve", "--once", "--no-tensorboard", "--run-name-flags", "lrr,optimizer",
+        "--logdir", str(tmp_path / "logdir"), str(GUILD_RUNS),
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    assert done.stderr == "runsmon: --run-name-flags: no run has the flag lrr (did you mean lr?)\n"
+
+
+def _limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-files limit")
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc")
+def test_serve_raises_the_open_files_limit_for_tensorboard(tmp_path):
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(hard, 200)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runsmon", "serve", "--port", "0", "-q", str(GUILD_RUNS)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lower,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "TensorBoard at" in proc.stdout.readline()
+        assert _limits(proc.pid) == (hard, hard)
+        children = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and f") S {proc.pid} " in _stat(p)
+        ]
+        for child in children:  # TensorBoard's data server inherits it
+            assert _limits(child)[0] == hard
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
+def _stat(p: Path) -> str:
+    try:
+        return (p / "stat").read_text()
+    except OSError:
+        return ""
+
+
+def test_runs_needing_more_open_files_than_the_hard_limit_are_said_once(tmp_path):
+    import resource
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))  # the 8 runs need about 81
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runsmon", "serve", "--no-tensorboard", str(GUILD_RUNS)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "in step" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    lines = (tmp_path / "err").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("runsmon: a TensorBoard on this logdir needs about 81 open files")
+    assert "more than the hard limit of 64 here; raise it (as root: ulimit -Hn 81" in lines[0]
+
+
+def test_runs_past_the_open_files_limit_are_served_by_the_python_loader(tmp_path):
+    """Today's default loader keeps every event file open: past the limit it
+    drops them all and starts over, and the dashboard flips between a few
+    runs and none."""
+    import resource
+
+    runs = tmp_path / "runs"
+    for i in range(50):  # two event files each: a link and the session
+        make_guild_run(runs, run_id=f"{i:032x}", flags={"lr": i / 100})
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runsmon", "serve", "--port", "0", str(runs)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            m = re.search(r"TensorBoard at (\S+)/#hparams", line)
+            if m:
+                break
+        assert m, (tmp_path / "err").read_text()
+        seen = []
+        for _ in range(8):
+            seen.append(len(session_names(m.group(1))))
+            time.sleep(0.5)
+        assert seen == [50] * 8
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    lines = (tmp_path / "err").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "runsmon: these runs need about 175 open files in TensorBoard's fast loader, "
+        "more than the hard limit of 100; serving them with its Python loader instead"
+    )
 
 
 def test_bad_tensorboard_option_is_one_line(tmp_path):
@@ -202,6 +380,26 @@ def test_serve_port_0_follows_runs_and_stops_on_signals(tmp_path):
     assert code == 0 and seconds < 2.0, (code, seconds, s.stderr)
     assert not logdir.exists()
     assert "Traceback" not in s.stderr
+
+
+def test_a_new_column_says_to_reload_the_page(tmp_path):
+    runs = tmp_path / "runs"
+    yaml_experiment.make(str(runs))
+    with serving(tmp_path, str(runs), "--port", "0", "--interval", "0.5") as s:
+        url = s.read_until(r"TensorBoard at (http://\S+)/#hparams").group(1)
+        write_text(str(runs / "run-c" / "config.yaml"), yaml.safe_dump({"newflag": 3}), T0)
+        write_events(str(runs / "run-c" / "train"), {"loss": [3.0]}, T0)
+        poll(
+            lambda: request_json(url + "/data/plugin/hparams/experiment", {"experimentName": ""}),
+            lambda exp: "newflag" in [h["name"] for h in exp["hparamInfos"]],
+            timeout=30,
+        )
+        poll(lambda: s.stderr, lambda err: "newflag" in err, timeout=10)
+        write_text(str(runs / "run-d" / "config.yaml"), yaml.safe_dump({"lr": 0.2}), T0)
+        write_events(str(runs / "run-d" / "train"), {"loss": [3.0]}, T0)  # no new column
+        poll(lambda: session_names(url), lambda names: len(names) == 4, timeout=30)
+        s.stop()
+    assert s.stderr == "runsmon: new column newflag: reload the page to see it\n"
 
 
 def test_open_and_sigint(tmp_path):
@@ -321,7 +519,7 @@ def test_plain_progress_lines_when_not_a_terminal():
     now = [0.0]
     stream = io.StringIO()
     progress = Progress(stream, tty=False, every=5.0, clock=lambda: now[0])
-    for done in range(1, 1001):
+    for done in range(0, 1001):
         now[0] = done * 0.02  # 50 runs/s: a line every 5 s
         progress(done, 1000)
     lines = stream.getvalue().splitlines()
@@ -333,6 +531,19 @@ def test_plain_progress_lines_when_not_a_terminal():
     ]
     progress.finish()
     assert "\r" not in stream.getvalue()
+
+
+def test_plain_progress_starts_after_some_reading():
+    """Listing the runs (or reading back a logdir) first takes no line and no rate."""
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(stream, tty=False, every=5.0, clock=lambda: now[0])
+    now[0] = 30.0  # the first run is read after a long listing
+    progress(1, 10000)
+    assert stream.getvalue() == ""
+    now[0] = 35.0
+    progress(2001, 10000)
+    assert stream.getvalue() == "runsmon: read 2001 of 10000 runs (400 runs/s)\n"
 
 
 def test_no_progress_when_not_a_terminal_and_quick():
@@ -367,6 +578,40 @@ def test_demo_sweep_runs_and_cleans_up():
             timeout=20,
         )
     assert not os.path.exists(sweep.root)
+
+
+def test_demo_works_from_an_installed_package(tmp_path):
+    """What a plain ``pip install .`` installs: the packages setuptools finds, nothing else."""
+    import shutil
+
+    from setuptools import find_packages
+
+    packages = find_packages(str(ROOT), include=["runsmon*"])
+    assert "runsmon.demo_project" in packages
+    site = tmp_path / "site"
+    for package in packages:
+        src = ROOT / package.replace(".", "/")
+        dst = site / package.replace(".", "/")
+        dst.mkdir(parents=True)
+        for f in src.glob("*.py"):
+            shutil.copy(f, dst / f.name)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    script = (
+        "import os, sys\n"
+        "from runsmon import demo\n"
+        "from runsmon.sources.guild import GuildRuns\n"
+        "assert demo.__file__.startswith(sys.argv[1]), demo.__file__\n"
+        "with demo.make_demo(running_seconds=1) as sweep:\n"
+        "    print(sorted(r.label for r in GuildRuns(sweep.runs_dir)()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(site)],
+        cwd=work, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(site)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(sorted(demo.all_runs()))
 
 
 def test_parser_accepts_repeatable_globs():

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from guild_fake import logdir_runs, make_guild_run
 
+from runsmon import RunsMonitor
 from runsmon.logdir import MANIFEST, MARKER, Logdir, LogdirError
+from runsmon.sources.guild import GuildRuns
 
 
 def test_new_and_empty_directories_are_claimed(tmp_path):
@@ -181,3 +187,93 @@ def test_temporary_logdirs_go_to_memory_unless_tmpdir_is_set(tmp_path, monkeypat
     assert temporary_root() == ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     assert temporary_root() is None  # the user's choice wins
+
+
+# -- one process at a time ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tree(root: Path) -> dict[str, tuple[str, int, int]]:
+    """Every entry under ``root`` (links not followed): kind, size, mtime."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            kind = "link" if os.path.islink(path) else "dir" if os.path.isdir(path) else "file"
+            out[os.path.relpath(path, root)] = (kind, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _runs(root: Path, ids: list[str]) -> Path:
+    for run_id in ids:
+        make_guild_run(root, run_id=run_id)
+    return root
+
+
+def _first_serving(tmp_path: Path, logdir: Path, runs: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runsmon", "serve", "--no-tensorboard", "--interval", "0.2",
+         "--logdir", str(logdir), str(runs)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=(tmp_path / "first.err").open("w"), text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "in step" in line:
+            return proc
+    raise AssertionError(f"the first runsmon did not start: {(tmp_path / 'first.err').read_text()}")
+
+
+def test_a_second_process_is_refused_naming_the_first_and_touches_nothing(tmp_path):
+    logdir = tmp_path / "logdir"
+    mine = _runs(tmp_path / "mine", ["a" * 32, "b" * 32])
+    other = _runs(tmp_path / "other", ["c" * 32])  # would replace the first's runs
+    first = _first_serving(tmp_path, logdir, mine)
+    try:
+        before = _tree(logdir)
+        assert len(logdir_runs(logdir)) == 2
+        second = subprocess.run(
+            [sys.executable, "-m", "runsmon", "serve", "--once", "--no-tensorboard",
+             "--logdir", str(logdir), str(other)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1, second
+        assert second.stdout == ""
+        lines = second.stderr.splitlines()
+        assert len(lines) == 1, second.stderr
+        assert f"logdir {logdir} is in use by another runsmon (pid {first.pid}: " in lines[0]
+        assert "runsmon serve --no-tensorboard" in lines[0]
+        assert _tree(logdir) == before
+        # An embedding program gets a clear error, not a logdir half replaced.
+        with pytest.raises(LogdirError, match=f"in use by another runsmon \\(pid {first.pid}"):
+            RunsMonitor(str(logdir), GuildRuns(str(other)))
+        assert _tree(logdir) == before
+    finally:
+        first.kill()  # SIGKILL: no chance to let go of anything
+        first.wait()
+    # The system dropped the lock with the process: the logdir is free again.
+    done = subprocess.run(
+        [sys.executable, "-m", "runsmon", "serve", "--once", "--no-tensorboard", "-q",
+         "--logdir", str(logdir), str(other)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert list(logdir_runs(logdir)) == ["c" * 32]
+
+
+def test_logdirs_of_one_process_share_its_lock(tmp_path):
+    first = Logdir(str(tmp_path))
+    second = Logdir(str(tmp_path))  # a monitor made again in the same process
+    first.release()
+    second.release()
+    Logdir(str(tmp_path))
+
+
+def test_locking_writes_nothing(tmp_path):
+    Logdir(str(tmp_path)).release()
+    before = (tmp_path / MARKER).read_bytes(), (tmp_path / MARKER).stat().st_mtime_ns
+    Logdir(str(tmp_path))
+    after = (tmp_path / MARKER).read_bytes(), (tmp_path / MARKER).stat().st_mtime_ns
+    assert after == before and os.listdir(tmp_path) == [MARKER]
