@@ -735,19 +735,11 @@ def _check_open_files(
     return options
 
 
-def metric_name(metric: tuple[str, str]) -> str:
-    """A metric as the dashboard heads its column: GROUP/TAG, or TAG at the root.
-
-    >>> metric_name(("loss", "val")), metric_name(("time", ""))
-    ('val/loss', 'time')
-    """
-    tag, group = metric
-    return f"{group}/{tag}" if group else tag
-
-
 def _say_new_columns(hparam_names: list[str], metrics: list[tuple[str, str]]) -> None:
     """A new column reaches an open dashboard only with a page reload: say so."""
-    names = [*hparam_names, *(metric_name(m) for m in metrics)]
+    from runsmon.hparams import metric_key
+
+    names = [*hparam_names, *(metric_key(m) for m in metrics)]
     if len(names) == 1:
         text = f"new column {names[0]}: reload the page to see it"
     else:
