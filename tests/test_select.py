@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from runsmon.monitor import RunsMonitor, _SupportsChanged
+from runsmon.monitor import RunsMonitor
 from runsmon.run import Run
 from runsmon.select import (
     Filters,
@@ -19,6 +19,7 @@ from runsmon.select import (
     parse_since,
     parse_statuses,
 )
+from runsmon.sources.base import Source
 from runsmon.sources.dirs import DirRuns
 from runsmon.sources.guild import GuildRuns
 from runsmon.testing import Project, write_attr
@@ -78,7 +79,8 @@ def test_run_filter_keeps_the_source_shape(tmp_path):
     source = GuildRuns(str(tmp_path))
     wrapped = filtered(source, Filters(statuses=frozenset({"completed"})))
     assert isinstance(wrapped, RunFilter)
-    assert isinstance(wrapped, _SupportsChanged)  # the monitor passes `changed` on
+    assert isinstance(wrapped, Source)  # the monitor passes `changed` on
+    assert wrapped.knows_roots
     assert wrapped.roots() == source.roots()
     assert wrapped.reporter is source.reporter
     assert wrapped.describe() == source.describe()
@@ -87,6 +89,7 @@ def test_run_filter_keeps_the_source_shape(tmp_path):
     plain = RunFilter(lambda: [_run("x", status="completed")], Filters(limit=1))
     assert [r.id for r in plain()] == ["x"] and plain.roots() == []
     assert [r.id for r in plain(changed={"/elsewhere"})] == ["x"]
+    assert not plain.knows_roots and not plain.shares_unchanged
 
 
 def test_filters_apply_live_in_a_monitor(tmp_path):
