@@ -6,7 +6,7 @@ live: a new run that matches shows up, a run whose label or status stops
 matching goes away.  It is a source itself (:class:`~runsmon.sources.base.Source`)
 with the wrapped source's ``roots()`` and ``changed`` support, so the monitor
 still watches the source's directories and re-reads only what a watcher
-reported.
+reported; and while the source hands back the same list, so does the filter.
 
 :func:`flags_run_namer` builds a ``run_name_cb`` that names runs by chosen
 flag values (``--run-name-flags lr,optimizer``), as ``guild tensorboard``
@@ -158,8 +158,11 @@ def _newest_first(run: Run) -> tuple[int, float, str]:
 class RunFilter:
     """A source with :class:`Filters` applied on every call.
 
-    Keeps the wrapped source's ``roots()``, ``describe()``, ``reporter`` and
-    ``changed`` argument, so the monitor treats it as the source itself.
+    Keeps the wrapped source's ``roots()``, ``describe()``, ``reporter``,
+    ``changed`` argument and ``shares_unchanged``, so the monitor treats it
+    as the source itself: while the source answers with the same list, the
+    filter answers with its same list, without filtering again; and a new
+    answer that keeps the very same runs is the same list too.
     """
 
     def __init__(self, source: Callable[..., Any], filters: Filters) -> None:
@@ -167,7 +170,8 @@ class RunFilter:
         self.filters = filters
         self.reporter: Reporter = self.source.reporter
         self.knows_roots = self.source.knows_roots
-        self.shares_unchanged = False
+        self.shares_unchanged = self.source.shares_unchanged
+        self._last: tuple[object, list[Run]] | None = None  # (source's answer, ours)
 
     def roots(self) -> list[str]:
         return self.source.roots()
@@ -176,7 +180,21 @@ class RunFilter:
         return self.source.describe()
 
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
-        return self.filters.apply([r for r in self.source(changed) if isinstance(r, Run)])
+        out = self.source(changed)
+        last = self._last
+        if self.shares_unchanged and last is not None and out is last[0]:
+            return last[1]
+        runs = self.filters.apply([r for r in out if isinstance(r, Run)])
+        if (
+            self.shares_unchanged
+            and last is not None
+            and len(runs) == len(last[1])
+            and all(a is b for a, b in zip(runs, last[1], strict=True))
+        ):
+            runs = last[1]
+        if self.shares_unchanged:
+            self._last = (out, runs)
+        return runs
 
 
 def filtered(source: Callable[..., Any], filters: Filters) -> Callable[..., Any]:
