@@ -166,6 +166,7 @@ def test_port_in_use_is_a_runtime_error(tmp_path):
     assert "--port" in lines[0]
 
 
+@pytest.mark.tb
 def test_bad_tensorboard_option_is_one_line(tmp_path):
     done = runsmon("serve", "--port", "0", "-O", "no_such_flag=1", str(GUILD_RUNS))
     assert done.returncode == 1, done
@@ -176,6 +177,7 @@ def test_bad_tensorboard_option_is_one_line(tmp_path):
 # -- serving ----------------------------------------------------------------------
 
 
+@pytest.mark.tb
 def test_serve_port_0_follows_runs_and_stops_on_signals(tmp_path):
     runs = tmp_path / "runs"
     yaml_experiment.make(str(runs))
@@ -346,6 +348,7 @@ def test_no_progress_when_not_a_terminal_and_quick():
 # -- demo ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_sweep_runs_and_cleans_up():
     with demo.make_demo(running_seconds=3) as sweep:
         runs = {r.label: r for r in GuildRuns(sweep.runs_dir)()}
