@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BENCH_RUNS ?= 1000
 SOAK_S ?= 60
 
-.PHONY: demo test lint bench soak screenshot clean
+.PHONY: demo test test-fast lint bench soak screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("runsmon needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -20,6 +20,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check runsmon tests benchmarks sample_projects
 	$(PY) -m pytest -q
+
+# The unit layer: no TensorBoard, browser, soak or slow test (markers in pyproject.toml).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not tb and not browser and not soak and not slow"
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check runsmon tests benchmarks sample_projects

@@ -166,12 +166,15 @@ def write_run(
     running_pid: int | None = None,
     started: float | None = None,
 ) -> GenRun:
-    """One Guild-layout run; running (a LOCK naming ``running_pid``) or ended."""
+    """One Guild-layout run; running (a LOCK naming ``running_pid``) or ended.
+
+    Written by :func:`runsmon.testing.make_guild_run`; the event files are
+    framed here, by hand (TensorBoard's own writer is too slow for 10,000 runs).
+    """
+    # Imported here: the measured monitor process imports only what it uses.
+    from runsmon.testing import make_guild_run
+
     run_id = f"{rng.getrandbits(128):032x}"
-    run_dir = os.path.join(runs_dir, run_id)
-    guild = os.path.join(run_dir, ".guild")
-    attrs = os.path.join(guild, "attrs")
-    os.makedirs(attrs)
     flags = {
         "batch_size": rng.choice((16, 32, 64, 128)),
         "dropout": round(rng.uniform(0.0, 0.5), 2),
@@ -182,37 +185,47 @@ def write_run(
     }
     start = started if started is not None else 1_700_000_000.0 + index * 60
     started_us = int(start * 1_000_000)
-    label = " ".join(f"{k}={v}" for k, v in flags.items())
-    _write(os.path.join(attrs, "id"), run_id + "\n")
-    _write(os.path.join(attrs, "initialized"), f"{started_us - 500_000}\n")
-    _write(os.path.join(attrs, "flags"), "".join(f"{k}: {v}\n" for k, v in flags.items()))
-    _write(os.path.join(attrs, "label"), label + "\n")
-    _write(os.path.join(attrs, "sourcecode_digest"), f"{rng.getrandbits(128):032x}\n")
-    _write(os.path.join(attrs, "host"), "bench\n")
-    _write(os.path.join(attrs, "user"), "bench\n")
-    _write(os.path.join(attrs, "cmd"), "- python\n- -um\n- train\n")
-    _write(os.path.join(guild, "opref"), "script:/bench/project '' '' train.py\n")
-    _write(os.path.join(attrs, "started"), f"{started_us}\n")
-    if running_pid is not None:
-        _write(os.path.join(guild, "LOCK"), str(running_pid))
+    attrs = {
+        "initialized": started_us - 500_000,
+        "sourcecode_digest": f"{rng.getrandbits(128):032x}",
+        "host": "bench",
+        "user": "bench",
+        "cmd": ["python", "-um", "train"],
+    }
     name = f"events.out.tfevents.{int(start)}.bench.{index}.0"
+    event_files = {}
     for group in ("", "train", "val"):
-        directory = os.path.join(run_dir, group) if group else run_dir
-        os.makedirs(directory, exist_ok=True)
         tags = ("loss", "acc") if group else ("loss", "acc", "lr")
-        _write(os.path.join(directory, name), event_file_bytes(rng, start, tags, STEPS))
+        event_files[f"{group}/{name}" if group else name] = event_file_bytes(
+            rng, start, tags, STEPS
+        )
     if running_pid is None:
-        finish_run(run_dir, start + rng.uniform(60, 3600), 0 if rng.random() < 0.95 else 1)
+        stopped = start + rng.uniform(60, 3600)
+        status = "completed" if rng.random() < 0.95 else "error"
+    else:
+        stopped, status = start, "running"
+    run_dir = make_guild_run(
+        runs_dir,
+        run_id,
+        flags,
+        status=status,
+        scalars={},
+        label=" ".join(f"{k}={v}" for k, v in flags.items()),
+        started=start,
+        duration=stopped - start,
+        project="/bench/project",
+        attrs=attrs,
+        event_files=event_files,
+        pid=running_pid,
+    )
     return GenRun(run_id, run_dir)
 
 
 def finish_run(run_dir: str, stopped: float, exit_status: int = 0) -> None:
     """What Guild writes when a run ends: exit_status, stopped, LOCK removed."""
-    attrs = os.path.join(run_dir, ".guild", "attrs")
-    _write(os.path.join(attrs, "exit_status"), f"{exit_status}\n")
-    _write(os.path.join(attrs, "stopped"), f"{int(stopped * 1_000_000)}\n")
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(run_dir, ".guild", "LOCK"))
+    from runsmon.testing import finish_guild_run
+
+    finish_guild_run(run_dir, exit_status, int(stopped * 1_000_000))
 
 
 def generated_runs(n: int, seed: int) -> str:

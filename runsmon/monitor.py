@@ -19,8 +19,8 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from runsmon import events, hparams, runview
 from runsmon.fs import LOCAL, FileSystem
@@ -29,6 +29,7 @@ from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run, ScalarPoint
 from runsmon.runfiles import FILTER, LINK, RunFiles
+from runsmon.sources.base import as_source
 from runsmon.watch import Watcher
 
 log = logging.getLogger("runsmon")
@@ -106,6 +107,7 @@ class RunsMonitor:
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
+        self.source = as_source(list_runs_cb)
         self.interval = interval
         self.run_name_cb = run_name_cb or default_run_name
         self.watch = watch
@@ -113,7 +115,7 @@ class RunsMonitor:
         self.reset_delay = reset_delay
         self.callback_timeout = callback_timeout
         self.fs = fs
-        self.reporter = reporter or getattr(list_runs_cb, "reporter", None) or Reporter()
+        self.reporter = reporter or self.source.reporter
         self.progress = progress
         self.selection = selection or hparams.Selection()
         self.freeze_heap = freeze_heap
@@ -331,8 +333,7 @@ class RunsMonitor:
         return set(self._roots())
 
     def _roots(self) -> list[str]:
-        roots = getattr(self.list_runs_cb, "roots", None)
-        return list(roots()) if callable(roots) else []
+        return self.source.roots()
 
     def _polled_paths(self) -> set[str]:
         """What a poll re-checks where nothing is watched: roots, unended runs.
@@ -359,7 +360,7 @@ class RunsMonitor:
         keys = set()
         if not run.ended:
             keys.add((run.dir, True))
-        if not callable(getattr(self.list_runs_cb, "roots", None)):
+        if not self.source.knows_roots:
             keys.add((os.path.dirname(os.path.normpath(run.dir)), False))
         self._set_watch_keys(run.id, frozenset(keys))
 
@@ -466,12 +467,11 @@ class RunsMonitor:
         if self._pending_call is not None and self._pending_call.is_alive():
             return None  # still stuck in an earlier call; reported already
         result: dict[str, Any] = {}
-        cb = self.list_runs_cb
-        takes_changed = isinstance(cb, _SupportsChanged)
+        cb = self.source
 
         def call() -> None:
             try:
-                out = cb(changed) if takes_changed and changed is not None else cb()
+                out = cb(changed)
                 result["out"] = out
                 result["runs"] = out if type(out) is list else list(out)
             except BaseException as e:  # report whatever the callback raised
@@ -500,9 +500,7 @@ class RunsMonitor:
             return None
         self.reporter.clear("callback", "error")
         # Our sources hand back the very same list while nothing changed.
-        self._same_listing = result["out"] is self._last_out and getattr(
-            cb, "shares_unchanged", False
-        )
+        self._same_listing = result["out"] is self._last_out and cb.shares_unchanged
         if self._same_listing:
             return self._last_runs
         self._last_out = result["out"]
@@ -1112,15 +1110,6 @@ class RunsMonitor:
             del self._restored[run_id]
             self._namer.release(run_id)
             self._remove_manifest(manifest)
-
-
-@runtime_checkable
-class _SupportsChanged(Protocol):
-    """A source that can re-check only what a watcher reported."""
-
-    def __call__(self, changed: Collection[str] | None = None) -> list[Run]: ...
-
-    def roots(self) -> list[str]: ...
 
 
 def _session_key(encoded: Mapping[str, Any], name: str, started: float | None) -> str:

@@ -3,9 +3,10 @@
 :class:`RunFilter` wraps a source and applies ``--operation``, ``--label``,
 ``--status``, ``--since`` and ``--limit`` on every call, so the filters apply
 live: a new run that matches shows up, a run whose label or status stops
-matching goes away.  It keeps the source's ``roots()`` and ``changed``
-support, so the monitor still watches the source's directories and re-reads
-only what a watcher reported.
+matching goes away.  It is a source itself (:class:`~runsmon.sources.base.Source`)
+with the wrapped source's ``roots()`` and ``changed`` support, so the monitor
+still watches the source's directories and re-reads only what a watcher
+reported; and while the source hands back the same list, so does the filter.
 
 :func:`flags_run_namer` builds a ``run_name_cb`` that names runs by chosen
 flag values (``--run-name-flags lr,optimizer``), as ``guild tensorboard``
@@ -26,6 +27,7 @@ from runsmon.hparams import value_text
 from runsmon.naming import format_started, run_name
 from runsmon.report import Reporter
 from runsmon.run import STATUSES, Run
+from runsmon.sources.base import Source, as_source
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -156,35 +158,43 @@ def _newest_first(run: Run) -> tuple[int, float, str]:
 class RunFilter:
     """A source with :class:`Filters` applied on every call.
 
-    Keeps the wrapped source's ``roots()``, ``describe()``, ``reporter`` and
-    ``changed`` argument, so the monitor treats it as the source itself.
+    Keeps the wrapped source's ``roots()``, ``describe()``, ``reporter``,
+    ``changed`` argument and ``shares_unchanged``, so the monitor treats it
+    as the source itself: while the source answers with the same list, the
+    filter answers with its same list, without filtering again; and a new
+    answer that keeps the very same runs is the same list too.
     """
 
     def __init__(self, source: Callable[..., Any], filters: Filters) -> None:
-        self.source = source
+        self.source: Source = as_source(source)
         self.filters = filters
-        self.reporter: Reporter = getattr(source, "reporter", None) or Reporter()
-        self._takes_changed = callable(getattr(source, "roots", None))
+        self.reporter: Reporter = self.source.reporter
+        self.knows_roots = self.source.knows_roots
+        self.shares_unchanged = self.source.shares_unchanged
+        self._last: tuple[object, list[Run]] | None = None  # (source's answer, ours)
 
     def roots(self) -> list[str]:
-        roots = getattr(self.source, "roots", None)
-        return list(roots()) if callable(roots) else []
+        return self.source.roots()
 
     def describe(self) -> str:
-        describe = getattr(self.source, "describe", None)
-        return describe() if callable(describe) else repr(self.source)
-
-    @property
-    def sources(self) -> list[Any]:
-        """The wrapped sources (what ``runsmon serve`` names at startup)."""
-        return list(getattr(self.source, "sources", [self.source]))
+        return self.source.describe()
 
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
-        if changed is not None and self._takes_changed:
-            runs = self.source(changed)
-        else:
-            runs = self.source()
-        return self.filters.apply([r for r in runs if isinstance(r, Run)])
+        out = self.source(changed)
+        last = self._last
+        if self.shares_unchanged and last is not None and out is last[0]:
+            return last[1]
+        runs = self.filters.apply([r for r in out if isinstance(r, Run)])
+        if (
+            self.shares_unchanged
+            and last is not None
+            and len(runs) == len(last[1])
+            and all(a is b for a, b in zip(runs, last[1], strict=True))
+        ):
+            runs = last[1]
+        if self.shares_unchanged:
+            self._last = (out, runs)
+        return runs
 
 
 def filtered(source: Callable[..., Any], filters: Filters) -> Callable[..., Any]:

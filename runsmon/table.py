@@ -26,6 +26,7 @@ from runsmon.naming import RunNamer, default_run_name, format_started, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.run import FlagValue, Run
 from runsmon.runfiles import RunFiles
+from runsmon.sources.base import as_source
 
 FORMATS = ("table", "csv", "json")
 RUN = "run"
@@ -154,7 +155,7 @@ def collect(
 ) -> RunsTable:
     """Read every run ``source`` lists once and build the table."""
     selection = selection or hparams.Selection()
-    reporter = reporter or getattr(source, "reporter", None) or Reporter()
+    reporter = reporter or as_source(source).reporter
     name_cb = run_name_cb or default_run_name
     namer = RunNamer()
     columns = hparams.Columns()

@@ -1,4 +1,11 @@
-"""Shared fixtures: a factory of real TensorBoard processes, and test options."""
+"""Shared fixtures: a factory of real TensorBoard processes, test options and markers.
+
+A test that uses a fixture of :data:`TB_FIXTURES` (directly or through another
+fixture) is marked ``tb`` here, so ``make test-fast`` (``-m "not tb and not
+browser and not soak and not slow"``) leaves it out without anyone
+remembering to mark it.  A test that starts a :class:`tb.TensorBoardProcess`
+itself must be marked ``tb``: an unmarked one fails, saying so.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,40 @@ import pytest
 from tb import TensorBoardProcess
 
 TensorBoardFactory = Callable[..., TensorBoardProcess]
+
+#: Fixtures that start TensorBoard: the tests using them are marked ``tb``.
+TB_FIXTURES = frozenset({"tensorboard", "tensorboard_session"})
+#: Doctest files (which cannot carry a marker) marked ``slow``: this one has
+#: MLflow and wandb write a project each.
+SLOW_DOCTESTS = frozenset({"docs/sources.md"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tb)
+        if item.nodeid.partition("::")[0] in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)
+
+
+_marked_tb = True  # whether the test being set up may start TensorBoard
+_start = TensorBoardProcess.start
+
+
+def _checked_start(self: TensorBoardProcess, *args: object, **kwargs: object) -> object:
+    if not _marked_tb:
+        pytest.fail(
+            "this test starts TensorBoard: mark it @pytest.mark.tb or use the tensorboard fixture"
+        )
+    return _start(self, *args, **kwargs)
+
+
+TensorBoardProcess.start = _checked_start  # type: ignore[method-assign]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _marked_tb
+    _marked_tb = item.get_closest_marker("tb") is not None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,109 +1,38 @@
 """Guild-layout runs written straight to disk (no scripts run), and logdir readers.
 
-``make_guild_run`` lays a run out as Guild 0.9 does (``.guild/attrs/*`` YAML,
-``.guild/opref``, ``LOCK`` with a pid while running, scalars in
-``.guild/events.out.tfevents.*``), fast enough to make thousands of runs.
-Event files are framed with TensorBoard's own ``RecordWriter``.
+The writers are :mod:`runsmon.testing`'s (one writer of fake Guild runs for
+the tests, the doctests and the benchmark), named here as the tests import
+them; the readers below read a logdir back.
 """
 
 from __future__ import annotations
 
 import os
-import time
-import uuid
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hp_metadata
-from tensorboard.summary.writer.record_writer import RecordWriter
 
 from runsmon import events
-from runsmon.testing import encode_yaml, read_events
+from runsmon.testing import (
+    Points,
+    event_bytes,
+    make_guild_run,
+    read_events,
+    write_attr,
+    write_event_file,
+)
 
-Points = Sequence[tuple[int, float]]
-
-_STATUS_EXIT = {"completed": 0, "error": 1, "terminated": -15}
-
-
-def event_bytes(scalars: Mapping[str, Points], wall_time: float | None = None) -> list[bytes]:
-    """Serialized events: a file_version event, then one event per scalar point."""
-    wall = time.time() if wall_time is None else wall_time
-    out = [event_pb2.Event(wall_time=wall, file_version="brain.Event:2").SerializeToString()]
-    for tag, points in scalars.items():
-        for step, value in points:
-            summary = summary_pb2.Summary(
-                value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)]
-            )
-            event = event_pb2.Event(wall_time=wall, step=step, summary=summary)
-            out.append(event.SerializeToString())
-    return out
-
-
-def write_event_file(
-    directory: str | os.PathLike[str],
-    scalars: Mapping[str, Points],
-    name: str | None = None,
-    mode: str = "wb",
-) -> str:
-    """Write (or with ``mode="ab"`` append to) an event file; returns its path."""
-    os.makedirs(directory, exist_ok=True)
-    name = name or f"events.out.tfevents.{int(time.time())}.host.{os.getpid()}.0"
-    path = os.path.join(os.fspath(directory), name)
-    with open(path, mode) as f:
-        writer = RecordWriter(f)
-        for data in event_bytes(scalars) if mode == "wb" else event_bytes(scalars)[1:]:
-            writer.write(data)
-        f.flush()
-    return path
-
-
-def write_attr(run_dir: str | os.PathLike[str], name: str, value: Any) -> None:
-    """``.guild/attrs/<name>`` as Guild writes it (YAML and a newline)."""
-    path = os.path.join(os.fspath(run_dir), ".guild", "attrs", name)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(encode_yaml(value) + "\n")
-
-
-def make_guild_run(
-    runs_dir: str | os.PathLike[str],
-    run_id: str | None = None,
-    flags: Mapping[str, Any] | None = None,
-    status: str = "completed",
-    scalars: Mapping[str, Points] | None = None,
-    label: str | None = None,
-    started: float = 1_700_000_000.0,
-    duration: float = 60.0,
-    op: str = "train.py",
-) -> str:
-    """Write one Guild run; returns its directory.
-
-    ``status`` "running" writes a LOCK holding this process's pid.
-    ``scalars`` None writes ``loss`` at two steps.
-    """
-    run_id = run_id or uuid.uuid4().hex
-    run_dir = os.path.join(os.fspath(runs_dir), run_id)
-    guild = os.path.join(run_dir, ".guild")
-    os.makedirs(os.path.join(guild, "attrs"))
-    with open(os.path.join(guild, "opref"), "w") as f:
-        f.write(f"script:/projects/demo '' '' {op}")
-    flags = {"lr": 0.1, "opt": "adam"} if flags is None else flags
-    write_attr(run_dir, "id", run_id)
-    write_attr(run_dir, "flags", dict(flags))
-    write_attr(run_dir, "label", label if label is not None else "")
-    write_attr(run_dir, "started", int(started * 1e6))
-    if status == "running":
-        with open(os.path.join(guild, "LOCK"), "w") as f:
-            f.write(str(os.getpid()))
-    else:
-        write_attr(run_dir, "exit_status", _STATUS_EXIT[status])
-        write_attr(run_dir, "stopped", int((started + duration) * 1e6))
-    if scalars is None:
-        scalars = {"loss": [(0, 1.0), (1, 0.5)]}
-    if scalars:
-        write_event_file(guild, scalars)
-    return run_dir
+__all__ = [
+    "Points",
+    "end_status_of",
+    "event_bytes",
+    "logdir_runs",
+    "make_guild_run",
+    "session_of",
+    "write_attr",
+    "write_event_file",
+]
 
 
 # -- reading a logdir back -------------------------------------------------------

@@ -397,6 +397,8 @@ def table_view(page: DevTools) -> tuple[list[str], dict[str, dict[str, str]]]:
     return headers, rows
 
 
+@pytest.mark.browser
+@pytest.mark.tb
 def test_hparams_tab_in_chromium(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if find_chromium() is None:
         pytest.skip(

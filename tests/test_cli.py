@@ -240,6 +240,7 @@ def _limits(pid: int) -> tuple[int, int]:
     raise AssertionError("no open-files limit")
 
 
+@pytest.mark.tb
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc")
 def test_serve_raises_the_open_files_limit_for_tensorboard(tmp_path):
     import resource
@@ -303,6 +304,7 @@ def test_runs_needing_more_open_files_than_the_hard_limit_are_said_once(tmp_path
     assert "more than the hard limit of 64 here; raise it (as root: ulimit -Hn 81" in lines[0]
 
 
+@pytest.mark.tb
 def test_runs_past_the_open_files_limit_are_served_by_the_python_loader(tmp_path):
     """Today's default loader keeps every event file open: past the limit it
     drops them all and starts over, and the dashboard flips between a few
@@ -344,6 +346,7 @@ def test_runs_past_the_open_files_limit_are_served_by_the_python_loader(tmp_path
     )
 
 
+@pytest.mark.tb
 def test_bad_tensorboard_option_is_one_line(tmp_path):
     done = runsmon("serve", "--port", "0", "-O", "no_such_flag=1", str(GUILD_RUNS))
     assert done.returncode == 1, done
@@ -354,6 +357,7 @@ def test_bad_tensorboard_option_is_one_line(tmp_path):
 # -- serving ----------------------------------------------------------------------
 
 
+@pytest.mark.tb
 def test_serve_port_0_follows_runs_and_stops_on_signals(tmp_path):
     runs = tmp_path / "runs"
     yaml_experiment.make(str(runs))
@@ -382,6 +386,7 @@ def test_serve_port_0_follows_runs_and_stops_on_signals(tmp_path):
     assert "Traceback" not in s.stderr
 
 
+@pytest.mark.tb
 def test_a_new_column_says_to_reload_the_page(tmp_path):
     runs = tmp_path / "runs"
     yaml_experiment.make(str(runs))
@@ -402,6 +407,7 @@ def test_a_new_column_says_to_reload_the_page(tmp_path):
     assert s.stderr == "runsmon: new column newflag: reload the page to see it\n"
 
 
+@pytest.mark.tb
 def test_open_and_sigint(tmp_path):
     opened = tmp_path / "opened.txt"
     browser = tmp_path / "browser.sh"
@@ -557,6 +563,7 @@ def test_no_progress_when_not_a_terminal_and_quick():
 # -- demo ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_sweep_runs_and_cleans_up():
     with demo.make_demo(running_seconds=3) as sweep:
         runs = {r.label: r for r in GuildRuns(sweep.runs_dir)()}

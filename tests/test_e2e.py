@@ -52,6 +52,7 @@ def _name(monitor: RunsMonitor, run_id: str) -> str | None:
     return monitor.run_names.get(run_id)
 
 
+@pytest.mark.tb
 @pytest.mark.parametrize("load_fast", [False, True], ids=["python-loader", "rust-loader"])
 def test_runs_live_in_a_running_tensorboard(tmp_path, load_fast):
     source = ListSource()

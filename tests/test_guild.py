@@ -406,6 +406,7 @@ def test_operation_formats() -> None:
     assert opref["pkg_name"] == "/path with space" and opref["op_name"] == "my op.py"
 
 
+@pytest.mark.slow
 def test_many_runs_are_read_fast(tmp_path: Path) -> None:
     n = 2000
     template = make_run(tmp_path / "t")

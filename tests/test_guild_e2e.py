@@ -28,6 +28,7 @@ def _expected_hparams(run) -> dict:
     return out
 
 
+@pytest.mark.tb
 @pytest.mark.parametrize("load_fast", [False, True], ids=["python-loader", "rust-loader"])
 def test_serve_once_on_guild_runs(tmp_path, load_fast):
     logdir = tmp_path / "logdir"

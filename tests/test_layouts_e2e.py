@@ -657,8 +657,9 @@ def test_wandb_offline(tmp_path, tensorboard, wandb_root, load_fast):
         (torch_hparams, "dirs", 2),
         (hydra_multirun, "dirs", 2),
         (mlflow_store, "mlflow", 2),
-        (mlflow_sqlite, "mlflow", 4),
-        (wandb_offline, "wandb", 2),
+        # MLflow and wandb write these projects themselves: seconds each.
+        pytest.param(mlflow_sqlite, "mlflow", 4, marks=pytest.mark.slow),
+        pytest.param(wandb_offline, "wandb", 2, marks=pytest.mark.slow),
     ],
     ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", "").rsplit(".")[-1],
 )

@@ -28,6 +28,9 @@ from runsmon.run import flatten_flags
 from runsmon.sources import DirRuns, GuildRuns, combine
 from runsmon.testing import encode_yaml
 
+# Every test here shows its examples in one TensorBoard (the `world` fixture).
+pytestmark = pytest.mark.tb
+
 SPECIAL_INTS = st.sampled_from([2**53 + 1, 2**64 + 1, -(2**70), 10**30, 0, -1])
 SPECIAL_FLOATS = st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, -0.0, 5e-324])
 ODD_KEYS = st.sampled_from(["", "a/b", "dot.ted", "with space", "new\nline", "ünï", "日本", "\t"])

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from runsmon.monitor import RunsMonitor, _SupportsChanged
+from runsmon.monitor import RunsMonitor
 from runsmon.run import Run
 from runsmon.select import (
     Filters,
@@ -19,6 +19,7 @@ from runsmon.select import (
     parse_since,
     parse_statuses,
 )
+from runsmon.sources.base import Source
 from runsmon.sources.dirs import DirRuns
 from runsmon.sources.guild import GuildRuns
 from runsmon.testing import Project, write_attr
@@ -78,7 +79,8 @@ def test_run_filter_keeps_the_source_shape(tmp_path):
     source = GuildRuns(str(tmp_path))
     wrapped = filtered(source, Filters(statuses=frozenset({"completed"})))
     assert isinstance(wrapped, RunFilter)
-    assert isinstance(wrapped, _SupportsChanged)  # the monitor passes `changed` on
+    assert isinstance(wrapped, Source)  # the monitor passes `changed` on
+    assert wrapped.knows_roots and wrapped.shares_unchanged
     assert wrapped.roots() == source.roots()
     assert wrapped.reporter is source.reporter
     assert wrapped.describe() == source.describe()
@@ -87,6 +89,32 @@ def test_run_filter_keeps_the_source_shape(tmp_path):
     plain = RunFilter(lambda: [_run("x", status="completed")], Filters(limit=1))
     assert [r.id for r in plain()] == ["x"] and plain.roots() == []
     assert [r.id for r in plain(changed={"/elsewhere"})] == ["x"]
+    assert not plain.knows_roots and not plain.shares_unchanged
+
+
+def test_run_filter_hands_back_the_same_list_while_its_source_does(tmp_path):
+    """A filtered source still says "nothing changed" by identity, so a
+    watched poll with a filter does not rebuild the monitor's runs."""
+    project = Project(ECHO, runs_dir=str(tmp_path / "runs"))
+    keep = project.run("echo.py", {"x_flag": 1.0}, label="keep a", quiet=True)
+    drop = project.run("echo.py", {"x_flag": 2.0}, label="drop b", quiet=True)
+    source = GuildRuns(project.runs_dir)
+    wrapped = RunFilter(source, Filters(labels=("keep*",)))
+    first = wrapped()
+    assert [r.id for r in first] == [keep.id]
+    assert wrapped(changed=set()) is first
+    assert wrapped(changed={keep.dir}) is first
+    # The source has a new list (a run outside the filter changed): the
+    # filter's answer holds the very same runs, so it is the same list.
+    before = source(changed=set())
+    write_attr(drop.dir, "label", "drop c")
+    assert wrapped(changed={drop.dir}) is first
+    assert source(changed=set()) is not before
+    # A run that now matches: a new list.
+    write_attr(drop.dir, "label", "keep c")
+    second = wrapped(changed={drop.dir})
+    assert second is not first and {r.id for r in second} == {keep.id, drop.id}
+    assert wrapped() is second
 
 
 def test_filters_apply_live_in_a_monitor(tmp_path):

@@ -80,6 +80,7 @@ def logged_points(name):
     )
 
 
+@pytest.mark.slow
 def test_runs_params_status_times(made):
     root, ids = made  # read only: the very project MLflow wrote (artifact paths are absolute)
     src = MLflowSQLiteRuns(str(root))
@@ -107,6 +108,7 @@ def test_runs_params_status_times(made):
     assert elk.dir == os.path.join(root, "mlruns", "2", elk.id)
 
 
+@pytest.mark.slow
 def test_metric_histories(project):
     root, _ = project
     runs = by_name(MLflowSQLiteRuns(str(root))())
@@ -120,6 +122,7 @@ def test_metric_histories(project):
             assert steps == sorted(steps)
 
 
+@pytest.mark.slow
 def test_nothing_written_and_an_unchanged_poll_is_cheap(project):
     root, _ = project
     before = snapshot(root)
@@ -154,6 +157,7 @@ print(new)
 """
 
 
+@pytest.mark.slow
 def test_live_a_run_ends_a_run_is_restored_and_one_added(project):
     root, ids = project
     src = MLflowSQLiteRuns(str(root))
@@ -188,6 +192,7 @@ def test_live_a_run_ends_a_run_is_restored_and_one_added(project):
     assert all(runs[n] is old[n] for n in ("bold-fox", "calm-owl", "quiet-elk"))
 
 
+@pytest.mark.slow
 def test_deleting_a_run_and_an_experiment(project):
     root, ids = project
     src = MLflowSQLiteRuns(str(root))
@@ -202,6 +207,7 @@ def test_deleting_a_run_and_an_experiment(project):
     assert sorted(r.label for r in src()) == ["calm-owl"]
 
 
+@pytest.mark.slow
 def test_wal_mode_creates_no_files(project):
     """A database in WAL mode: no -wal or -shm made; a writer's are left as they were."""
     root, ids = project
@@ -232,6 +238,7 @@ def test_wal_mode_creates_no_files(project):
     assert not os.path.exists(db + "-wal") and not os.path.exists(db + "-shm")
 
 
+@pytest.mark.slow
 def test_detection(project, tmp_path):
     root, _ = project
     db = str(root / "mlflow.db")
@@ -271,6 +278,7 @@ def test_bad_input_warns_once(tmp_path, caplog):
     assert not any(r.exc_info for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_database_removed_and_made_again(project, made):
     root, _ = project
     src = MLflowSQLiteRuns(str(root))
@@ -296,6 +304,7 @@ print(new)
 """
 
 
+@pytest.mark.slow
 def test_monitor_live(project, tmp_path):
     """A run added and a metric appended while the monitor runs reach the logdir."""
     root, ids = project
@@ -326,6 +335,7 @@ def test_monitor_live(project, tmp_path):
         assert any("runsmon-scalars" in p for p in iter_event_files(new))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["directory", "file", "relative uri", "absolute uri"])
 def test_cli_takes_the_database_in_every_form(made, form):
     root, ids = made
@@ -352,6 +362,7 @@ def test_cli_takes_the_database_in_every_form(made, form):
     assert fox["metrics"]["loss"] == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_monitor_polls_read_scalars_only_of_runs_that_moved(project, tmp_path, monkeypatch):
     """An unchanged poll neither reads the database nor rebuilds any run's scalars."""
     root, ids = project
@@ -387,6 +398,7 @@ def test_monitor_polls_read_scalars_only_of_runs_that_moved(project, tmp_path, m
     assert len(written) == 9
 
 
+@pytest.mark.slow
 def test_a_locked_database_keeps_the_runs_shown(project, caplog):
     """A writer holding its lock past the busy timeout: one warning, the runs stay, then news."""
     root, ids = project

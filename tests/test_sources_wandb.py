@@ -166,6 +166,7 @@ def offline_runs(tmp_path_factory):
     return str(root), wandb_offline.make(str(root))
 
 
+@pytest.mark.slow
 @needs_wandb
 def test_offline_runs_written_by_wandb(offline_runs):
     root, dirs = offline_runs
@@ -184,6 +185,7 @@ def test_offline_runs_written_by_wandb(offline_runs):
     assert loss == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
 
 
+@pytest.mark.slow
 @needs_wandb
 def test_tensorboard_synced_scalars_once(offline_runs):
     root, _ = offline_runs

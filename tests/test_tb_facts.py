@@ -140,6 +140,7 @@ def names(tb: TensorBoardProcess) -> list[str]:
 # -- the harness itself ----------------------------------------------------
 
 
+@pytest.mark.tb
 def test_harness_stops_tensorboard_and_its_data_server(tmp_path: Path) -> None:
     """stop() leaves no process of the group behind (the Rust data server too)."""
     tb = TensorBoardProcess(tmp_path, load_fast=True).start()
@@ -150,6 +151,7 @@ def test_harness_stops_tensorboard_and_its_data_server(tmp_path: Path) -> None:
     assert live_group_members(pgid) == []
 
 
+@pytest.mark.tb
 def test_harness_reports_a_dead_tensorboard(tmp_path: Path) -> None:
     """A TensorBoard that exits at once fails start() with its log tail."""
     tb = TensorBoardProcess(tmp_path, extra_args=["--no_such_flag"])
@@ -264,6 +266,7 @@ ALL3 = ["flag", "full", "sparse"]
 INF = {"minValue": "-Infinity", "maxValue": "Infinity"}
 
 
+@pytest.mark.tb
 @pytest.mark.parametrize(
     "col, expected",
     [
@@ -286,6 +289,7 @@ def test_missing_values_pass_every_filter(
     assert sorted(filter_tb.table([col])) == expected
 
 
+@pytest.mark.tb
 @pytest.mark.parametrize(
     "values, expected",
     [
@@ -305,6 +309,7 @@ def test_mixed_discrete_domain(
     assert sorted(filter_tb.table([col])) == expected
 
 
+@pytest.mark.tb
 def test_regexp_filter_meeting_a_number_is_http_400(filter_tb: TensorBoardProcess) -> None:
     """e: filterRegexp (even "") on a column holding a number answers 400."""
     with pytest.raises(HTTPAnswerError) as err:
@@ -313,6 +318,7 @@ def test_regexp_filter_meeting_a_number_is_http_400(filter_tb: TensorBoardProces
     assert "regexp filter" in err.value.body
 
 
+@pytest.mark.tb
 def test_dashboard_filters_on_consistent_experiment(filter_tb: TensorBoardProcess) -> None:
     """e: with every dashboard filter set to let all through, all sessions stay."""
     cols = filter_tb.dashboard_filters()

@@ -8,13 +8,26 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from runsmon.run import COMPLETED, ERROR
-from runsmon.testing import Project, encode_flag_arg, ls, print_events, read_events
+from runsmon.sources.guild import GuildRuns
+from runsmon.testing import (
+    Project,
+    _safe_dump_text,
+    encode_flag_arg,
+    encode_yaml,
+    finish_guild_run,
+    ls,
+    make_guild_run,
+    print_events,
+    read_events,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_projects" / "hparam-summaries"
@@ -266,3 +279,60 @@ def test_read_events_ignores_truncated_tail(tmp_path: Path) -> None:
     data = file.read_bytes()
     file.write_bytes(data[:-5])
     assert len(list(read_events(file))) == whole - 1
+
+
+# -- one writer of Guild runs -------------------------------------------------------
+
+_PIECES = ["a", "Z", "0", "9", "_", "=", ".", ",", "/", "+", "-", " ", ":", "#", "'", '"', "\n"]
+_PIECES += ["yes", "No", "null", "~", "1", "e5", "0x", ": ", " #", "  ", "x" * 40, "é", "[", "&"]
+_TEXT = st.lists(st.sampled_from(_PIECES), max_size=12).map("".join)
+_SCALARS = st.one_of(
+    st.integers(),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _TEXT,
+    st.sampled_from(["yes", "No", "null", "~", "1_000", "0x1f", "1e5", "1.5", "-um", "a  b"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    value=st.one_of(
+        _SCALARS,
+        st.dictionaries(_TEXT, _SCALARS, max_size=4),
+        st.lists(_SCALARS, max_size=4),
+    )
+)
+def test_encode_yaml_writes_what_safe_dump_writes(value) -> None:
+    """The quick path of encode_yaml gives safe_dump's very text."""
+    assert encode_yaml(value) == _safe_dump_text(value)
+
+
+def test_make_guild_run_is_read_as_written(tmp_path: Path) -> None:
+    started = 1_700_000_000.0
+    run_dir = make_guild_run(
+        tmp_path,
+        "a" * 32,
+        {"lr": 0.01, "opt": "sgd", "on": True},
+        status="error",
+        label="lr=0.01 opt=sgd",
+        started=started,
+        duration=30.0,
+        attrs={"cmd": ["python", "-um", "train"], "host": "h"},
+        event_files={"train/events.out.tfevents.1.h": b"", "events.out.tfevents.1.h": b""},
+    )
+    [run] = GuildRuns(str(tmp_path))()
+    assert run.dir == run_dir and run.id == "a" * 32
+    assert run.flags == {"lr": 0.01, "opt": "sgd", "on": True}
+    assert run.status == ERROR and run.label == "lr=0.01 opt=sgd"
+    assert run.started == started and run.stopped == started + 30.0
+    assert run.operation == "train.py"
+    assert os.path.isfile(os.path.join(run_dir, "train", "events.out.tfevents.1.h"))
+    with open(os.path.join(run_dir, ".guild", "attrs", "cmd")) as f:
+        assert f.read() == "- python\n- -um\n- train\n"
+    running = make_guild_run(tmp_path, "b" * 32, status="running", scalars={}, pid=os.getpid())
+    assert Path(running, ".guild", "LOCK").read_text() == str(os.getpid())
+    finish_guild_run(running, 0, int((started + 5) * 1e6))
+    runs = {r.id: r for r in GuildRuns(str(tmp_path))()}
+    assert runs["b" * 32].status == COMPLETED and runs["b" * 32].stopped == started + 5
+    assert not os.path.exists(os.path.join(running, ".guild", "LOCK"))

@@ -6,8 +6,11 @@ directories and compares a cheap per-run fingerprint (a few ``stat`` calls) to
 the last one, re-reading a run only when its fingerprint moved.  Called with
 ``changed`` (paths a filesystem watcher reported), it trusts the watcher and
 re-checks only the runs under those paths, plus the listing when a root
-itself changed.  Any plain zero-argument callable works as a source too; these
-hooks only make ours cheap.
+itself changed.
+
+:class:`Source` declares what the monitor and ``runsmon table`` ask of a
+source; :func:`as_source` makes one of any plain zero-argument callable
+returning runs (what embedders pass), once, when the monitor is built.
 """
 
 from __future__ import annotations
@@ -15,11 +18,81 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable
+from typing import Protocol, runtime_checkable
 
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What the monitor, the run filters and ``runsmon table`` ask of a source.
+
+    :class:`RunSource`, :class:`CombinedRuns` and :class:`~runsmon.select.RunFilter`
+    are sources; :func:`as_source` makes one of a plain callable.
+    """
+
+    #: Where the source's warnings go (the monitor's, unless it is given one).
+    reporter: Reporter
+    #: A call returns the very same list object while nothing changed, so a
+    #: caller can tell "no change" by identity.
+    shares_unchanged: bool
+    #: Whether :meth:`roots` names every directory where a new run can
+    #: appear.  Where it does not (a plain callable), the monitor watches the
+    #: directory holding each run instead.
+    knows_roots: bool
+
+    def __call__(self, changed: Collection[str] | None = None) -> Iterable[Run]:
+        """The runs.  ``changed`` (paths a watcher reported) lets a source
+        re-check only the runs under them; a source may ignore it."""
+        ...
+
+    def roots(self) -> list[str]:
+        """Directories whose entries are (or lead to) runs, watched for new runs."""
+        ...
+
+    def describe(self) -> str:
+        """The source in words, for messages."""
+        ...
+
+
+class CallableSource:
+    """A plain callable as a :class:`Source`: what it does not offer, said plainly.
+
+    The callable is called with no argument (with ``changed`` only when it
+    has a ``roots()`` method of its own, as before the protocol was
+    declared); it has no roots it knows of, a reporter of its own, and its
+    answer is never taken as "nothing changed".  The hooks it does have
+    (``roots``, ``reporter``, ``describe``, ``shares_unchanged``) are kept.
+    """
+
+    def __init__(self, cb: Callable[..., Iterable[Run]]) -> None:
+        self.cb = cb
+        roots = getattr(cb, "roots", None)
+        self._roots = roots if callable(roots) else None
+        self.knows_roots = self._roots is not None
+        self.reporter: Reporter = getattr(cb, "reporter", None) or Reporter()
+        self.shares_unchanged = bool(getattr(cb, "shares_unchanged", False))
+        describe = getattr(cb, "describe", None)
+        self._describe = describe if callable(describe) else None
+
+    def __call__(self, changed: Collection[str] | None = None) -> Iterable[Run]:
+        if changed is not None and self._roots is not None:
+            return self.cb(changed)
+        return self.cb()
+
+    def roots(self) -> list[str]:
+        return list(self._roots()) if self._roots is not None else []
+
+    def describe(self) -> str:
+        return self._describe() if self._describe is not None else repr(self.cb)
+
+
+def as_source(cb: Callable[..., Iterable[Run]]) -> Source:
+    """``cb`` itself when it is a :class:`Source`, else a :class:`CallableSource` of it."""
+    return cb if isinstance(cb, Source) else CallableSource(cb)
 
 
 class RunSource:
@@ -29,6 +102,8 @@ class RunSource:
     kind = "runs"
     #: A call returns the very same list object while nothing changed.
     shares_unchanged = True
+    #: :meth:`roots` names where new runs appear (see :class:`Source`).
+    knows_roots = True
     #: Seconds a listing is trusted while the roots' mtimes hold (see
     #: :meth:`_roots_unchanged`); past that, a root named changed is listed.
     relist_after = 60.0
@@ -282,6 +357,8 @@ def _norm(path: str) -> str:
 class CombinedRuns:
     """Several sources as one callable (``runsmon serve PATH PATH ...``)."""
 
+    knows_roots = True
+
     def __init__(self, sources: list[RunSource]) -> None:
         self.sources = sources
         self.reporter = sources[0].reporter if sources else Reporter()
@@ -295,7 +372,7 @@ class CombinedRuns:
 
     @property
     def shares_unchanged(self) -> bool:
-        return all(getattr(s, "shares_unchanged", False) for s in self.sources)
+        return all(s.shares_unchanged for s in self.sources)
 
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
         parts = [s(changed) for s in self.sources]

@@ -48,6 +48,7 @@ def _build(faults: Faults) -> None:
     write_event_file(runs / ids[6] / "train", {"acc": [(0, 0.5)]})
 
 
+@pytest.mark.tb
 @pytest.mark.parametrize("load_fast", [False, True], ids=["python-loader", "rust-loader"])
 def test_the_daemon_and_tensorboard_show_every_run_they_can(faults: Faults, load_fast) -> None:
     _build(faults)

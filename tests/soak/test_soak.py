@@ -91,6 +91,8 @@ def _matches(table: dict[str, Any], expected: dict[str, dict[str, Any]]) -> bool
     return True
 
 
+@pytest.mark.soak
+@pytest.mark.tb
 def test_soak(tmp_path: Path, request: pytest.FixtureRequest, capsys) -> None:
     seconds = int(request.config.getoption("--soak-seconds"))
     guild_root, dirs_root = tmp_path / "guild", tmp_path / "dirs"
