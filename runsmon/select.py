@@ -18,11 +18,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fnmatch
+import posixpath
 import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from runsmon import guildselect
+from runsmon.fs import LOCAL
 from runsmon.hparams import value_text
 from runsmon.naming import format_started, run_name
 from runsmon.report import Reporter
@@ -89,14 +92,39 @@ def _matches(value: str, globs: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, g) for g in globs)
 
 
+def _operation_matches(operation: str, refs: Sequence[str]) -> bool:
+    # runsmon's glob over the whole name, or Guild's --operation rule.
+    return any(
+        fnmatch.fnmatchcase(operation, r) or guildselect.guild_operation_matches(r, operation)
+        for r in refs
+    )
+
+
+def _label_matches(label: str, values: Sequence[str]) -> bool:
+    # runsmon's glob over the whole label, or Guild's --label rule (a part of it).
+    return any(
+        fnmatch.fnmatchcase(label, v) or guildselect.guild_label_matches(v, label) for v in values
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Filters:
-    """What ``--operation``, ``--label``, ``--status``, ``--since`` and ``--limit`` ask for.
+    """What the run filters of the command line ask for.
 
-    Globs are case-sensitive shell patterns; several of one kind match when
-    any matches.  ``since`` is a fixed time (seconds since the epoch): a run
+    ``operations`` and ``labels`` match as runsmon's case-sensitive globs
+    over the whole name, or as Guild's ``--operation`` and ``--label`` do
+    (see :mod:`runsmon.guildselect`); several of one kind match when any
+    matches.  ``since`` is a fixed time (seconds since the epoch): a run
     started before it, or with no known start, is left out.  ``limit`` keeps
     the newest runs by start time.
+
+    The rest are Guild's filters: ``statuses`` (any of) and ``not_statuses``
+    (none of), ``unlabeled``, ``tags`` (any), ``comments`` (any),
+    ``marked`` (True: marked, False: unmarked), ``started`` (a RANGE, read
+    against the clock at every call), ``digest`` (a source code digest
+    prefix), ``expr`` (a filter expression), ``runs`` (RUN specs, resolved
+    against the runs that pass the rest, newest first) and ``include_batch``
+    (False: Guild's batch runs left out).
     """
 
     operations: tuple[str, ...] = ()
@@ -104,6 +132,20 @@ class Filters:
     statuses: frozenset[str] = frozenset()
     since: float | None = None
     limit: int | None = None
+    not_statuses: frozenset[str] = frozenset()
+    unlabeled: bool = False
+    tags: tuple[str, ...] = ()
+    comments: tuple[str, ...] = ()
+    marked: bool | None = None
+    started: str | None = None
+    digest: str | None = None
+    expr: guildselect.FilterExpr | None = None
+    runs: tuple[str, ...] = ()
+    include_batch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.started is not None:
+            guildselect.parse_range(self.started)  # a bad RANGE fails here, not at a poll
 
     @property
     def active(self) -> bool:
@@ -113,38 +155,138 @@ class Filters:
             or self.statuses
             or self.since is not None
             or self.limit is not None
+            or self.not_statuses
+            or self.unlabeled
+            or self.tags
+            or self.comments
+            or self.marked is not None
+            or self.started is not None
+            or self.digest is not None
+            or self.expr is not None
+            or self.runs
+            or not self.include_batch
         )
 
-    def wants(self, run: Run) -> bool:
-        """Whether ``run`` passes every filter but ``limit``."""
-        if self.operations and not _matches(run.operation, self.operations):
+    @property
+    def steady(self) -> bool:
+        """Whether a run that did not change keeps its answer (no clock, no scalars)."""
+        return self.started is None and (self.expr is None or self.expr.steady)
+
+    def range_now(self) -> tuple[datetime.datetime | None, datetime.datetime | None] | None:
+        """``started`` as (start, end) now; None without it."""
+        return None if self.started is None else guildselect.parse_range(self.started)
+
+    def wants(
+        self,
+        run: Run,
+        bounds: tuple[datetime.datetime | None, datetime.datetime | None] | None = None,
+        scalars: Callable[[Run, str], Any] | None = None,
+    ) -> bool:
+        """Whether ``run`` passes every filter but ``runs`` and ``limit``."""
+        if self.operations and not _operation_matches(run.operation, self.operations):
             return False
-        if self.labels and not _matches(run.label, self.labels):
+        if self.labels and not _label_matches(run.label, self.labels):
+            return False
+        if self.unlabeled and run.label.strip():
             return False
         if self.statuses and run.status not in self.statuses:
             return False
-        return self.since is None or (run.started is not None and run.started >= self.since)
+        if self.not_statuses and run.status in self.not_statuses:
+            return False
+        if self.since is not None and (run.started is None or run.started < self.since):
+            return False
+        if self.tags:
+            tags = run.attrs.get("tags")
+            tags = tags if isinstance(tags, list) else []
+            if not any(t in tags for t in self.tags):
+                return False
+        if self.comments:
+            text = guildselect.comments_text(run.attrs.get("comments"))
+            if not any(guildselect.guild_comment_matches(c, text) for c in self.comments):
+                return False
+        if self.marked is not None and bool(run.attrs.get("marked")) != self.marked:
+            return False
+        if self.started is not None:
+            start, end = bounds if bounds is not None else guildselect.parse_range(self.started)
+            if not guildselect.started_in(run, start, end):
+                return False
+        if self.digest is not None:
+            digest = run.attrs.get("sourcecode_digest")
+            if not str(digest if digest is not None else "").startswith(self.digest):
+                return False
+        if self.expr is not None:
+            flags = run.flags
+            values = guildselect.RunValues(
+                attr=lambda name: guildselect.run_attr(run, name),
+                flag=lambda name: flags.get(name) if isinstance(flags, dict) else None,
+                scalar=(lambda key: scalars(run, key)) if scalars else (lambda key: None),
+            )
+            if not self.expr(values):
+                return False
+        return True
 
-    def apply(self, runs: Sequence[Run]) -> list[Run]:
+    def apply(
+        self, runs: Sequence[Run], scalars: Callable[[Run, str], Any] | None = None
+    ) -> list[Run]:
         """The runs that pass, in their order; with ``limit``, only the newest."""
-        kept = [r for r in runs if self.wants(r)]
+        return self.select(runs, scalars)[0]
+
+    def select(
+        self,
+        runs: Sequence[Run],
+        scalars: Callable[[Run, str], Any] | None = None,
+        bounds: tuple[datetime.datetime | None, datetime.datetime | None] | None = None,
+    ) -> tuple[list[Run], list[str]]:
+        """The runs that pass, in their order, and a problem per RUN that
+        matches no run or several.  As Guild: filters, then RUNs over the runs
+        that pass (newest first), then batch runs left out; then ``limit``."""
+        if bounds is None:
+            bounds = self.range_now()
+        kept = [r for r in runs if self.wants(r, bounds, scalars)]
+        problems: list[str] = []
+        if self.runs:
+            chosen, problems = guildselect.select_runs(kept, self.runs)
+            ids = {r.id for r in chosen}
+            kept = [r for r in kept if r.id in ids]
+        if not self.include_batch:
+            kept = [r for r in kept if not r.attrs.get("batch")]
         if self.limit is not None and len(kept) > self.limit:
             newest = sorted(kept, key=_newest_first)[: self.limit]
             ids = {r.id for r in newest}
             kept = [r for r in kept if r.id in ids]
-        return kept
+        return kept, problems
 
     def describe(self) -> str:
         """The filters in words, for the startup line ("" when none)."""
         parts = []
+        if self.runs:
+            parts.append(f"RUN {' '.join(self.runs)}")
         if self.operations:
             parts.append(f"operation {' or '.join(self.operations)}")
         if self.labels:
             parts.append(f"label {' or '.join(self.labels)}")
+        if self.unlabeled:
+            parts.append("no label")
         if self.statuses:
             parts.append(f"status {' or '.join(s for s in STATUSES if s in self.statuses)}")
+        if self.not_statuses:
+            parts.append(
+                f"status not {' nor '.join(s for s in STATUSES if s in self.not_statuses)}"
+            )
         if self.since is not None:
             parts.append(f"started since {format_started(self.since)}")
+        if self.started is not None:
+            parts.append(f"started {self.started}")
+        if self.tags:
+            parts.append(f"tag {' or '.join(self.tags)}")
+        if self.comments:
+            parts.append(f"comment {' or '.join(self.comments)}")
+        if self.marked is not None:
+            parts.append("marked" if self.marked else "unmarked")
+        if self.digest is not None:
+            parts.append(f"digest {self.digest}*")
+        if self.expr is not None:
+            parts.append(f"filter {self.expr.text!r}")
         if self.limit is not None:
             parts.append(f"newest {self.limit}")
         return ", ".join(parts)
@@ -153,6 +295,53 @@ class Filters:
 def _newest_first(run: Run) -> tuple[int, float, str]:
     # Runs with no start time count as oldest; the id breaks ties steadily.
     return (0, -run.started, run.id) if run.started is not None else (1, 0.0, run.id)
+
+
+class _Scalars:
+    """Last scalar values of runs for filter expressions, as Guild's index
+    keeps them: per event file directory (its prefix, relative to the run)
+    and tag, the value at the highest step; scanned incrementally."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+        self._files: dict[str, Any] = {}  # run dir -> RunFiles
+        self._values: dict[str, list[tuple[str, str, float]]] = {}  # run dir -> entries
+
+    def refresh(self, runs: Sequence[Run]) -> None:
+        from runsmon.runfiles import RunFiles
+
+        dirs = {r.dir for r in runs}
+        for gone in [d for d in self._files if d not in dirs]:
+            del self._files[gone]
+            self._values.pop(gone, None)
+        for run in runs:
+            rf = self._files.get(run.dir)
+            if rf is None:
+                rf = self._files[run.dir] = RunFiles(run.dir, self.fs, exclude=run.nested)
+            if rf.refresh() or run.dir not in self._values:
+                self._values[run.dir] = self._entries(rf, run.dir)
+
+    @staticmethod
+    def _entries(rf: Any, root: str) -> list[tuple[str, str, float]]:
+        best: dict[tuple[str, str], tuple[int, float]] = {}
+        for f in rf.files.values():
+            prefix = posixpath.relpath(posixpath.dirname(f.path), root)
+            prefix = "" if prefix == "." else prefix
+            for tag, v in f.scan.scalars.items():
+                key = (prefix, tag)
+                if key not in best or v.step >= best[key][0]:
+                    best[key] = (v.step, v.value)
+        # The run's root first, then its directories by name.
+        return [(p, t, v[1]) for (p, t), v in sorted(best.items(), key=lambda kv: kv[0])]
+
+    def __call__(self, run: Run, key: str) -> float | None:
+        prefix, sep, tag = key.partition("#")
+        if not sep:
+            prefix, tag = "", key
+        for p, t, value in self._values.get(run.dir, ()):
+            if (not sep or p == prefix) and t == tag:
+                return value
+        return None
 
 
 class RunFilter:
@@ -171,7 +360,11 @@ class RunFilter:
         self.reporter: Reporter = self.source.reporter
         self.knows_roots = self.source.knows_roots
         self.shares_unchanged = self.source.shares_unchanged
-        self._last: tuple[object, list[Run]] | None = None  # (source's answer, ours)
+        # (source's answer, time range then, ours)
+        self._last: tuple[object, object, list[Run]] | None = None
+        needs_scalars = filters.expr is not None and not filters.expr.steady
+        self._scalars = _Scalars(getattr(self.source, "fs", LOCAL)) if needs_scalars else None
+        self._problems: set[str] = set()
 
     def roots(self) -> list[str]:
         return self.source.roots()
@@ -182,19 +375,42 @@ class RunFilter:
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
         out = self.source(changed)
         last = self._last
-        if self.shares_unchanged and last is not None and out is last[0]:
-            return last[1]
-        runs = self.filters.apply([r for r in out if isinstance(r, Run)])
+        bounds = self.filters.range_now()
+        # A filter that reads the clock (a RANGE) or scalars looks again at
+        # every call; its answer is still the same list while it keeps the
+        # very same runs.
         if (
             self.shares_unchanged
             and last is not None
-            and len(runs) == len(last[1])
-            and all(a is b for a, b in zip(runs, last[1], strict=True))
+            and out is last[0]
+            and bounds == last[1]
+            and self._scalars is None
         ):
-            runs = last[1]
+            return last[2]
+        runs = [r for r in out if isinstance(r, Run)]
+        if self._scalars is not None:
+            self._scalars.refresh(runs)
+        runs, problems = self.filters.select(runs, self._scalars, bounds)
+        self._report(problems)
+        if (
+            self.shares_unchanged
+            and last is not None
+            and len(runs) == len(last[2])
+            and all(a is b for a, b in zip(runs, last[2], strict=True))
+        ):
+            runs = last[2]
         if self.shares_unchanged:
-            self._last = (out, runs)
+            self._last = (out, bounds, runs)
         return runs
+
+    def _report(self, problems: list[str]) -> None:
+        """One warning per RUN that matches no run or several, while it does."""
+        now = set(problems)
+        for gone in self._problems - now:
+            self.reporter.clear("RUN", gone)
+        for problem in now - self._problems:
+            self.reporter.warn(subject="RUN", cause=problem, message=problem)
+        self._problems = now
 
 
 def filtered(source: Callable[..., Any], filters: Filters) -> Callable[..., Any]:

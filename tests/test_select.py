@@ -62,7 +62,10 @@ def test_filters_each_rule():
     ]
     ids = lambda f: [r.id for r in f.apply(runs)]  # noqa: E731
     assert not Filters().active and ids(Filters()) == ["a", "b", "c", "d"]
-    assert ids(Filters(operations=("train",))) == ["a", "b"]
+    # Guild's rule: an operation name matches it in any model (mnist:train)
+    assert ids(Filters(operations=("train",))) == ["a", "b", "d"]
+    assert ids(Filters(operations=(":train",))) == ["a", "b", "d"]
+    assert ids(Filters(operations=("mnist:train",))) == ids(Filters(operations=("^mn",))) == ["d"]
     assert ids(Filters(operations=("*train",))) == ["a", "b", "d"]
     assert ids(Filters(labels=("lr=*",))) == ["a", "b"]
     assert ids(Filters(labels=("best", "lr=0.1"))) == ["a", "d"]

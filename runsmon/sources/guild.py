@@ -50,9 +50,23 @@ RUN_ATTRS = (
     "user_flags",
     "sourcecode_digest",
     "compare",
+    "tags",
+    "comments",
+    "marked",
 )
-#: Attributes whose change must make a run be read again.
-FINGERPRINT_ATTRS = ("flags", "label", "exit_status", "stopped", "started", "user_flags")
+#: Attributes whose change must make a run be read again (``guild tag``,
+#: ``comment`` and ``mark`` rewrite theirs in place: the run filters use them).
+FINGERPRINT_ATTRS = (
+    "flags",
+    "label",
+    "exit_status",
+    "stopped",
+    "started",
+    "user_flags",
+    "tags",
+    "comments",
+    "marked",
+)
 #: Missing these (once a run is past its set-up) is worth a warning.
 REQUIRED_ATTRS = ("flags",)
 
@@ -556,12 +570,18 @@ class GuildRuns(RunSource):
                 problems.append(("opref", "missing"))
 
         operation = format_operation(opref) if opref else ""
-        if opref and self.fs.stat(guild + "/proto/.guild/opref"):
+        # Guild's batch_util.is_batch: the run has a proto.
+        batch = self.fs.stat(guild + "/proto") is not None
+        if opref and batch and self.fs.stat(guild + "/proto/.guild/opref"):
             operation = self._batch_operation(guild, operation)
 
         extra: dict[str, Any] = {
-            k: values[k] for k in ("initialized", "sourcecode_digest") if k in values
+            k: values[k]
+            for k in ("initialized", "sourcecode_digest", "tags", "comments", "marked")
+            if k in values
         }
+        if batch:
+            extra["batch"] = True
         if exit_status is not None:
             extra["exit_status"] = exit_status
         if opref:
