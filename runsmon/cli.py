@@ -115,6 +115,38 @@ def _statuses(text: str) -> frozenset[str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _range(text: str) -> str:
+    from runsmon.guildselect import parse_range
+
+    try:
+        parse_range(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"invalid RANGE {text!r}: {e} (e.g. today, yesterday, 'last 2 hours', "
+            "'after 2024-05-01', 'between 5-1 and 5-3')"
+        ) from None
+    return text
+
+
+def _filter_expr(text: str) -> Any:
+    from runsmon.guildselect import parse_filter
+
+    try:
+        return parse_filter(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"invalid filter {text!r}: {e}") from None
+
+
+def _status_chars(text: str) -> str:
+    bad = [c for c in text if c not in "rcetps"]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unrecognized status char {bad[0]!r} (r, c, e, t, p, s: running, completed, "
+            "error, terminated, pending, staged)"
+        )
+    return text
+
+
 def _tb_option(text: str) -> str:
     from runsmon.serve import tensorboard_options
 
@@ -142,9 +174,25 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("TensorBoard")
     g.add_argument("--host", default="127.0.0.1", help="TensorBoard host (default 127.0.0.1)")
     g.add_argument(
-        "--port", type=_port, default=6006, help="TensorBoard port (default 6006; 0: any free one)"
+        "-p",
+        "--port",
+        type=_port,
+        default=6006,
+        help="TensorBoard port (default 6006; 0: any free one)",
     )
     g.add_argument("--open", action="store_true", help="open the dashboard in a browser")
+    g.add_argument(
+        "-n",
+        "--no-open",
+        dest="open",
+        action="store_false",
+        help="do not open a browser (the default; Guild's spelling)",
+    )
+    g.add_argument(
+        "--tab",
+        metavar="TAB",
+        help="the dashboard tab to open on (default hparams), e.g. scalars",
+    )
     g.add_argument(
         "-O",
         dest="tb_options",
@@ -162,9 +210,12 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "paths",
         nargs="*",
-        metavar="PATH",
+        metavar="PATH|RUN",
         help="run trees: Guild homes or runs dirs, MLflow stores, wandb dirs, any directory "
-        "of runs (default: $GUILD_HOME, else ~/.guild)",
+        "of runs (default: $GUILD_HOME, else ~/.guild); or, for Guild runs, RUNs as "
+        "`guild runs` selects them: a run id or id prefix, a one-based index as "
+        "`guild runs` lists them, a range START:END (either may be left out). "
+        "A word that names an existing file or directory is a PATH",
     )
     g = p.add_argument_group("sources")
     g.add_argument(
@@ -223,11 +274,69 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
 def _add_filter_options(
     p: argparse.ArgumentParser, limit_help: str = "only the N newest runs"
 ) -> None:
-    g = p.add_argument_group("runs")
+    g = p.add_argument_group("runs (also as `guild runs` filters them)")
     g.add_argument(
-        "--operation", action="append", default=[], metavar="GLOB", help="only these operations"
+        "-Fo",
+        "--operation",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only these operations: a glob over the whole name, or as Guild matches VAL "
+        "(train matches mnist:train; ^... or ...$ a regular expression)",
     )
-    g.add_argument("--label", action="append", default=[], metavar="GLOB", help="only these labels")
+    g.add_argument(
+        "-Fl",
+        "--label",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only these labels: a glob over the whole label, or text in it (as Guild); "
+        "- for no label",
+    )
+    g.add_argument("-Fu", "--unlabeled", action="store_true", help="only runs without a label")
+    g.add_argument(
+        "-Ft", "--tag", action="append", default=[], metavar="TAG", help="only runs with TAG"
+    )
+    g.add_argument(
+        "-Fc",
+        "--comment",
+        action="append",
+        default=[],
+        metavar="VAL",
+        help="only runs with a comment containing VAL (any case; - for none)",
+    )
+    marked = g.add_mutually_exclusive_group()
+    marked.add_argument(
+        "-Fm", "--marked", dest="marked", action="store_const", const=True, help="only marked runs"
+    )
+    marked.add_argument(
+        "-Fn",
+        "--unmarked",
+        dest="marked",
+        action="store_const",
+        const=False,
+        help="only unmarked runs",
+    )
+    g.add_argument(
+        "-Fs",
+        "--started",
+        type=_range,
+        metavar="RANGE",
+        help="only runs started in RANGE, as Guild reads it: today, yesterday, "
+        "'last 2 hours', 'after 2024-05-01', 'between 5-1 and 5-3', '3 days ago', ...",
+    )
+    g.add_argument(
+        "-Fd", "--digest", metavar="VAL", help="only runs whose source code digest starts with VAL"
+    )
+    g.add_argument(
+        "-F",
+        "--filter",
+        dest="filter_expr",
+        type=_filter_expr,
+        metavar="EXPR",
+        help="only runs for which Guild's filter expression holds, e.g. "
+        "'lr > 0.01 and optimizer = adam' (flags, attributes, last scalar values)",
+    )
     g.add_argument(
         "--status",
         type=_statuses,
@@ -237,6 +346,31 @@ def _add_filter_options(
         help="only runs with these statuses, e.g. running,completed "
         "(running, completed, error, terminated, pending, staged, unknown)",
     )
+    for char, name in (
+        ("r", "running"),
+        ("c", "completed"),
+        ("e", "error"),
+        ("t", "terminated"),
+        ("p", "pending"),
+        ("s", "staged"),
+    ):
+        g.add_argument(
+            f"-S{char}",
+            f"--{name}",
+            dest=f"status_{name}",
+            action="store_const",
+            const=True,
+            help=f"only {name} runs (with other status flags: any of them)",
+        )
+        g.add_argument(
+            f"--not-{name}",
+            dest=f"status_{name}",
+            action="store_const",
+            const=False,
+            help=f"no {name} runs",
+        )
+    # Guild's -S with status characters: -Set is --error --terminated.
+    g.add_argument("-S", dest="status_chars", type=_status_chars, help=argparse.SUPPRESS)
     g.add_argument(
         "--since",
         type=_since,
@@ -245,6 +379,11 @@ def _add_filter_options(
         "or a date (2024-05-01, '2024-05-01 13:30')",
     )
     g.add_argument("--limit", type=_positive_int, metavar="N", help=limit_help)
+    g.add_argument(
+        "--include-batch",
+        action="store_true",
+        help="also Guild's batch runs (OP+ runs that start trials); left out by default",
+    )
     g.add_argument(
         "--run-name-flags",
         metavar="A,B",
@@ -282,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--interval",
+        "--refresh-interval",
         type=_positive_float,
         default=5.0,
         metavar="SECONDS",
@@ -296,6 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
         "whatever the file watchers reported (default 120)",
     )
     serve.add_argument("--once", action="store_true", help="sync once and exit")
+    serve.add_argument(
+        "--export-scalars",
+        metavar="PATH|-",
+        help="write every scalar of the selected runs to CSV (- for stdout) and exit: "
+        "run, path, tag, value, step as Guild writes them, then wall_time",
+    )
+    serve.add_argument(
+        "--skip-images",
+        action="store_true",
+        help="accepted for Guild's command lines: runsmon shows no run images yet",
+    )
     serve.add_argument(
         "--no-tensorboard",
         action="store_true",
@@ -457,16 +608,74 @@ def default_paths() -> list[str]:
     return [home]
 
 
+def split_runs(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Command line words as (PATHs, RUNs): a word naming an existing file or
+    directory is a PATH; else an index, a range or a hex id (prefix) is a RUN.
+
+    >>> split_runs(["/", "1", "2:", "3f2a", "/no/such/dir"])
+    (['/', '/no/such/dir'], ['1', '2:', '3f2a'])
+    """
+    from runsmon.guildselect import is_run_spec
+    from runsmon.sources.mlflow_sqlite import db_uri_path
+
+    paths, runs = [], []
+    for word in words:
+        path = os.path.expanduser(db_uri_path(word) or word)
+        if not os.path.exists(path) and is_run_spec(word):
+            runs.append(word)
+        else:
+            paths.append(word)
+    return paths, runs
+
+
+def _filters(args: argparse.Namespace, runs: Sequence[str] = ()) -> Any:
+    """The run filters the options ask for."""
+    from runsmon.select import Filters
+
+    statuses = set().union(*getattr(args, "status", []) or [frozenset()])
+    not_statuses = set()
+    chars = getattr(args, "status_chars", None) or ""
+    for name in ("running", "completed", "error", "terminated", "pending", "staged"):
+        value = getattr(args, f"status_{name}", None)
+        if value is None and name[0] in chars:
+            value = True
+        if value is True:
+            statuses.add(name)
+        elif value is False:
+            not_statuses.add(name)
+    labels = tuple(getattr(args, "label", []) or ())
+    if labels and getattr(args, "unlabeled", False):
+        raise UsageError("--label and --unlabeled cannot both be used")
+    return Filters(
+        operations=tuple(getattr(args, "operation", []) or ()),
+        labels=labels,
+        statuses=frozenset(statuses),
+        since=getattr(args, "since", None),
+        limit=getattr(args, "limit", None),
+        not_statuses=frozenset(not_statuses),
+        unlabeled=getattr(args, "unlabeled", False),
+        tags=tuple(getattr(args, "tag", []) or ()),
+        comments=tuple(getattr(args, "comment", []) or ()),
+        marked=getattr(args, "marked", None),
+        started=getattr(args, "started", None),
+        digest=getattr(args, "digest", None),
+        expr=getattr(args, "filter_expr", None),
+        runs=tuple(runs),
+        include_batch=getattr(args, "include_batch", True),
+    )
+
+
 def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -> Any:
     """The source for the PATHs, wrapped in the run filters; says what it reads."""
     from runsmon.report import Reporter
-    from runsmon.select import Filters, filtered
+    from runsmon.select import filtered
     from runsmon.sources import combine, detect_source
     from runsmon.sources.mlflow_sqlite import database_path, db_uri_path
 
     reporter = Reporter()
     sources = []
     given = paths if paths is not None else args.paths
+    given, runs = split_runs(given or [])
     for path in given or default_paths():
         path = os.path.expanduser(db_uri_path(path) or path)  # sqlite:/// is an MLflow store
         if not os.path.exists(path):
@@ -488,16 +697,14 @@ def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -
             from runsmon.report import describe_error
 
             raise RuntimeFailure(f"cannot read {path}: {describe_error(e)}") from None
+        if runs and getattr(source, "kind", None) != "guild":
+            raise UsageError(
+                f"RUN {runs[0]} selects Guild runs, and {source.describe()} is no Guild home; "
+                "give RUNs with Guild PATHs only"
+            )
         sources.append(source)
     source = combine(sources)
-    statuses = frozenset().union(*getattr(args, "status", []) or [frozenset()])
-    filters = Filters(
-        operations=tuple(getattr(args, "operation", []) or ()),
-        labels=tuple(getattr(args, "label", []) or ()),
-        statuses=statuses,
-        since=getattr(args, "since", None),
-        limit=getattr(args, "limit", None),
-    )
+    filters = _filters(args, runs)
     return filtered(source, filters), filters, sources
 
 
@@ -610,6 +817,8 @@ def serve(
     try:
         _check_logdir_arg(args, paths)
         source, filters, sources = _make_source(args, paths)
+        if getattr(args, "export_scalars", None):
+            return _export_scalars(args, source)
         run_name_cb = _run_name_cb(args)
         serving = not (args.once or args.no_tensorboard)
         if serving:
@@ -670,8 +879,9 @@ def serve(
                 return 0
             if not ready:
                 log.warning("TensorBoard has not loaded every run yet; it goes on loading")
-            print(f"runsmon: TensorBoard at {url}#hparams (Ctrl-C to stop)", flush=True)
-            if args.open and not open_browser(f"{url}#hparams"):
+            page = f"{url}#{getattr(args, 'tab', None) or 'hparams'}"
+            print(f"runsmon: TensorBoard at {page} (Ctrl-C to stop)", flush=True)
+            if args.open and not open_browser(page):
                 log.warning("no browser to open here; open the URL above yourself")
         else:
             _say(args, f"runsmon: keeping {logdir.path} in step (Ctrl-C to stop)")
@@ -689,6 +899,31 @@ def serve(
             logdir.destroy()
         if on_exit is not None:
             on_exit()
+
+
+def _export_scalars(args: argparse.Namespace, source: Any) -> int:
+    """``--export-scalars PATH|-``: the selected runs' scalars as CSV, then exit."""
+    from runsmon.export import export_scalars
+    from runsmon.report import describe_error
+
+    runs = source()
+    target = args.export_scalars
+    if target == "-":
+        export_scalars(runs, sys.stdout)
+        sys.stdout.flush()
+        return 0
+    try:
+        parent = os.path.dirname(target)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with open(target, "w", encoding="utf-8", newline="") as f:
+            count = export_scalars(runs, f)
+    except OSError as e:
+        raise RuntimeFailure(
+            f"cannot write {target}: {describe_error(e)}; give another --export-scalars PATH"
+        ) from None
+    _say(args, f"runsmon: {count} scalars of {len(runs)} runs written to {target}")
+    return 0
 
 
 def _check_run_name_flags(args: argparse.Namespace, monitor: Any) -> None:
@@ -863,8 +1098,8 @@ def _unknown(args: argparse.Namespace, extras: list[str]) -> str:
     """One line for arguments no option takes: the command, and the close option.
 
     >>> args = build_parser().parse_args(["serve"])
-    >>> _unknown(args, ["--refresh-interval", "5"])
-    'runsmon serve: error: unknown option --refresh-interval; did you mean --interval?'
+    >>> _unknown(args, ["--intervall", "5"])
+    'runsmon serve: error: unknown option --intervall; did you mean --interval?'
     """
     prog = f"runsmon {args.command}" if getattr(args, "command", None) else "runsmon"
     options = [x for x in extras if x.startswith("-") and x != "-"]

@@ -135,8 +135,8 @@ def test_help_shows_an_example(command, capsys):
         (["serve", "--run-name-flags", ",", "--once", str(GUILD_RUNS)], "--run-name-flags"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (
-            ["serve", "--refresh-interval", "5"],
-            "runsmon serve: error: unknown option --refresh-interval; did you mean --interval?",
+            ["serve", "--intervall", "5"],
+            "runsmon serve: error: unknown option --intervall; did you mean --interval?",
         ),
         (["table", "--sortt", "x"], "runsmon table: error: unknown option --sortt; did you mean"),
         (["serve", "--run_name_flags=lr"], "did you mean --run-name-flags?"),
@@ -286,7 +286,8 @@ def test_runs_needing_more_open_files_than_the_hard_limit_are_said_once(tmp_path
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))  # the 8 runs need about 81
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runsmon", "serve", "--no-tensorboard", str(GUILD_RUNS)],
+        [sys.executable, "-m", "runsmon", "serve", "--no-tensorboard", "--include-batch",
+         str(GUILD_RUNS)],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
     )  # fmt: skip
@@ -432,9 +433,13 @@ def test_serve_once_quiet_and_filters(tmp_path):
         "--status", "completed", "--run-name-flags", "lr", str(GUILD_RUNS),
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
-    completed = [r for r in GuildRuns(str(GUILD_RUNS))() if r.status == "completed"]
+    runs = GuildRuns(str(GUILD_RUNS))()
+    batch = [r for r in runs if r.attrs.get("batch")]
+    completed = [r for r in runs if r.status == "completed" and not r.attrs.get("batch")]
     names = sorted(p for p in os.listdir(logdir) if not p.startswith("."))
     assert len(names) == len(completed) > 1
+    # Guild's batch run (completed too) is left out, as guild tensorboard leaves it out
+    assert batch and not any(n.startswith(r.short_id) for r in batch for n in names)
     for run in completed:
         lr = run.hparams().get("lr")
         assert any(
@@ -492,8 +497,9 @@ def test_a_source_that_finds_no_runs_names_the_one_that_would(tmp_path):
 def test_progress_bar_on_a_terminal(tmp_path):
     """On a TTY: a bar redrawn in place with done/total and a rate, then cleared."""
     main_fd, child_fd = pty.openpty()
+    command = ["serve", "--once", "--no-tensorboard", "--include-batch", str(GUILD_RUNS)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runsmon", "serve", "--once", "--no-tensorboard", str(GUILD_RUNS)],
+        [sys.executable, "-m", "runsmon", *command],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
