@@ -419,12 +419,12 @@ def filtered(source: Callable[..., Any], filters: Filters) -> Callable[..., Any]
 
 
 def parse_flag_names(text: str) -> tuple[str, ...]:
-    """``--run-name-flags lr,optimizer`` as names.
+    """``--run-name-flags lr,optimizer`` as names (commas or spaces, as Guild splits).
 
-    >>> parse_flag_names(" lr, optimizer.name ,")
-    ('lr', 'optimizer.name')
+    >>> parse_flag_names(" lr, optimizer.name ,"), parse_flag_names("lr optimizer")
+    (('lr', 'optimizer.name'), ('lr', 'optimizer'))
     """
-    return tuple(p.strip() for p in text.split(",") if p.strip())
+    return tuple(p for p in re.split(r"[ ,]", text) if p)
 
 
 def flags_label(run: Run, names: Sequence[str]) -> str:

@@ -383,6 +383,48 @@ def test_source_rereads_changed_run(tmp_path: Path) -> None:
     assert source()[0].label == "a longer label"
 
 
+# As Guild 0.9 writes them (`guild tag -a best -a v2`, `guild comment -a`, `guild mark`).
+GUILD_TAGS = b"- best\n- v2\n"
+GUILD_COMMENTS = b"- body: Looks Good\n  host: vm\n  time: 1796031911613622\n  user: ''\n"
+GUILD_MARKED = b"true\n"
+BATCH_RUN = "85f0798d7e554e27b5c91e090a44c34c"  # mnist:train+ in the fixture
+
+
+def test_tags_comments_marked_digest_and_batch(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(FIXTURE, runs, symlinks=True)
+    attrs = runs / "aebdc9bbf58840b88c76f8125fbff957" / ".guild" / "attrs"
+    (attrs / "tags").write_bytes(GUILD_TAGS)
+    (attrs / "comments").write_bytes(GUILD_COMMENTS)
+    (attrs / "marked").write_bytes(GUILD_MARKED)
+    by_id = {r.id: r for r in GuildRuns(str(runs))()}
+    tagged = by_id["aebdc9bbf58840b88c76f8125fbff957"]
+    assert tagged.attrs["tags"] == ["best", "v2"] and tagged.attrs["marked"] is True
+    assert tagged.attrs["comments"] == [
+        {"body": "Looks Good", "host": "vm", "time": 1796031911613622, "user": ""}
+    ]
+    assert [i for i, r in by_id.items() if r.attrs.get("batch")] == [BATCH_RUN]
+    assert by_id[BATCH_RUN].operation == "mnist:train+"
+    digest = (runs / "5daef5b6ee8b4896a3e76cb82989f2c3/.guild/attrs/sourcecode_digest").read_text()
+    assert by_id["5daef5b6ee8b4896a3e76cb82989f2c3"].attrs["sourcecode_digest"] == digest.strip()
+
+
+def test_tags_rewritten_in_place_are_read_again(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    source = GuildRuns(str(tmp_path))
+    tags = run / ".guild" / "attrs" / "tags"
+    tags.write_bytes(b"- aa\n")
+    assert source()[0].attrs["tags"] == ["aa"]
+    tags.write_bytes(b"- bb\n")  # same size: Guild rewrites the file in place
+    os.utime(tags, ns=(tags.stat().st_mtime_ns + 1_000_000,) * 2)
+    assert source()[0].attrs["tags"] == ["bb"]
+    marked = run / ".guild" / "attrs" / "marked"
+    marked.write_bytes(GUILD_MARKED)
+    assert source()[0].attrs["marked"] is True
+    marked.unlink()  # guild unmark deletes it
+    assert "marked" not in source()[0].attrs
+
+
 def test_times_operation_label_attrs(tmp_path: Path) -> None:
     make_run(tmp_path, opref="guildfile:/p/guild.yml 3926462d mnist train")
     run = read_one(tmp_path)
