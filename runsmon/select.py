@@ -408,8 +408,9 @@ class RunFilter:
         now = set(problems)
         for gone in self._problems - now:
             self.reporter.clear("RUN", gone)
-        for problem in now - self._problems:
-            self.reporter.warn(subject="RUN", cause=problem, message=problem)
+        for problem in dict.fromkeys(problems):  # in the order of the RUNs
+            if problem not in self._problems:
+                self.reporter.warn(subject="RUN", cause=problem, message=problem)
         self._problems = now
 
 
