@@ -1139,6 +1139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, extras = parser.parse_known_args(argv)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    if extras and hasattr(args, "paths") and not any(x.startswith("-") for x in extras):
+        # PATHs and RUNs on both sides of options (`serve ~/.guild -Sc 1:3`)
+        args.paths = [*args.paths, *extras]
+        extras = []
     if extras:
         print(_unknown(args, extras), file=sys.stderr)
         return 2

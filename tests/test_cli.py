@@ -143,6 +143,12 @@ def test_help_shows_an_example(command, capsys):
         (["serve", "--reload_interval", "2"], "options go as -O reload_interval=VALUE"),
         (["serve", "-O", "logdir=/tmp/x"], "-O logdir: runsmon gives TensorBoard its own logdir"),
         (["serve", "-O", "port=1"], "-O port: use --port"),
+        (["serve", "-Fs", "last week"], "invalid RANGE 'last week': unexpected 'week'"),
+        (["table", "-F", "lr >"], "invalid filter 'lr >': unexpected end of expression"),
+        (["serve", "-S", "cx"], "unrecognized status char 'x'"),
+        (["serve", "-Fm", "-Fn"], "not allowed with argument"),
+        (["table", "-Fl", "a", "-Fu", str(GUILD_RUNS)], "--label and --unlabeled cannot both"),
+        (["table", str(ROOT / "sample_projects"), "1:2"], "RUN 1:2 selects Guild runs"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(args, message):
@@ -632,3 +638,96 @@ def test_parser_accepts_repeatable_globs():
         ["serve", "--hparam-include", "a*", "--hparam-include", "b*", "--metric-exclude", "x/*"]
     )
     assert args.hparam_include == ["a*", "b*"] and args.metric_exclude == ["x/*"]
+
+
+# -- guild tensorboard's command line ------------------------------------------------
+
+GUILD_EXPORT = ROOT / "tests" / "data" / "guild-0.9-export-scalars.csv"  # by Guild 0.9 itself
+
+
+def _csv(text: str) -> list[list[str]]:
+    import csv
+
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_export_scalars_as_guild_writes_them(tmp_path):
+    """`guild tensorboard --include-batch --export-scalars F` wrote GUILD_EXPORT on
+    the fixture; runsmon writes the same rows, then each point's wall time."""
+    guild = _csv(GUILD_EXPORT.read_text())
+    out = tmp_path / "sub" / "scalars.csv"
+    done = runsmon("serve", str(GUILD_RUNS), "--include-batch", "--export-scalars", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(f"runsmon: {len(guild) - 1} scalars of 8 runs written to {out}\n")
+    ours = _csv(out.read_text())
+    assert ours[0] == [*guild[0], "wall_time"]
+    assert [row[:5] for row in ours] == guild
+    assert all(float(row[5]) >= 0 for row in ours[1:])
+    # To stdout, RUNs after options, batch runs left out: `-Sc 2:4` are the 2nd to
+    # 4th newest completed runs, the batch run (the newest) not among them.
+    done = runsmon("serve", str(GUILD_RUNS), "-Sc", "--export-scalars", "-", "1:3")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    rows = _csv(done.stdout)
+    completed = [r for r in GuildRuns(str(GUILD_RUNS))() if r.status == "completed"]
+    newest = sorted(completed, key=lambda r: -r.started)[:3]
+    ids = {r.id for r in newest if not r.attrs.get("batch")}
+    assert len(ids) == 2
+    assert [r[:5] for r in rows[1:]] == [g for g in guild[1:] if g[0] in ids]
+
+
+def test_guild_options_select_runs(tmp_path):
+    """A Guild user's selection, program name replaced: filters, status flags and RUNs."""
+    table = ("table", str(GUILD_RUNS), "--format", "json")
+
+    def names(*args: str) -> list[str]:
+        done = runsmon(*table, *args)
+        assert done.returncode == 0, done.stderr
+        return sorted(row["run"][:8] for row in json.loads(done.stdout))
+
+    assert names("-Fo", "train.py", "-Sc") == ["26effe29", "5daef5b6"]
+    assert names("--operation", "train.py", "--completed") == ["26effe29", "5daef5b6"]
+    assert names("-Fo", "train.py", "--not-completed", "--not-staged") == ["4aff439c"]
+    assert names("-Set") == ["4aff439c", "93cbb034", "aebdc9bb"]
+    assert names("-Fl", "best") == ["26effe29"]
+    assert names("-Fl", "-") == names("-Fu") == []  # the unlabeled run is the batch run
+    assert names("-Fl", "-", "--include-batch") == ["85f0798d"]
+    assert names("-F", "lr > 0.2 or optimizer = sgd") == ["15e87c1c", "26effe29"]
+    assert names("-Fs", "after 2026-11-29 01:48:30") == ["93cbb034", "aebdc9bb"]
+    assert names("1", "-Fo", "train.py") == ["15e87c1c"]  # the newest train.py run
+    assert names("-Fm") == names("-Ft", "x") == names("-Fc", "x") == names("-Fd", "zz") == []
+    assert len(names("-Fn", "-Fc", "-")) == 7
+
+
+def test_guild_serve_options_are_accepted(tmp_path):
+    args = build_parser().parse_args(["serve", "--refresh-interval", "2", "-n", "-p", "0"])
+    assert args.interval == 2.0 and args.open is False and args.port == 0
+    assert build_parser().parse_args(["serve", "--open", "--tab", "scalars"]).tab == "scalars"
+    assert build_parser().parse_args(["serve", "-n", "--open"]).open is True
+    logdir = tmp_path / "logdir"
+    done = runsmon(
+        "serve", "--once", "--no-tensorboard", "-q", "--logdir", str(logdir),
+        "--refresh-interval", "2", "-n", "--skip-images", "--run-name-flags", "lr optimizer",
+        "-Fo", "train.py", str(GUILD_RUNS), "1:2",
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    names = sorted(p for p in os.listdir(logdir) if not p.startswith("."))
+    # the two newest train.py runs, named by two flags given as Guild gives them
+    assert [n[:8] for n in names] == ["15e87c1c", "4aff439c"]
+    assert names[0].endswith(" lr=0.5 optimizer=adam")
+    assert names[1].endswith(" lr=0.1 optimizer=adam")
+
+
+@pytest.mark.tb
+def test_open_on_a_tab(tmp_path):
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
+    browser.chmod(0o755)
+    with serving(
+        tmp_path, str(GUILD_RUNS), "--port", "0", "--open", "--tab", "scalars", "-q",
+        env={"BROWSER": f"{browser} %s"},
+    ) as s:  # fmt: skip
+        url = s.read_until(r"TensorBoard at (\S+)").group(1)
+        poll(lambda: opened.exists() and opened.read_text().strip(), bool, timeout=10)
+        assert url.endswith("/#scalars") and opened.read_text().strip() == url
+        s.stop(signal.SIGINT)
