@@ -40,6 +40,7 @@ def test_serve_once_on_guild_runs(tmp_path, load_fast):
             "serve",
             "--once",
             "--no-tensorboard",
+            "--include-batch",  # every fixture run, the batch run too
             "--logdir",
             str(logdir),
             str(FIXTURE),
