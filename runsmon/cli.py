@@ -826,7 +826,7 @@ def serve(
         logdir = _open_logdir(getattr(args, "logdir", None))
         for s in sources:
             _say(args, f"runsmon: reading {s.describe()}")
-        if filters.active:
+        if filters.describe():
             _say(args, f"runsmon: showing runs with {filters.describe()}")
         if not args.quiet:
             progress = Progress(sys.stderr)

@@ -698,6 +698,14 @@ def test_guild_options_select_runs(tmp_path):
     assert len(names("-Fn", "-Fc", "-")) == 7
 
 
+def test_no_filter_line_without_filters(tmp_path):
+    """Batch runs are left out by default, which is no filter to speak of."""
+    done = runsmon("serve", "--once", "--no-tensorboard", str(GUILD_RUNS))
+    assert done.returncode == 0 and "showing runs" not in done.stdout, done.stdout
+    done = runsmon("serve", "--once", "--no-tensorboard", str(GUILD_RUNS), "-Sc", "1:3")
+    assert "runsmon: showing runs with RUN 1:3, status completed\n" in done.stdout
+
+
 def test_guild_serve_options_are_accepted(tmp_path):
     args = build_parser().parse_args(["serve", "--refresh-interval", "2", "-n", "-p", "0"])
     assert args.interval == 2.0 and args.open is False and args.port == 0
