@@ -24,9 +24,10 @@ Reading
 
 Checksums
     Length checksums are always verified (they are cached per length).  Data
-    checksums are verified when the optional ``google-crc32c`` package with its
-    C extension is installed (:data:`CHECKSUMS_VERIFIED`); without it they are
-    not checked, since a pure-Python CRC would be far slower than the parsing.
+    checksums are verified with ``google-crc32c`` (a dependency) when its C
+    extension is there (:data:`CHECKSUMS_VERIFIED`); on a platform with no
+    wheel of it they are not checked, since a pure-Python CRC would be far
+    slower than the parsing.
 
 Speed
     Most event files repeat the same shape of record: the same tags, with
