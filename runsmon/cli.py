@@ -1053,14 +1053,14 @@ def _importance(args: argparse.Namespace, data: Any, fmt: str) -> int:
         )
     ranking = importance.rank([row.values for row in data.rows], data.hparams, metric)
     text = importance.render(ranking, fmt)
+    if args.output:
+        _write_output(args.output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
     if fmt != "table":  # the data stays clean; its warning and notes go to stderr
         for line in ranking.warnings() + ranking.notes():
             print(f"runsmon table: {line}", file=sys.stderr)
-    if args.output:
-        _write_output(args.output, text)
-        return 0
-    sys.stdout.write(text)
-    sys.stdout.flush()
     return 0
 
 

@@ -421,7 +421,7 @@ def _record(ranking: Ranking, item: Importance) -> dict[str, Any]:
         "statistic": item.statistic,
         "value": item.value,
         "strength": item.strength,
-        "chance": item.chance,
+        "chance": None if item.value is None else item.chance,
         "runs": item.runs,
         "forest": item.forest,
         "note": item.note,
@@ -438,7 +438,8 @@ def _fields(ranking: Ranking) -> list[str]:
 def _number(value: float | None, signed: bool = False) -> str:
     if value is None:
         return ""
-    return format(value, "+.2f" if signed else ".2f")
+    text = format(value, "+.2f" if signed else ".2f")
+    return "0.00" if text in ("+0.00", "-0.00") else text
 
 
 def render_text(ranking: Ranking) -> str:

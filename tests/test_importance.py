@@ -308,7 +308,8 @@ def test_cli_formats_and_output_file(sweep, tmp_path):
         "lr", "optimizer", "augment", "seed", "activation", "epochs"
     }  # fmt: skip
     epochs = next(r for r in records if r["hparam"] == "epochs")
-    assert epochs["value"] == "" and epochs["note"] == "one value" and epochs["runs"] == "40"
+    assert epochs["value"] == epochs["chance"] == "" and epochs["note"] == "one value"
+    assert epochs["runs"] == "40"
     assert "val#loss" not in out  # data only: the notes go to stderr
     target = tmp_path / "importance.json"
     code, out, err = _cli(sweep, "--importance", "val#acc", "-o", str(target))
