@@ -10,15 +10,6 @@ and the same ``epochs``.
 - ``val#acc`` rises with ``lr`` (0.03 for each tenfold), is 0.08 higher with
   ``adam`` and 0.04 higher with ``augment``, plus noise (0.01); ``activation``
   and ``seed`` play no part in either.
-
->>> import tempfile
->>> with tempfile.TemporaryDirectory() as tmp:
-...     runs = make(tmp)
->>> len(runs)
-40
->>> runs["run-00"][0]  # doctest: +NORMALIZE_WHITESPACE
-{'lr': 0.0001, 'optimizer': 'adam', 'augment': True, 'seed': 0, 'activation': 'gelu',
- 'epochs': 10}
 """
 
 from __future__ import annotations
