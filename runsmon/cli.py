@@ -37,6 +37,7 @@ examples:
   runsmon table ~/experiments --hparams differing --sort -val/accuracy
   runsmon table ~/experiments --sort -val/accuracy --limit 5   # the 5 best
   runsmon table ~/.guild --status completed -o runs.csv        # CSV, from the extension
+  runsmon table ~/experiments --importance val/loss            # which hparams matter
 """
 
 DEMO_EXAMPLE = """\
@@ -477,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: from -o FILE's extension (.csv, .json), else table",
     )
     table.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
+    table.add_argument(
+        "--importance",
+        metavar="METRIC",
+        help="instead of the runs, rank the hparams by how strongly each explains METRIC "
+        "(a metric column: loss, val#loss, val/loss)",
+    )
     _add_selection_options(table)
     _add_filter_options(table, limit_help="only the N newest runs; with --sort, the first N rows")
 
@@ -1000,28 +1007,60 @@ def table(args: argparse.Namespace) -> int:
     limit = None
     if args.sort and args.limit is not None:
         limit, args.limit = args.limit, None
+    if args.importance is not None and args.sort:
+        raise UsageError("--sort orders runs; --importance ranks hparams: give one of them")
     source, _, _ = _make_source(args)
     data = runs_table.collect(source, _selection(args), _run_name_cb(args))
+    if args.importance is not None:
+        return _importance(args, data, fmt)
     try:
         data.sort(args.sort)
     except ValueError as e:
         raise UsageError(f"--sort: {e}") from None
     data.limit(limit)
     if args.output:
-        text = runs_table.render(data, fmt)
-        try:
-            with open(args.output, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-        except OSError as e:
-            from runsmon.report import describe_error
-
-            raise RuntimeFailure(
-                f"cannot write {args.output}: {describe_error(e)}; give another -o FILE"
-            ) from None
+        _write_output(args.output, runs_table.render(data, fmt))
         return 0
     width = shutil.get_terminal_size((100, 24)).columns if fmt == "table" else None
     sys.stdout.write(runs_table.render(data, fmt, width))
     sys.stdout.flush()
+    return 0
+
+
+def _write_output(path: str, text: str) -> None:
+    """Write ``-o FILE``; one line if it cannot be written."""
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    except OSError as e:
+        from runsmon.report import describe_error
+
+        raise RuntimeFailure(
+            f"cannot write {path}: {describe_error(e)}; give another -o FILE"
+        ) from None
+
+
+def _importance(args: argparse.Namespace, data: Any, fmt: str) -> int:
+    """``runsmon table --importance METRIC``: the hparams ranked by how strongly
+    each explains METRIC over the table's runs."""
+    from runsmon import importance
+
+    metric = args.importance
+    metrics = data.columns[2 + len(data.hparams) :]
+    if metric not in metrics:
+        raise UsageError(
+            f"--importance: no metric {metric!r} (metrics: {', '.join(metrics) or 'none'})"
+        )
+    ranking = importance.rank([row.values for row in data.rows], data.hparams, metric)
+    text = importance.render(ranking, fmt)
+    if args.output:
+        _write_output(args.output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    if fmt != "table":  # the data stays clean; its warning and notes go to stderr
+        for line in ranking.warnings() + ranking.notes():
+            print(f"runsmon table: {line}", file=sys.stderr)
     return 0
 
 
