@@ -547,7 +547,6 @@ def serve(
 ) -> int:
     """``runsmon serve``: sync, serve TensorBoard, follow the runs until a signal."""
     from runsmon.monitor import RunsMonitor
-    from runsmon.serve import RELOAD_INTERVAL, reset_delay
 
     stop = threading.Event()
     startup = [True]
@@ -574,9 +573,6 @@ def serve(
             full_check_interval=args.full_check,
             freeze_heap=not args.once,
             run_name_cb=run_name_cb,
-            # In-process TensorBoard reloads every RELOAD_INTERVAL: a reset
-            # session must stay gone long enough for it to drop the old one.
-            reset_delay=reset_delay(RELOAD_INTERVAL) if serving else 11.0,
             progress=progress,
             selection=_selection(args),
         )
@@ -600,7 +596,12 @@ def serve(
             return 0
         monitor.start()
         if serving:
-            from runsmon.serve import open_browser, start_tensorboard, wait_for_hparams
+            from runsmon.serve import (
+                RELOAD_INTERVAL,
+                open_browser,
+                start_tensorboard,
+                wait_for_hparams,
+            )
 
             url = start_tensorboard(
                 logdir.path, args.host, args.port, RELOAD_INTERVAL, options=args.tb_options

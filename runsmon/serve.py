@@ -29,15 +29,6 @@ class TensorBoardError(Exception):
     """TensorBoard could not be started; the message says why and what to do."""
 
 
-def reset_delay(reload_interval: float = RELOAD_INTERVAL) -> float:
-    """How long a reset session stays deleted: TensorBoard must have dropped it.
-
-    >>> reset_delay(1.0)
-    3.0
-    """
-    return 2 * reload_interval + 1
-
-
 def tensorboard_options(pairs: Sequence[str]) -> list[str]:
     """``-O NAME=VALUE`` pairs as TensorBoard flags.
 

@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
-from runs_helpers import write_scalars
+from runs_helpers import session_in, write_scalars
 
-from runsmon import Run, RunsMonitor
+from runsmon import Run, RunsMonitor, sessions
 from runsmon.logdir import MANIFEST, Logdir
 from runsmon.monitor import END_FILE, SESSION_FILE
 from runsmon.report import Reporter
@@ -87,16 +87,57 @@ def test_a_removed_run_leaves_nothing_behind(tmp_path):
     assert monitor.run_names.keys() == {"r1"}
 
 
-def test_a_run_that_ends_gets_its_end_info(tmp_path):
+def test_a_running_run_shows_running_then_its_end_in_a_new_directory(tmp_path):
     run = _make_run(tmp_path / "runs", "r1", status="running")
+    runs = [run]
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), lambda: list(runs))
+    monitor.run_once()
+    name = monitor.run_names["r1"]
+    assert monitor.run_dirs["r1"] == name
+    # "running" goes with the start info, in the file that sorts first.
+    assert session_in(logdir / name) == {
+        "group": name,
+        "hparams": {"lr": 0.1},
+        "statuses": ["STATUS_RUNNING"],
+        "files": [SESSION_FILE],
+    }
+    runs[0] = dataclasses.replace(run, status="error", stopped=1_700_000_020.0)
+    stats = monitor.run_once()
+    assert (stats.ended, stats.rewrites, stats.sessions) == (1, 1, 1)
+    twin = monitor.run_dirs["r1"]
+    assert twin == name + "~" and monitor.run_names["r1"] == name
+    assert not (logdir / name).exists()  # the old generation is gone, whole
+    assert session_in(logdir / twin) == {
+        "group": name,  # the same row
+        "hparams": {"lr": 0.1},
+        "statuses": ["STATUS_FAILURE"],
+        "files": [SESSION_FILE],
+    }
+    # It holds all the run shows: every event file linked again.
+    assert sorted(_files(logdir / twin)) == sorted([MANIFEST, SESSION_FILE, *_files(run.dir)])
+    assert monitor.run_once().rewrites == 0  # and stays put
+
+
+def test_a_run_whose_status_is_a_guess_from_idleness_gets_an_end_file(tmp_path):
+    """Runs whose source records no status (DirRuns) show no end info while active."""
+    run = _make_run(tmp_path / "runs", "r1", status="running")
+    run = dataclasses.replace(run, attrs={"status_rule": "idle"})
     runs = [run]
     monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs))
     monitor.run_once()
     run_dir = tmp_path / "logdir" / monitor.run_names["r1"]
-    assert not (run_dir / END_FILE).exists()
-    runs[0] = dataclasses.replace(run, status="error", stopped=1_700_000_020.0)
-    assert monitor.run_once().ended == 1
+    assert session_in(run_dir)["statuses"] == []
+    runs[0] = dataclasses.replace(run, status="completed", stopped=1_700_000_020.0)
+    stats = monitor.run_once()
+    assert (stats.ended, stats.rewrites) == (1, 0)
     assert (run_dir / END_FILE).is_file()
+    assert session_in(run_dir)["statuses"] == ["STATUS_SUCCESS"]
+    # Active again: the end info must go, in a new generation with none.
+    runs[0] = dataclasses.replace(run, status="running")
+    assert monitor.run_once().rewrites == 1
+    assert not run_dir.exists()
+    assert session_in(tmp_path / "logdir" / monitor.run_dirs["r1"])["statuses"] == []
 
 
 def test_a_restarted_monitor_converges_without_rewriting(tmp_path):
@@ -130,20 +171,73 @@ def test_a_half_written_run_from_a_killed_monitor_is_completed(tmp_path):
     assert not (tmp_path / "logdir" / ".runsmon-tmp-abc").exists()
 
 
-def test_a_changed_session_is_reset_after_the_delay(tmp_path):
+def test_a_changed_session_is_rewritten_at_once_in_a_new_directory(tmp_path):
     run = _make_run(tmp_path / "runs", "r1", status="running")
     runs = [run]
-    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs), reset_delay=0.3)
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), lambda: list(runs))
     monitor.run_once()
     name = monitor.run_names["r1"]
     runs[0] = dataclasses.replace(run, flags={"lr": 0.2})
-    assert monitor.run_once().resets == 1
-    assert not (tmp_path / "logdir" / name).exists()
+    stats = monitor.run_once()
+    assert (stats.rewrites, stats.sessions) == (1, 1)
+    assert os.listdir(logdir / (name + "~")) and not (logdir / name).exists()
+    assert session_in(logdir / (name + "~"))["hparams"] == {"lr": 0.2}
+    # Again at once: the home name was left too lately to be taken again
+    # (TensorBoard may still hold the old run under it).
+    runs[0] = dataclasses.replace(run, flags={"lr": 0.3})
+    assert monitor.run_once().rewrites == 1
+    assert monitor.run_dirs["r1"] == name + "~2"
+    assert sorted(os.listdir(logdir)) == sorted([".runsmon", name + "~2", *_experiment(logdir)])
+    session = session_in(logdir / (name + "~2"))
+    assert (session["group"], session["hparams"]) == (name, {"lr": 0.3})
+    # Once it was left long enough, a run goes home again.
+    monitor._vacated = sessions.Vacated(reuse_after=0.0)
+    runs[0] = dataclasses.replace(run, flags={"lr": 0.4})
+    assert monitor.run_once().rewrites == 1
+    assert monitor.run_dirs["r1"] == name
+    assert session_in(logdir / name)["hparams"] == {"lr": 0.4}
+    assert not (logdir / (name + "~2")).exists()
+
+
+def _experiment(logdir) -> list[str]:
+    return [n for n in os.listdir(logdir) if n.startswith(".runsmon-experiment-")]
+
+
+def test_a_run_that_ended_runs_again_shows_running(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1")
+    runs = [run]
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), lambda: list(runs))
     monitor.run_once()
-    assert not (tmp_path / "logdir" / name).exists()  # still waiting
-    time.sleep(0.35)
-    assert monitor.run_once().sessions == 1
-    assert (tmp_path / "logdir" / name / SESSION_FILE).is_file()
+    name = monitor.run_names["r1"]
+    assert session_in(logdir / name)["statuses"] == ["STATUS_SUCCESS"]
+    runs[0] = dataclasses.replace(run, status="running", stopped=None)
+    assert monitor.run_once().rewrites == 1
+    assert session_in(logdir / (name + "~"))["statuses"] == ["STATUS_RUNNING"]
+
+
+def test_a_rewrite_keeps_other_runs_off_the_second_name(tmp_path):
+    """A run's second directory is its own: no other run is given that name."""
+    a = _make_run(tmp_path / "runs", "a", status="running")
+    runs = [a]
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), lambda: list(runs), run_name_cb=lambda r: r.label or "x")
+    monitor.run_once()
+    runs[0] = dataclasses.replace(a, status="completed", stopped=1_700_000_010.0)
+    monitor.run_once()
+    assert monitor.run_dirs["a"] == "x~"
+    b = dataclasses.replace(_make_run(tmp_path / "runs", "b"), label="x~")
+    runs.append(b)
+    monitor.run_once()
+    assert monitor.run_names["b"] not in ("x", "x~")
+    assert monitor.run_names["b"].startswith("x~ (")
+    assert session_in(logdir / "x~")["group"] == "x"
+
+
+def test_the_deprecated_reset_delay_is_accepted_and_ignored(tmp_path):
+    with pytest.warns(DeprecationWarning, match="reset_delay"):
+        RunsMonitor(str(tmp_path / "logdir"), lambda: [], reset_delay=3.0)
 
 
 def test_a_run_listed_twice_is_shown_once_with_one_warning(tmp_path, caplog):
