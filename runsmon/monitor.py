@@ -140,6 +140,7 @@ class RunsMonitor:
         self._namer = RunNamer()
         self._regen: set[str] = set()  # runs whose session must go to a new directory
         self._vacated = sessions.Vacated()  # directory names deleted lately
+        self._leftovers: dict[str, tuple[str, Manifest]] = {}  # old generations not yet deleted
         self._experiment: tuple[str, bytes] | None = None  # (dirname, file bytes)
         self._experiment_gen = 0
         self._restored: dict[str, Manifest] = {}  # an earlier runsmon's runs, not yet seen
@@ -448,6 +449,8 @@ class RunsMonitor:
                     if run_id in wanted:
                         self._refresh(wanted[run_id], stats)
             self._write_sessions(stats)
+            for run_id, manifest in list(self._leftovers.values()):
+                self._remove_old(run_id, manifest)
             self._save_manifests()
             for run_id in self._write_ok - self._write_failed:
                 self.reporter.clear(run_id, "write")
@@ -1036,15 +1039,33 @@ class RunsMonitor:
         del new.state["building"]
         if not self._try(st, "manifest", lambda: self.logdir.save_manifest(new)):
             self._unsaved.add(run.id)  # whole on disk; a restart trusts what is there
-        self._remove_manifest(old)
-        self._vacated.add(old.name)
-        if old.name != group:
-            self._namer.unreserve(run.id, old.name)
+        self._remove_old(run.id, old)
         self._regen.discard(run.id)
         stats.rewrites += 1
         stats.sessions += 1
         stats.ended += int(run.ended and old.state.get("end") != end)
         log.info("run %s: rewritten in %s", group, dirname)
+
+    def _remove_old(self, run_id: str, manifest: Manifest) -> None:
+        """Delete a run's old generation; one that cannot go yet is tried again
+        at each sync (its name stays the run's meanwhile)."""
+        group = str(manifest.state.get("group") or manifest.name)
+        try:
+            self.logdir.remove_run(manifest)
+        except (OSError, LogdirError) as e:
+            self._leftovers[manifest.name] = (run_id, manifest)
+            self.reporter.warn(
+                run_id,
+                "remove",
+                f"run {group}: cannot remove its old directory {manifest.name!r} from the "
+                f"logdir: {describe_error(e)}; trying again",
+            )
+            return
+        if self._leftovers.pop(manifest.name, None) is not None:
+            self.reporter.clear(run_id, "remove")
+        self._vacated.add(manifest.name)
+        if manifest.name != group:
+            self._namer.unreserve(run_id, manifest.name)
 
     def _dir_usable(self, run_id: str) -> Callable[[str], bool]:
         """Whether a name may hold a new directory of ``run_id`` now."""

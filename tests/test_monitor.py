@@ -320,3 +320,71 @@ def test_non_run_items_from_a_callback_are_ignored(tmp_path, bad):
     run = _make_run(tmp_path / "runs", "r1")
     monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: [run, bad])
     assert monitor.run_once().runs == 1
+
+
+class _Killed(BaseException):
+    """A kill -9 at this point: nothing after it runs."""
+
+
+def _kill_at(obj, attr, after=0, before=None):
+    """Make ``obj.attr`` raise :class:`_Killed` on its call number ``after + 1``
+    (running ``before(*args)`` first, the part that got done)."""
+    real = getattr(obj, attr)
+    calls = {"n": 0}
+
+    def patched(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > after:
+            if before is not None:
+                before(*args)
+            raise _Killed
+        return real(*args, **kwargs)
+
+    setattr(obj, attr, patched)
+
+
+def _rewritten_after_restart(tmp_path, run, runs, name):
+    logdir = tmp_path / "logdir"
+    again = RunsMonitor(str(logdir), lambda: list(runs))
+    again.run_once()
+    dirs = [n for n in os.listdir(logdir) if not n.startswith(".")]
+    assert dirs == [again.run_dirs["r1"]]  # one directory: nothing stray, nothing half
+    session = session_in(logdir / dirs[0])
+    assert (session["group"], session["hparams"]) == (name, {"lr": 0.2})
+    assert sorted(_files(logdir / dirs[0])) == sorted([MANIFEST, SESSION_FILE, *_files(run.dir)])
+    assert again.run_once().rewrites == 0
+    return dirs[0]
+
+
+def test_a_kill_while_a_new_generation_is_made_keeps_the_old_one(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1", status="running")
+    runs = [run]
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs))
+    monitor.run_once()
+    name = monitor.run_names["r1"]
+    runs[0] = dataclasses.replace(run, flags={"lr": 0.2})
+    _kill_at(monitor.logdir, "link", after=1)  # session written, one link of three made
+    with pytest.raises(_Killed):
+        monitor.run_once()
+    assert sorted(os.listdir(tmp_path / "logdir" / (name + "~"))) != []
+    assert session_in(tmp_path / "logdir" / name)["hparams"] == {"lr": 0.1}
+    _rewritten_after_restart(tmp_path, run, runs, name)
+
+
+def test_a_kill_while_the_old_generation_is_deleted_keeps_the_new_one(tmp_path):
+    run = _make_run(tmp_path / "runs", "r1", status="running")
+    runs = [run]
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: list(runs))
+    monitor.run_once()
+    name = monitor.run_names["r1"]
+    runs[0] = dataclasses.replace(run, flags={"lr": 0.2})
+
+    def half_deleted(manifest):
+        for rel in manifest.links:
+            os.unlink(tmp_path / "logdir" / manifest.name / rel)
+
+    _kill_at(monitor.logdir, "remove_run", before=half_deleted)
+    with pytest.raises(_Killed):
+        monitor.run_once()
+    assert (tmp_path / "logdir" / name / MANIFEST).is_file()
+    assert _rewritten_after_restart(tmp_path, run, runs, name) == name + "~"
