@@ -160,7 +160,7 @@ class TensorBoardProcess:
         self,
         logdir: str | os.PathLike[str],
         load_fast: bool | None = False,
-        reload_interval: float = 1,
+        reload_interval: float | None = 1,
         extra_args: Iterable[str] = (),
         start_timeout: float = 60.0,
     ) -> None:
@@ -189,8 +189,9 @@ class TensorBoardProcess:
             "--logdir", str(self.logdir),
             "--host", "127.0.0.1",
             "--port", str(port),
-            "--reload_interval", str(self.reload_interval),
         ]  # fmt: skip
+        if self.reload_interval is not None:  # None: TensorBoard's default (5 s)
+            argv += ["--reload_interval", str(self.reload_interval)]
         if self.load_fast is not None:
             argv.append(f"--load_fast={'true' if self.load_fast else 'false'}")
         return argv + self.extra_args
