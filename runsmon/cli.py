@@ -547,6 +547,7 @@ def serve(
 ) -> int:
     """``runsmon serve``: sync, serve TensorBoard, follow the runs until a signal."""
     from runsmon.monitor import RunsMonitor
+    from runsmon.serve import RELOAD_INTERVAL, handover_delay
 
     stop = threading.Event()
     startup = [True]
@@ -573,6 +574,10 @@ def serve(
             full_check_interval=args.full_check,
             freeze_heap=not args.once,
             run_name_cb=run_name_cb,
+            # A rewritten run with large event files keeps its old directory
+            # until TensorBoard has read the new one: two reloads of the
+            # in-process TensorBoard, or of one of the user's own (5 s default).
+            handover_delay=handover_delay(RELOAD_INTERVAL) if serving else 11.0,
             progress=progress,
             selection=_selection(args),
         )
@@ -596,12 +601,7 @@ def serve(
             return 0
         monitor.start()
         if serving:
-            from runsmon.serve import (
-                RELOAD_INTERVAL,
-                open_browser,
-                start_tensorboard,
-                wait_for_hparams,
-            )
+            from runsmon.serve import open_browser, start_tensorboard, wait_for_hparams
 
             url = start_tensorboard(
                 logdir.path, args.host, args.port, RELOAD_INTERVAL, options=args.tb_options

@@ -102,6 +102,7 @@ class RunsMonitor:
         *,
         watch: bool = True,
         full_check_interval: float = 120.0,
+        handover_delay: float = 11.0,
         reset_delay: float | None = None,
         callback_timeout: float = 120.0,
         fs: FileSystem = LOCAL,
@@ -116,12 +117,19 @@ class RunsMonitor:
         self.run_name_cb = run_name_cb or default_run_name
         self.watch = watch
         self.full_check_interval = full_check_interval
+        self.handover_delay = handover_delay
+        """Seconds the old directory of a rewritten run with large event files
+        stays beside the new one (two reloads of the TensorBoard reading the
+        logdir, and one more second): TensorBoard's data server shows a run
+        only once it has read all of it (see sessions.py)."""
         if reset_delay is not None:
             warnings.warn(
-                "RunsMonitor(reset_delay=...) is ignored: sessions are rewritten with no gap",
+                "RunsMonitor(reset_delay=...) is deprecated: sessions are rewritten with no "
+                "gap; the value is taken as handover_delay",
                 DeprecationWarning,
                 stacklevel=2,
             )
+            self.handover_delay = reset_delay
         self.callback_timeout = callback_timeout
         self.fs = fs
         self.reporter = reporter or getattr(list_runs_cb, "reporter", None) or Reporter()
@@ -140,7 +148,8 @@ class RunsMonitor:
         self._namer = RunNamer()
         self._regen: set[str] = set()  # runs whose session must go to a new directory
         self._vacated = sessions.Vacated()  # directory names deleted lately
-        self._leftovers: dict[str, tuple[str, Manifest]] = {}  # old generations not yet deleted
+        # Old generations still there (name -> run id, manifest, when they may go).
+        self._leftovers: dict[str, tuple[str, Manifest, float]] = {}
         self._experiment: tuple[str, bytes] | None = None  # (dirname, file bytes)
         self._experiment_gen = 0
         self._restored: dict[str, Manifest] = {}  # an earlier runsmon's runs, not yet seen
@@ -298,13 +307,22 @@ class RunsMonitor:
             except Exception as e:  # the daemon goes on whatever happens
                 log.warning("sync failed: %s", describe_error(e))
                 log.debug("sync failure", exc_info=True)
-            self._wake.wait(self.interval)
+            self._wake.wait(self._next_wait())
             if self._stop.is_set():
                 break
             if self._wake.is_set():
                 self._wake.clear()
                 # Let a burst of writes settle so one sync covers it.
                 self._stop.wait(0.1)
+
+    def _next_wait(self) -> float:
+        """Seconds to the next poll: ``interval``, or less when an old
+        generation may go sooner."""
+        with self._lock:
+            dues = [due for _, _, due in self._leftovers.values()]
+        if not dues:
+            return self.interval
+        return max(0.05, min(self.interval, min(dues) - time.monotonic() + 0.01))
 
     def _next_share(self) -> set[str]:
         """The next share of the safety net: the paths to re-check on this poll.
@@ -449,8 +467,11 @@ class RunsMonitor:
                     if run_id in wanted:
                         self._refresh(wanted[run_id], stats)
             self._write_sessions(stats)
-            for run_id, manifest in list(self._leftovers.values()):
-                self._remove_old(run_id, manifest)
+            if self._leftovers:
+                now = time.monotonic()
+                for run_id, manifest, due in list(self._leftovers.values()):
+                    if now >= due:
+                        self._remove_old(run_id, manifest)
             self._save_manifests()
             for run_id in self._write_ok - self._write_failed:
                 self.reporter.clear(run_id, "write")
@@ -799,6 +820,9 @@ class RunsMonitor:
 
     def _remove(self, run_id: str) -> None:
         st = self._runs.pop(run_id, None)
+        for old_id, old, _ in list(self._leftovers.values()):
+            if old_id == run_id:
+                self._remove_old(run_id, old)
         self._columns.remove_run(run_id)
         self._namer.release(run_id)
         self._regen.discard(run_id)
@@ -1039,12 +1063,22 @@ class RunsMonitor:
         del new.state["building"]
         if not self._try(st, "manifest", lambda: self.logdir.save_manifest(new)):
             self._unsaved.add(run.id)  # whole on disk; a restart trusts what is there
-        self._remove_old(run.id, old)
+        if sessions.needs_handover(self._shown_bytes(st)):
+            # TensorBoard's data server shows the new directory only once it
+            # has read all of it: the old one stays meanwhile.
+            due = time.monotonic() + self.handover_delay
+            self._leftovers[old.name] = (run.id, old, due)
+        else:
+            self._remove_old(run.id, old)
         self._regen.discard(run.id)
         stats.rewrites += 1
         stats.sessions += 1
         stats.ended += int(run.ended and old.state.get("end") != end)
         log.info("run %s: rewritten in %s", group, dirname)
+
+    def _shown_bytes(self, st: _RunState) -> int:
+        """Bytes of the event files a run's directory shows (what TensorBoard reads)."""
+        return sum(f.stat_key[0] for f in st.files.files.values() if f.stat_key is not None)
 
     def _remove_old(self, run_id: str, manifest: Manifest) -> None:
         """Delete a run's old generation; one that cannot go yet is tried again
@@ -1053,7 +1087,7 @@ class RunsMonitor:
         try:
             self.logdir.remove_run(manifest)
         except (OSError, LogdirError) as e:
-            self._leftovers[manifest.name] = (run_id, manifest)
+            self._leftovers[manifest.name] = (run_id, manifest, 0.0)
             self.reporter.warn(
                 run_id,
                 "remove",

@@ -29,6 +29,16 @@ class TensorBoardError(Exception):
     """TensorBoard could not be started; the message says why and what to do."""
 
 
+def handover_delay(reload_interval: float = RELOAD_INTERVAL) -> float:
+    """How long the old directory of a rewritten run with large event files stays
+    beside the new one: TensorBoard must have read the new one (two reloads).
+
+    >>> handover_delay(1.0)
+    3.0
+    """
+    return 2 * reload_interval + 1
+
+
 def tensorboard_options(pairs: Sequence[str]) -> list[str]:
     """``-O NAME=VALUE`` pairs as TensorBoard flags.
 

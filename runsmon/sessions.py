@@ -31,6 +31,11 @@ from runsmon.run import IDLE_RULE, RUNNING, STATUS_RULE, Run
 
 #: What a run's second directory adds to its name.
 TWIN_SUFFIX = "~"
+#: Bytes of event files past which a rewritten run's old directory stays a
+#: while beside the new one (``RunsMonitor.handover_delay``): TensorBoard's
+#: data server shows a new run only once it has read all its files, and it
+#: drops the old one at once; for less than this the gap lasts milliseconds.
+HANDOVER_BYTES = 1 << 20
 #: Seconds a vacated directory name stays unused: TensorBoard must have
 #: noticed that it went (two reloads of a TensorBoard reloading every 14 s).
 REUSE_AFTER = 30.0
@@ -48,6 +53,12 @@ def shown_end(run: Run) -> str | None:
     if run.ended:
         return run.status
     return RUNNING if known_running(run) else None
+
+
+def needs_handover(shown_bytes: int) -> bool:
+    """Whether a rewritten run's old directory must stay a while (see
+    :data:`HANDOVER_BYTES`)."""
+    return shown_bytes > HANDOVER_BYTES
 
 
 def generation_names(home: str) -> Iterator[str]:

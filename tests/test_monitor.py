@@ -235,9 +235,47 @@ def test_a_rewrite_keeps_other_runs_off_the_second_name(tmp_path):
     assert session_in(logdir / "x~")["group"] == "x"
 
 
-def test_the_deprecated_reset_delay_is_accepted_and_ignored(tmp_path):
+def test_the_deprecated_reset_delay_is_taken_as_the_handover_delay(tmp_path):
     with pytest.warns(DeprecationWarning, match="reset_delay"):
-        RunsMonitor(str(tmp_path / "logdir"), lambda: [], reset_delay=3.0)
+        monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: [], reset_delay=3.0)
+    assert monitor.handover_delay == 3.0
+
+
+def test_a_large_run_keeps_its_old_directory_until_the_handover(tmp_path):
+    """TensorBoard's data server shows a new directory only once it has read all
+    of it: a run with large event files keeps the old one a while beside it."""
+    run = _make_run(tmp_path / "runs", "r1", status="running")
+    big = {"loss": [(i, 1.0 / (i + 1)) for i in range(60_000)]}  # ~1.4 MB
+    write_scalars(os.path.join(run.dir, "val"), big)
+    runs = [run]
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), lambda: list(runs), interval=5.0, handover_delay=0.5)
+    monitor.run_once()
+    name = monitor.run_names["r1"]
+    runs[0] = dataclasses.replace(run, status="completed", stopped=1_700_000_010.0)
+    t0 = time.monotonic()
+    assert monitor.run_once().rewrites == 1
+    twin = monitor.run_dirs["r1"]
+    # Both whole, the same row: the old one still shows it while the new is read.
+    assert session_in(logdir / name)["statuses"] == ["STATUS_RUNNING"]
+    assert session_in(logdir / twin)["statuses"] == ["STATUS_SUCCESS"]
+    assert sorted(_files(logdir / twin)) == sorted([MANIFEST, SESSION_FILE, *_files(run.dir)])
+    assert 0.3 < monitor._next_wait() <= 0.52  # the loop wakes for it
+    monitor.run_once()
+    assert (logdir / name).exists() or time.monotonic() - t0 >= 0.5
+    time.sleep(max(0.0, t0 + 0.55 - time.monotonic()))
+    monitor.run_once()
+    assert not (logdir / name).exists() and (logdir / twin).is_dir()
+    assert monitor._next_wait() == 5.0
+    # A restart that finds both (a kill during the handover) keeps the new one.
+    runs[0] = dataclasses.replace(runs[0], flags={"lr": 0.2})
+    monitor.run_once()
+    assert len([n for n in os.listdir(logdir) if not n.startswith(".")]) == 2
+    again = RunsMonitor(str(logdir), lambda: list(runs))
+    again.run_once()
+    (left,) = [n for n in os.listdir(logdir) if not n.startswith(".")]
+    assert left == monitor.run_dirs["r1"] == again.run_dirs["r1"]
+    assert session_in(logdir / left)["hparams"] == {"lr": 0.2}
 
 
 def test_a_run_listed_twice_is_shown_once_with_one_warning(tmp_path, caplog):
