@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -261,6 +261,68 @@ def test_new_directory_with_the_same_group_replaces_a_session_with_no_gap(
         tb, lambda t: t["r0"]["hparams"] == {"a": "back"}, rows=len(groups), timeout=RELOAD + 2
     )
     assert table["r0"]["status"] == "STATUS_FAILURE" and len(table["r0"]["sessions"]) == 1
+
+
+def _big_event_file(path: Path, steps: int = 215_000, tags: int = 10) -> None:
+    """About 30 MB of scalars (``tags`` values a step), written fast."""
+    from runsmon import events as rs_events
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(rs_events.encode_events([], file_version=True, wall_time=1.0))
+        for start in range(0, steps, 10_000):
+            chunk = []
+            for step in range(start, min(steps, start + 10_000)):
+                e = event_pb2.Event(wall_time=2.0 + step, step=step)
+                for t in range(tags):
+                    e.summary.value.add(tag=f"m{t}", simple_value=float(step))
+                chunk.append(rs_events.encode_record(e.SerializeToString()))
+            f.write(b"".join(chunk))
+
+
+def test_data_server_shows_a_new_large_directory_only_once_read(
+    tmp_path: Path, tensorboard: TensorBoardFactory
+) -> None:
+    """c: the data server drops a vanished run at once but lists a new one only
+    once it has read all its files: a 30 MB run replaced at once is missing
+    for a moment; kept beside its replacement for 2 reloads and a second
+    (``RunsMonitor.handover_delay``) it is there at every poll."""
+    data = tmp_path / "data" / "events.out.tfevents.1.big"
+    _big_event_file(data)
+    write(tmp_path / ".runsmon-experiment-000001" / START_FILE,
+          [experiment([hparam("a")], ["m0"])])  # fmt: skip
+
+    def generation(name: str, a: float) -> None:
+        write_session(tmp_path / name, {"a": a}, "big")
+        (tmp_path / name / data.name).symlink_to(data)
+
+    generation("big", 1.0)
+    tb = tensorboard(tmp_path, load_fast=True)
+    tb.wait_for(lambda t: t.get("big", {}).get("metrics") == {("m0", ""): 214_999.0}, timeout=60)
+
+    def watch(until: Callable[[], bool], seconds: float) -> float:
+        """Poll every 0.02 s for ``seconds`` (at least until ``until()``); how
+        long the row was missing, in all."""
+        missing, t0, last = 0.0, time.monotonic(), time.monotonic()
+        while time.monotonic() - t0 < seconds or not until():
+            now = time.monotonic()
+            if "big" not in tb.table():
+                missing += now - last
+            last = now
+            time.sleep(0.02)
+            assert now - t0 < 60
+        return missing
+
+    generation("big~", 2.0)  # kept beside it for 2 reloads and a second
+    time.sleep(2 * RELOAD + 1)
+    shutil.rmtree(tmp_path / "big")
+    shown = lambda: tb.table().get("big", {}).get("hparams") == {"a": 2.0}  # noqa: E731
+    assert watch(shown, 3 * RELOAD) == 0.0
+
+    generation("big~2", 3.0)  # the old one deleted at once
+    shutil.rmtree(tmp_path / "big~")
+    shown = lambda: tb.table().get("big", {}).get("hparams") == {"a": 3.0}  # noqa: E731
+    assert watch(shown, 3 * RELOAD) > 0.05
 
 
 # -- c: a name used again too soon --------------------------------------------------------
