@@ -11,6 +11,11 @@ has (links, copies, scalars files), and only then delete the old directory.
 Whatever TensorBoard reads in between, the row is there (for a moment with
 two sessions, averaged), and it shows the new values within a reload.
 
+One exception: TensorBoard's data server drops a vanished run at once but
+lists a new one only once it has read all its files, so a run with large
+event files (:data:`HANDOVER_BYTES`) keeps its old directory a while beside
+the new one (``RunsMonitor.handover_delay``).
+
 A run's directories are its *home* name (the row's name, ``NAME``) and its
 *twin* ``NAME~``: a rewrite moves the run from one to the other, so the
 Scalars and Time Series tabs (which name runs by directory) show one of two
