@@ -240,7 +240,7 @@ def report(result: dict[str, Any], gap: dict[str, Any] | None = None) -> str:
         f"`handover_delay` = {result['handover']:g} s later (`benchmarks/rewrite.py`). "
         "runsmon's side costs milliseconds (links, not copies); TensorBoard reads the "
         "run's events again from the start, and shows the new values once it has read "
-        "the new directory and dropped the old one.",
+        "the new directory.",
         "",
         "| | " + " | ".join(head[k] for k in loaders) + " |",
         "|---|" + "---|" * len(loaders),
