@@ -399,6 +399,16 @@ def _wait_for(path: str, timeout: float) -> float | None:
     return None
 
 
+def _wait_for_any(paths: list[str], timeout: float) -> float | None:
+    """Seconds (monotonic clock) when one of ``paths`` exists, or None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(os.path.exists(p) for p in paths):
+            return time.monotonic()
+        time.sleep(0.002)
+    return None
+
+
 def measure_runsmon_live(runs_dir: str, polls: int, trials: int, seed: int) -> dict[str, Any]:
     """Everything :func:`measure_runsmon` does, plus new-run and final-status latency."""
     from runsmon.monitor import END_FILE, SESSION_FILE
@@ -436,7 +446,12 @@ def measure_runsmon_live(runs_dir: str, polls: int, trials: int, seed: int) -> d
             time.sleep(0.5)
             t0 = time.monotonic()
             finish_run(gen.run_dir, time.time())
-            seen = _wait_for(os.path.join(run_logdir, END_FILE), 30)
+            # The run was shown running: its end is a new generation (the
+            # session file of NAME~); an end file where it was not.
+            seen = _wait_for_any(
+                [os.path.join(run_logdir, END_FILE), os.path.join(run_logdir + "~", SESSION_FILE)],
+                30,
+            )
             final.append(math.inf if seen is None else seen - t0)
         proc.stdin.write("stop\n")
         proc.stdin.flush()
@@ -821,7 +836,7 @@ def write_results(sections: dict[str, str]) -> None:
     """Replace the measured sections of RESULTS.md, keeping the others."""
     old = _read(RESULTS)
     kept: dict[str, str] = {}
-    order = ["machine", "runs-1000", "runs-10000", "scaling", "mlflow-sqlite-1000", "open-files"]
+    order = ["machine", "runs-1000", "runs-10000", "scaling", "mlflow-sqlite-1000", "open-files", "rewrite"]
     for key in order:
         start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
         if start in old and end in old:

@@ -810,7 +810,7 @@ def serve(
 ) -> int:
     """``runsmon serve``: sync, serve TensorBoard, follow the runs until a signal."""
     from runsmon.monitor import RunsMonitor
-    from runsmon.serve import RELOAD_INTERVAL, raise_open_files_limit, reset_delay
+    from runsmon.serve import RELOAD_INTERVAL, handover_delay, raise_open_files_limit
 
     stop = threading.Event()
     startup = [True]
@@ -845,9 +845,10 @@ def serve(
             full_check_interval=args.full_check,
             freeze_heap=not args.once,
             run_name_cb=run_name_cb,
-            # In-process TensorBoard reloads every RELOAD_INTERVAL: a reset
-            # session must stay gone long enough for it to drop the old one.
-            reset_delay=reset_delay(RELOAD_INTERVAL) if serving else 11.0,
+            # A rewritten run with large event files keeps its old directory
+            # until TensorBoard has read the new one: two reloads of the
+            # in-process TensorBoard, or of one of the user's own (5 s default).
+            handover_delay=handover_delay(RELOAD_INTERVAL) if serving else 11.0,
             progress=progress,
             selection=_selection(args),
         )

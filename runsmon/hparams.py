@@ -30,7 +30,7 @@ from google.protobuf import struct_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from runsmon.run import COMPLETED, ERROR, TERMINATED, FlagValue
+from runsmon.run import COMPLETED, ERROR, RUNNING, TERMINATED, FlagValue
 
 NUMBER = "number"
 BOOL = "bool"
@@ -40,11 +40,13 @@ MIXED = "mixed"
 #: The metric runsmon adds for every ended run: its duration in seconds.
 TIME_METRIC = "time"
 
-#: Session end status for each ended run status.
+#: Session end status for each ended run status, and for a run its source
+#: knows is running (its session is rewritten when it ends).
 END_STATUS = {
     COMPLETED: api_pb2.STATUS_SUCCESS,
     TERMINATED: api_pb2.STATUS_SUCCESS,
     ERROR: api_pb2.STATUS_FAILURE,
+    RUNNING: api_pb2.STATUS_RUNNING,
 }
 
 Metric = tuple[str, str]  # (tag, group)
@@ -411,7 +413,7 @@ def session_start_summary(
 
 
 def session_end_summary(status: str, end_time: float | None) -> summary_pb2.Summary:
-    """``_hparams_/session_end_info`` for an ended run (see :data:`END_STATUS`)."""
+    """``_hparams_/session_end_info`` for an ended or running run (see :data:`END_STATUS`)."""
     info = plugin_data_pb2.SessionEndInfo(status=END_STATUS[status])
     if end_time is not None and math.isfinite(end_time):
         info.end_time_secs = end_time

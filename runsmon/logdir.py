@@ -428,10 +428,27 @@ class Logdir:
                     self._remove_entry(entry.path)
 
     def clean_tmp(self) -> None:
-        """Remove temporary files a killed runsmon left behind."""
+        """Remove temporary files a killed runsmon left behind, and run
+        directories a kill left with no manifest and nothing but such files, or
+        nothing at all (made, their manifest never written)."""
         self._remove_tmp_files(self.path)
+        runs = set()
         for manifest in self.manifests():
+            runs.add(manifest.name)
             self._remove_tmp_files(self.run_path(manifest.name))
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.path):
+                if (
+                    entry.name in runs
+                    or entry.name.startswith(".")
+                    or not entry.is_dir(follow_symlinks=False)
+                ):
+                    continue
+                names = os.listdir(entry.path)
+                if all(n.startswith(TMP_PREFIX) for n in names):
+                    self._remove_tmp_files(entry.path)
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)
 
     def _remove_entry(self, path: str) -> None:
         """Remove a file or a symlink, never what a symlink points to.

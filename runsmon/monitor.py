@@ -18,16 +18,17 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from runsmon import events, hparams, runview
+from runsmon import events, hparams, runview, sessions
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.logdir import EXPERIMENT_PREFIX, MARKER, Logdir, LogdirError, Manifest
 from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
-from runsmon.run import Run, ScalarPoint
+from runsmon.run import RUNNING, Run, ScalarPoint
 from runsmon.runfiles import FILTER, LINK, RunFiles
 from runsmon.sources.base import as_source
 from runsmon.watch import Watcher
@@ -58,9 +59,14 @@ class SyncStats:
     updated: int = 0
     sessions: int = 0
     ended: int = 0
-    resets: int = 0
+    rewrites: int = 0  # sessions written anew in a new directory (see sessions.py)
     experiment_written: bool = False
     seconds: float = 0.0
+
+    @property
+    def resets(self) -> int:
+        """The old name of :attr:`rewrites`."""
+        return self.rewrites
 
 
 @dataclasses.dataclass
@@ -76,7 +82,8 @@ class _RunState:
 
     @property
     def name(self) -> str:
-        return self.manifest.name
+        """The run's name: its row (session group) in the dashboard."""
+        return str(self.manifest.state.get("group") or self.manifest.name)
 
 
 class RunsMonitor:
@@ -96,7 +103,8 @@ class RunsMonitor:
         *,
         watch: bool = True,
         full_check_interval: float = 120.0,
-        reset_delay: float = 11.0,
+        handover_delay: float = 11.0,
+        reset_delay: float | None = None,
         callback_timeout: float = 120.0,
         fs: FileSystem = LOCAL,
         reporter: Reporter | None = None,
@@ -112,7 +120,19 @@ class RunsMonitor:
         self.run_name_cb = run_name_cb or default_run_name
         self.watch = watch
         self.full_check_interval = full_check_interval
-        self.reset_delay = reset_delay
+        self.handover_delay = handover_delay
+        """Seconds the old directory of a rewritten run with large event files
+        stays beside the new one (two reloads of the TensorBoard reading the
+        logdir, and one more second): TensorBoard's data server shows a run
+        only once it has read all of it (see sessions.py)."""
+        if reset_delay is not None:
+            warnings.warn(
+                "RunsMonitor(reset_delay=...) is deprecated: sessions are rewritten with no "
+                "gap; the value is taken as handover_delay",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self.handover_delay = reset_delay
         self.callback_timeout = callback_timeout
         self.fs = fs
         self.reporter = reporter or self.source.reporter
@@ -132,7 +152,10 @@ class RunsMonitor:
         self._runs: dict[str, _RunState] = {}
         self._columns = hparams.Columns()
         self._namer = RunNamer()
-        self._resets: dict[str, float] = {}  # run id -> when it may be written again
+        self._regen: set[str] = set()  # runs whose session must go to a new directory
+        self._vacated = sessions.Vacated()  # directory names deleted lately
+        # Old generations still there (name -> run id, manifest, when they may go).
+        self._leftovers: dict[str, tuple[str, Manifest, float]] = {}
         self._experiment: tuple[str, bytes] | None = None  # (dirname, file bytes)
         self._experiment_gen = 0
         self._experiment_names: frozenset[Any] | None = None  # its columns, once written here
@@ -253,9 +276,16 @@ class RunsMonitor:
 
     @property
     def run_names(self) -> dict[str, str]:
-        """Run id -> its directory name in the logdir."""
+        """Run id -> its name: its row in the dashboard, and its home directory."""
         with self._lock:
             return {rid: st.name for rid, st in self._runs.items()}
+
+    @property
+    def run_dirs(self) -> dict[str, str]:
+        """Run id -> its directory in the logdir now (its name, or after a
+        rewrite the name plus ``~``; see sessions.py)."""
+        with self._lock:
+            return {rid: st.manifest.name for rid, st in self._runs.items()}
 
     def table(self) -> list[dict[str, Any]]:
         """One row per run: name, status, hparams and last metric values."""
@@ -299,13 +329,22 @@ class RunsMonitor:
             except Exception as e:  # the daemon goes on whatever happens
                 log.warning("sync failed: %s", describe_error(e))
                 log.debug("sync failure", exc_info=True)
-            self._wake.wait(self.interval)
+            self._wake.wait(self._next_wait())
             if self._stop.is_set():
                 break
             if self._wake.is_set():
                 self._wake.clear()
                 # Let a burst of writes settle so one sync covers it.
                 self._stop.wait(0.1)
+
+    def _next_wait(self) -> float:
+        """Seconds to the next poll: ``interval``, or less when an old
+        generation may go sooner."""
+        with self._lock:
+            dues = [due for _, _, due in self._leftovers.values()]
+        if not dues:
+            return self.interval
+        return max(0.05, min(self.interval, min(dues) - time.monotonic() + 0.01))
 
     def _next_share(self) -> set[str]:
         """The next share of the safety net: the paths to re-check on this poll.
@@ -449,6 +488,11 @@ class RunsMonitor:
                     if run_id in wanted:
                         self._refresh(wanted[run_id], stats)
             self._write_sessions(stats)
+            if self._leftovers:
+                now = time.monotonic()
+                for run_id, manifest, due in list(self._leftovers.values()):
+                    if now >= due:
+                        self._remove_old(run_id, manifest)
             self._save_manifests()
             for run_id in self._write_ok - self._write_failed:
                 self.reporter.clear(run_id, "write")
@@ -525,7 +569,7 @@ class RunsMonitor:
         """Runs to re-check: all on a full check, else new, changed or watched."""
         if changed is None:
             return set(wanted)
-        touched = {r for r in self._resets if r in wanted}
+        touched = {r for r in self._regen if r in wanted}
         if same and len(self._runs) < len(wanted):
             # Listed but not shown (a failed write, a name that failed): retry.
             touched.update(r for r in wanted if r not in self._runs)
@@ -564,10 +608,6 @@ class RunsMonitor:
 
     def _refresh(self, run: Run, stats: SyncStats) -> None:
         st = self._runs.get(run.id)
-        if run.id in self._resets:
-            if time.monotonic() < self._resets[run.id]:
-                return
-            del self._resets[run.id]
         files_done = False
         if st is not None and st.run is run and self._written(st):
             # The same run as read before (its source saw no change): only
@@ -638,6 +678,7 @@ class RunsMonitor:
         return (
             (st.run.scalars is None or st.scalars_of is st.run)
             and st.run.id not in self._new
+            and st.run.id not in self._regen
             and state.get("session") is not None
             and (not st.run.ended or state.get("end") is not None)
         )
@@ -787,9 +828,12 @@ class RunsMonitor:
 
     def _remove(self, run_id: str) -> None:
         st = self._runs.pop(run_id, None)
+        for old_id, old, _ in list(self._leftovers.values()):
+            if old_id == run_id:
+                self._remove_old(run_id, old)
         self._columns.remove_run(run_id)
         self._namer.release(run_id)
-        self._resets.pop(run_id, None)
+        self._regen.discard(run_id)
         self._dirty.discard(run_id)
         self._unsaved.discard(run_id)
         self._set_watch_keys(run_id, frozenset())
@@ -807,11 +851,12 @@ class RunsMonitor:
             log.info("run removed: %s", st.name)
 
     def _reset(self, st: _RunState, why: str) -> None:
-        """Drop a session TensorBoard cannot update, to write it anew later."""
-        log.info("run %s: %s; rewriting its session", st.name, why)
-        run_id = st.run.id
-        self._remove(run_id)
-        self._resets[run_id] = time.monotonic() + self.reset_delay
+        """Have a run's session and files written anew, in a new directory, at
+        the end of this sync (see :meth:`_new_generation`)."""
+        if st.run.id not in self._regen:
+            log.info("run %s: %s; rewriting it", st.name, why)
+        self._regen.add(st.run.id)
+        self._dirty.add(st.run.id)
 
     # -- sessions and the experiment -----------------------------------------
 
@@ -850,18 +895,36 @@ class RunsMonitor:
         encoded = hparams.encode_hparams(st.hparams, columns)
         written_end = state.get("end")
         written = state.get("session")
+        end = sessions.shown_end(run)
         # The key of a new run is worked out once its name is final (below).
         key = None if run.id in self._new else _session_key(encoded, st.name, run.started)
-        if (written is not None and written != key) or (
-            written_end is not None
-            and (written_end != run.status or state.get("stopped", run.stopped) != run.stopped)
+        if run.id not in self._new and (
+            run.id in self._regen
+            or (
+                written is not None
+                and (
+                    written != key
+                    or (written_end is None and end == RUNNING)
+                    or (
+                        written_end is not None
+                        and (written_end != end or state.get("stopped", run.stopped) != run.stopped)
+                    )
+                )
+            )
         ):
-            stats.resets += 1
-            self._reset(st, "its hparams, status or end changed after TensorBoard read them")
+            # TensorBoard keeps what it read first of a session: a new one,
+            # in a new directory, then the old one goes.
+            if run.id not in self._regen:
+                log.info("run %s: its hparams, status or end changed; rewriting it", st.name)
+            self._regen.add(run.id)
+            self._new_generation(st, encoded, key, end, stats)
             return
         before = dict(state)
         write_start = state.get("session") is None
-        write_end = run.ended and written_end is None
+        # A final status can follow a session as an end file that sorts last;
+        # "running" only goes with the start info (an end file would stop
+        # TensorBoard's Python loader reading the run's growing files).
+        write_end = end is not None and written_end is None and (write_start or end != RUNNING)
         # A run seen first when it has already ended gets one file holding
         # its start and end: one file less to make for each run of a sweep.
         end_file = SESSION_FILE if write_start and write_end else END_FILE
@@ -881,7 +944,7 @@ class RunsMonitor:
             self.logdir.plan_parents(st.manifest, [*links], fresh=True)
             state["session"] = key
             if write_end:
-                state["end"] = run.status
+                state["end"] = end
                 state["end_file"] = end_file
                 state["stopped"] = run.stopped
             if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
@@ -909,15 +972,15 @@ class RunsMonitor:
                 state["session"] = key
                 stats.sessions += 1
                 if end_file == SESSION_FILE:
-                    state["end"] = run.status
+                    state["end"] = end
                     state["end_file"] = SESSION_FILE
                     state["stopped"] = run.stopped
-                    stats.ended += 1
+                    stats.ended += int(run.ended)
         if write_end and end_file == END_FILE and state.get("session") is not None:
             wall = run.stopped if run.stopped is not None else self._created
             data = events.encode_events(end_events, file_version=True, wall_time=wall)
             if self._try(st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)):
-                state["end"] = run.status
+                state["end"] = end
                 state["end_file"] = END_FILE
                 state["stopped"] = run.stopped
                 stats.ended += 1
@@ -929,6 +992,135 @@ class RunsMonitor:
             self._sync_copies(st)
         if state != before:
             self._unsaved.add(run.id)
+
+    def _new_generation(
+        self, st: _RunState, encoded: Mapping[str, Any], key: str, end: str | None, stats: SyncStats
+    ) -> None:
+        """Write a run's session anew in a new directory, then delete the old one.
+
+        The new directory holds all the run shows (session with the same
+        group name, links, copies, scalars files) before the old one goes, so
+        TensorBoard always has the run's row (see sessions.py).  A kill in
+        between leaves two directories; the manifest's ``building`` mark
+        tells a restart which one is whole.  On a failure the old directory
+        stays and the rewrite is tried again at the next sync.
+        """
+        run, old = st.run, st.manifest
+        group = st.name
+        made = None
+        for _ in range(3):
+            dirname = sessions.next_dir(group, old.name, self._dir_usable(run.id))
+            try:
+                made = self.logdir.create_run(run.id, dirname, save=False)
+            except FileExistsError:
+                # Something runsmon did not make holds that name: leave it be.
+                self._namer.restore(f"\0foreign:{dirname}", dirname)
+                continue
+            except (OSError, LogdirError) as e:
+                self._write_failed.add(run.id)
+                message = f"run {group}: cannot write to the logdir: {describe_error(e)}"
+                self.reporter.warn(run.id, "write", message)
+                return
+            break
+        if made is None:
+            return
+        self._namer.reserve(run.id, dirname)
+        new = made
+        new.state = {
+            "wanted": old.state.get("wanted"),
+            "group": group,
+            "gen": sessions.generation(old) + 1,
+            "building": True,
+        }
+        if "synth_metrics" in old.state:
+            new.state["synth_metrics"] = old.state["synth_metrics"]
+        links = self._link_targets(st)
+        new.files.append(SESSION_FILE)
+        new.links.update(links)
+        self.logdir.plan_parents(new, [*links], fresh=True)
+        summary = hparams.session_start_summary(encoded, group, run.started)
+        wall = run.started if run.started is not None else self._created
+        evs = [events.summary_event(summary, wall_time=wall)]
+        if end is not None:
+            evs += self._end_events(st)
+        data = events.encode_events(evs, file_version=True, wall_time=wall)
+        st.manifest = new
+        ok = (
+            self._try(st, "manifest", lambda: self.logdir.save_manifest(new))
+            and self._try(st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True))
+            and self._try(st, "write", lambda: self.logdir.write_file(new, SESSION_FILE, data))
+        )
+        if not ok:
+            st.manifest = old
+            self._remove_manifest(new)
+            self._vacated.add(dirname)
+            if dirname != group:
+                self._namer.unreserve(run.id, dirname)
+            return
+        new.state["session"] = key
+        if end is not None:
+            new.state["end"] = end
+            new.state["end_file"] = SESSION_FILE
+            new.state["stopped"] = run.stopped
+        # After the session: TensorBoard's Python loader may skip a file
+        # whose name sorts before the one it is reading.
+        self._make_links(st, links, fresh=True)
+        self._sync_copies(st)
+        st.scalars_of = None
+        self._sync_scalars(st)
+        del new.state["building"]
+        if not self._try(st, "manifest", lambda: self.logdir.save_manifest(new)):
+            self._unsaved.add(run.id)  # whole on disk; a restart trusts what is there
+        if sessions.needs_handover(self._shown_bytes(st)):
+            # TensorBoard's data server shows the new directory only once it
+            # has read all of it: the old one stays meanwhile.
+            due = time.monotonic() + self.handover_delay
+            self._leftovers[old.name] = (run.id, old, due)
+        else:
+            self._remove_old(run.id, old)
+        self._regen.discard(run.id)
+        stats.rewrites += 1
+        stats.sessions += 1
+        stats.ended += int(run.ended and old.state.get("end") != end)
+        log.info("run %s: rewritten in %s", group, dirname)
+
+    def _shown_bytes(self, st: _RunState) -> int:
+        """Bytes of the event files a run's directory shows (what TensorBoard reads)."""
+        return sum(f.stat_key[0] for f in st.files.files.values() if f.stat_key is not None)
+
+    def _remove_old(self, run_id: str, manifest: Manifest) -> None:
+        """Delete a run's old generation; one that cannot go yet is tried again
+        at each sync (its name stays the run's meanwhile)."""
+        group = str(manifest.state.get("group") or manifest.name)
+        try:
+            self.logdir.remove_run(manifest)
+        except (OSError, LogdirError) as e:
+            self._leftovers[manifest.name] = (run_id, manifest, 0.0)
+            self.reporter.warn(
+                run_id,
+                "remove",
+                f"run {group}: cannot remove its old directory {manifest.name!r} from the "
+                f"logdir: {describe_error(e)}; trying again",
+            )
+            return
+        if self._leftovers.pop(manifest.name, None) is not None:
+            self.reporter.clear(run_id, "remove")
+        self._vacated.add(manifest.name)
+        if manifest.name != group:
+            self._namer.unreserve(run_id, manifest.name)
+
+    def _dir_usable(self, run_id: str) -> Callable[[str], bool]:
+        """Whether a name may hold a new directory of ``run_id`` now."""
+
+        def usable(name: str) -> bool:
+            owner = self._namer.owner(name)
+            return (
+                (owner is None or owner == run_id)
+                and not self._vacated.recent(name)
+                and not os.path.lexists(self.logdir.run_path(name))
+            )
+
+        return usable
 
     def _end_events(self, st: _RunState) -> list[Any]:
         """The session end info, and the run's duration as the `time` scalar."""
@@ -1026,9 +1218,22 @@ class RunsMonitor:
         """Pick up what an earlier runsmon wrote in this logdir (also after kill -9)."""
         self.logdir.clean_tmp()
         self._created = _logdir_created(self.logdir.path)
+        by_run: dict[str, list[Manifest]] = {}
         for manifest in self.logdir.manifests():
-            self._namer.restore(manifest.run_id, manifest.name)
-            self._restored[manifest.run_id] = manifest
+            by_run.setdefault(manifest.run_id, []).append(manifest)
+        for run_id, manifests in by_run.items():
+            manifest = manifests[0]
+            if len(manifests) > 1:
+                # A kill came during a rewrite: keep the whole generation.
+                manifest, others = sessions.pick_restored(manifests)
+                for other in others:
+                    self._remove_manifest(other)
+                    self._vacated.add(other.name)
+            group = str(manifest.state.get("group") or manifest.name)
+            self._namer.restore(run_id, group)
+            if group != manifest.name:
+                self._namer.reserve(run_id, manifest.name)
+            self._restored[run_id] = manifest
         dirs = self.logdir.experiment_dirs()
         gens = [
             int(d[len(EXPERIMENT_PREFIX) :]) for d in dirs if d[len(EXPERIMENT_PREFIX) :].isdigit()
@@ -1062,6 +1267,8 @@ class RunsMonitor:
                     manifest.state.pop(key, None)
             if "end" in manifest.state and "session" not in manifest.state:
                 manifest.state.pop("end")
+            if manifest.state.pop("building", None) and "session" in manifest.state:
+                self._regen.add(run_id)  # cut short and the only one left: written anew
             for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
                 del manifest.links[rel]  # announced, never made: made again
             return manifest

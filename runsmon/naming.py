@@ -249,6 +249,7 @@ class RunNamer:
         self.max_bytes = max_bytes
         self._by_id: dict[str, str] = {}
         self._by_key: dict[str, str] = {}  # _key(name) -> run id
+        self._extra: dict[str, set[str]] = {}  # run id -> more names it holds
 
     def name_for(self, run_id: str, wanted: str) -> str:
         """The name of ``run_id``: its earlier one, else ``wanted`` made safe and unique."""
@@ -290,9 +291,39 @@ class RunNamer:
         return self._by_key.get(_key(name))
 
     def release(self, run_id: str) -> None:
-        """Forget the name of ``run_id`` (its run is gone); it may be given again."""
+        """Forget the names of ``run_id`` (its run is gone); they may be given again."""
         name = self._by_id.pop(run_id, None)
         if name is not None and self._by_key.get(_key(name)) == run_id:
+            del self._by_key[_key(name)]
+        for extra in self._extra.pop(run_id, ()):
+            if self._by_key.get(_key(extra)) == run_id:
+                del self._by_key[_key(extra)]
+
+    def reserve(self, run_id: str, name: str) -> bool:
+        """Let ``run_id`` hold ``name`` too (a second directory of its run), besides
+        its own name; False, changing nothing, when another run holds it.
+
+        >>> namer = RunNamer()
+        >>> namer.name_for("a", "x"), namer.reserve("a", "x~"), namer.name_for("b", "x~")
+        ('x', True, 'x~ (e9d71f5e)')
+        """
+        owner = self._by_key.get(_key(name))
+        if owner is not None and owner != run_id:
+            return False
+        if owner is None:
+            self._by_key[_key(name)] = run_id
+            self._extra.setdefault(run_id, set()).add(name)
+        return True
+
+    def unreserve(self, run_id: str, name: str) -> None:
+        """Give up a name :meth:`reserve` gave ``run_id`` (never its own name)."""
+        extra = self._extra.get(run_id)
+        if extra is None or name not in extra:
+            return
+        extra.discard(name)
+        if not extra:
+            del self._extra[run_id]
+        if self._by_key.get(_key(name)) == run_id:
             del self._by_key[_key(name)]
 
     def restore(self, run_id: str, name: str) -> bool:

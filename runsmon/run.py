@@ -22,6 +22,11 @@ UNKNOWN = "unknown"
 
 STATUSES = (RUNNING, COMPLETED, ERROR, TERMINATED, PENDING, STAGED, UNKNOWN)
 ENDED_STATUSES = frozenset({COMPLETED, ERROR, TERMINATED})
+#: ``Run.attrs`` key a source sets to :data:`IDLE_RULE` when the status is its
+#: guess from the idleness of the run's files (it records no status): such a
+#: run's session shows no end info while it is ``running``.
+STATUS_RULE = "status_rule"
+IDLE_RULE = "idle"
 
 #: A flag value after normalisation: what an hparam can hold.
 FlagValue = bool | float | int | str

@@ -31,10 +31,11 @@ class TensorBoardError(Exception):
     """TensorBoard could not be started; the message says why and what to do."""
 
 
-def reset_delay(reload_interval: float = RELOAD_INTERVAL) -> float:
-    """How long a reset session stays deleted: TensorBoard must have dropped it.
+def handover_delay(reload_interval: float = RELOAD_INTERVAL) -> float:
+    """How long the old directory of a rewritten run with large event files stays
+    beside the new one: TensorBoard must have read the new one (two reloads).
 
-    >>> reset_delay(1.0)
+    >>> handover_delay(1.0)
     3.0
     """
     return 2 * reload_interval + 1

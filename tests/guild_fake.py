@@ -89,3 +89,20 @@ def logdir_runs(logdir: str | os.PathLike[str]) -> dict[str, str]:
         assert manifest.run_id not in out, f"run {manifest.run_id} twice in the logdir"
         out[manifest.run_id] = name
     return out
+
+
+def logdir_rows(logdir: str | os.PathLike[str]) -> dict[str, str]:
+    """Run id -> the name of its row in the dashboard (its session's group),
+    for every run directory with a manifest (a run being rewritten has two)."""
+    from runsmon.logdir import MANIFEST, Manifest
+
+    out = {}
+    root = os.fspath(logdir)
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name, MANIFEST)
+        if name.startswith(".") or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            manifest = Manifest.from_json(f.read())
+        out[manifest.run_id] = str(manifest.state.get("group") or name)
+    return out

@@ -160,7 +160,7 @@ class TensorBoardProcess:
         self,
         logdir: str | os.PathLike[str],
         load_fast: bool | None = False,
-        reload_interval: float = 1,
+        reload_interval: float | None = 1,
         extra_args: Iterable[str] = (),
         start_timeout: float = 60.0,
     ) -> None:
@@ -189,8 +189,9 @@ class TensorBoardProcess:
             "--logdir", str(self.logdir),
             "--host", "127.0.0.1",
             "--port", str(port),
-            "--reload_interval", str(self.reload_interval),
         ]  # fmt: skip
+        if self.reload_interval is not None:  # None: TensorBoard's default (5 s)
+            argv += ["--reload_interval", str(self.reload_interval)]
         if self.load_fast is not None:
             argv.append(f"--load_fast={'true' if self.load_fast else 'false'}")
         return argv + self.extra_args
@@ -373,6 +374,16 @@ class TensorBoardProcess:
 
         return poll(checked, predicate, timeout=timeout, what=what)
 
+    def wait_without_gap(
+        self,
+        predicate: Callable[[dict[str, dict[str, Any]]], bool],
+        rows: int,
+        timeout: float,
+        what: str = "change",
+    ) -> dict[str, dict[str, Any]]:
+        """:func:`wait_without_gap` on this TensorBoard's :meth:`table`."""
+        return wait_without_gap(self.table, predicate, rows, timeout, what)
+
     def dashboard_filters(self, experiment: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """colParams with every filter of the HPARAMS tab set, letting everything through.
 
@@ -389,6 +400,49 @@ class TensorBoardProcess:
         """
         exp = self.experiment() if experiment is None else experiment
         return dashboard_filters(exp)
+
+
+def table_at(base_url: str) -> dict[str, dict[str, Any]]:
+    """:meth:`TensorBoardProcess.table` of the TensorBoard at ``base_url``."""
+    out: dict[str, dict[str, Any]] = {}
+    for g in session_groups_at(base_url).get("sessionGroups", []):
+        sessions = g.get("sessions", [])
+        out[g["name"]] = {
+            "hparams": g.get("hparams", {}),
+            "metrics": {
+                (m["name"].get("tag", ""), m["name"].get("group", "")): m.get("value")
+                for m in g.get("metricValues", [])
+            },
+            "status": sessions[0].get("status", "STATUS_UNKNOWN") if sessions else None,
+            "sessions": sessions,
+        }
+    return out
+
+
+def wait_without_gap(
+    fetch: Callable[[], dict[str, dict[str, Any]]],
+    predicate: Callable[[dict[str, dict[str, Any]]], bool],
+    rows: int,
+    timeout: float,
+    what: str = "change",
+    interval: float = 0.3,
+) -> dict[str, dict[str, Any]]:
+    """Poll the dashboard's table every ``interval`` s until ``predicate`` holds;
+    fail at once if a poll shows fewer than ``rows`` rows (a row vanished), and
+    after ``timeout`` s.  Returns the table."""
+    t0 = time.monotonic()
+    while True:
+        table = fetch()
+        if len(table) < rows:
+            raise AssertionError(
+                f"{what}: {len(table)} rows shown, fewer than {rows}, "
+                f"{time.monotonic() - t0:.1f} s in: {sorted(table)}"
+            )
+        if predicate(table):
+            return table
+        if time.monotonic() - t0 > timeout:
+            raise WaitTimeout(f"{what} not shown within {timeout:.1f} s; last seen: {table!r}")
+        time.sleep(interval)
 
 
 def dashboard_filters(experiment: dict[str, Any]) -> list[dict[str, Any]]:

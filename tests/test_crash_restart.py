@@ -241,3 +241,90 @@ def test_an_empty_run_directory_left_by_a_kill_is_taken_again(tmp_path: Path) ->
     assert logdir_runs(logdir) == names
     assert sorted(os.listdir(logdir))[2:] == sorted(names.values())
     assert _converged(logdir, runs)
+
+
+def _rewritten(logdir: Path, runs: dict[str, float]) -> bool:
+    """Every run once, its session holding lr as text (the column turned to text)."""
+    names = logdir_runs(logdir)  # asserts that no run has two directories
+    if set(names) != set(runs):
+        return False
+    dirs = [e.name for e in os.scandir(logdir) if not e.name.startswith(".")]
+    if sorted(dirs) != sorted(names.values()):
+        return False
+    return all(isinstance((session_of(logdir / n) or {}).get("lr"), str) for n in names.values())
+
+
+class _Brief(dict):
+    """A dashboard table that prints as its size and a few odd rows."""
+
+    def __repr__(self) -> str:
+        odd = [n for n, r in self.items() if not isinstance(r["hparams"].get("lr"), str)]
+        return f"<{len(self)} rows; lr not text in {odd[:5]}>"
+
+
+def test_kill_9_mid_rewrite_then_restart_keeps_one_whole_directory_per_run(
+    tmp_path: Path,
+) -> None:
+    """A value of another kind rewrites every session (two directories per run
+    for a moment); kill -9 in the middle; a restart keeps one whole directory
+    per run under its row's name, and TensorBoard shows every run once."""
+    count = 1000
+    runs_dir, logdir = tmp_path / "runs", tmp_path / "logdir"
+    runs = _make_runs(runs_dir, count)
+    logdir.mkdir()
+    first = _serve("--no-tensorboard", "-q", "--logdir", str(logdir), str(runs_dir))
+    try:
+        poll(lambda: _converged(logdir, runs), bool, timeout=90, interval=0.1)
+        rows = {name for name in logdir_runs(logdir).values()}
+        # One more run whose lr is text: every session is written anew.
+        odd = "ffffffff" + "d" * 24
+        attrs = runs_dir / odd / ".guild" / "attrs"
+        attrs.mkdir(parents=True)
+        for name, text in (("flags", "i: -1\nlr: zero\n"), ("label", "''"),
+                           ("started", "1700000000000000"), ("stopped", "1700000060000000"),
+                           ("exit_status", "0")):  # fmt: skip
+            (attrs / name).write_text(text + "\n")
+        (runs_dir / odd / ".guild" / "opref").write_text("script:/projects/demo '' '' train.py")
+
+        def twins() -> int:
+            return sum(1 for e in os.scandir(logdir) if e.name.endswith("~"))
+
+        poll(twins, lambda n: n >= 20, timeout=60, interval=0.002)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate()
+    done = twins()
+    print(f"killed with {done} of {count} runs rewritten")
+    assert done < count, "the kill came too late"
+    runs[odd] = -1.0
+    with TensorBoardProcess(logdir, load_fast=True) as tb:
+        second = _serve("--no-tensorboard", "-q", "--logdir", str(logdir), str(runs_dir))
+        try:
+            poll(lambda: _rewritten(logdir, runs), bool, timeout=90, interval=0.2)
+            table = tb.wait_for(
+                lambda t: (
+                    len(t) == count + 1
+                    and all(isinstance(r["hparams"].get("lr"), str) for r in t.values())
+                ),
+                timeout=60,
+                fetch=lambda: _Brief(
+                    (g["name"], g) for g in tb.session_groups(slice_size=2 * count)["sessionGroups"]
+                ),
+                what="every run once, lr as text",
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(10)
+            _, err = second.communicate()
+        assert "Traceback" not in err
+    names = logdir_runs(logdir)
+    assert rows <= set(table) and len(table) == count + 1  # each row under its own name
+    for run_id, name in names.items():
+        if run_id != odd:
+            assert end_status_of(logdir / name) == "STATUS_SUCCESS"
+            assert re.sub(r"~\d*$", "", name) in rows  # its home name, or that and "~"
+    for dirpath, _dirs, files in os.walk(logdir):
+        assert not any(f.startswith(TMP_PREFIX) for f in files), dirpath

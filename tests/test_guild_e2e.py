@@ -18,6 +18,7 @@ STATUS = {
     "completed": "STATUS_SUCCESS",
     "terminated": "STATUS_SUCCESS",
     "error": "STATUS_FAILURE",
+    "running": "STATUS_RUNNING",  # Guild knows: its LOCK names a live process
 }
 
 

@@ -12,11 +12,12 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from runs_helpers import session_in
 
 from runsmon import GuildRuns, RunsMonitor
 from runsmon import events as ev
 from runsmon.fs import LOCAL, Entry, Stat
-from runsmon.monitor import END_FILE, SESSION_FILE
+from runsmon.monitor import SESSION_FILE
 from runsmon.testing import write_attr
 from runsmon.watch import Watcher
 
@@ -106,6 +107,14 @@ def last_loss(monitor: RunsMonitor, run_id: str, group: str = "") -> float | Non
         if row["run"].id == run_id:
             return row["metrics"].get(("loss", group))
     return None
+
+
+def statuses(logdir, monitor: RunsMonitor, run_id: str) -> list[str] | None:
+    """The end infos of a run's session in the logdir, as TensorBoard reads them."""
+    try:
+        return session_in(logdir / monitor.run_dirs[run_id])["statuses"]  # type: ignore[return-value]
+    except (KeyError, OSError):
+        return None  # not there yet, or a generation going away under the read
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -198,7 +207,7 @@ def test_event_files_added_to_an_existing_run(tmp_path, runs):
     with open(val_file, "wb") as f:
         f.write(scalars("loss", [(0, 2.0), (1, 1.5)], version=True))
     stats = monitor.run_once()
-    assert stats.sessions == 0 and stats.resets == 0  # the session stays as it is
+    assert stats.sessions == 0 and stats.rewrites == 0  # the session stays as it is
     link = tmp_path / "logdir" / name / "val" / "events.out.tfevents.2.host"
     assert link.is_symlink() and os.path.realpath(link) == os.path.realpath(val_file)
     assert last_loss(monitor, "d" * 32, "val") == 1.5
@@ -236,10 +245,12 @@ def test_manifests_are_written_once_per_new_run_and_never_when_unchanged(tmp_pat
     make_run(runs, "f" * 32, ended=False)
     monitor = monitor_for(tmp_path, runs)
     saves: Counter[str] = Counter()
+    by_dir: Counter[str] = Counter()
     save = monitor.logdir.save_manifest
 
     def counting(manifest) -> None:
         saves[manifest.run_id] += 1
+        by_dir[manifest.name] += 1
         save(manifest)
 
     monitor.logdir.save_manifest = counting  # type: ignore[method-assign]
@@ -250,9 +261,14 @@ def test_manifests_are_written_once_per_new_run_and_never_when_unchanged(tmp_pat
     stats = monitor.run_once()
     assert (stats.sessions, stats.ended, stats.experiment_written) == (0, 0, False)
     assert not saves
+    by_dir.clear()
+    name = monitor.run_names["f" * 32]
     finish(os.path.join(runs, "f" * 32))
-    assert monitor.run_once().ended == 1
-    assert dict(saves) == {"f" * 32: 1}
+    stats = monitor.run_once()
+    assert (stats.ended, stats.rewrites) == (1, 1)
+    # It was shown running: its end is a new generation, whose manifest is
+    # saved before anything goes in and once it is whole; the old one never.
+    assert dict(saves) == {"f" * 32: 2} and dict(by_dir) == {name + "~": 2}
 
 
 def test_a_restarted_monitor_makes_links_it_announced_but_never_made(tmp_path, runs):
@@ -280,10 +296,9 @@ def test_a_running_monitor_follows_new_and_ending_runs_by_its_watches(tmp_path, 
         assert wait_for(
             lambda: (logdir / monitor.run_names.get("2" * 32, "?") / SESSION_FILE).exists()
         )
-        name = monitor.run_names["2" * 32]
-        assert not (logdir / name / END_FILE).exists()
+        assert statuses(logdir, monitor, "2" * 32) == ["STATUS_RUNNING"]
         finish(run_dir)
-        assert wait_for(lambda: (logdir / name / END_FILE).exists())
+        assert wait_for(lambda: statuses(logdir, monitor, "2" * 32) == ["STATUS_SUCCESS"])
 
 
 def test_changes_the_watcher_missed_are_caught_by_the_full_check(tmp_path, runs, monkeypatch):
@@ -292,11 +307,10 @@ def test_changes_the_watcher_missed_are_caught_by_the_full_check(tmp_path, runs,
     logdir = tmp_path / "logdir"
     with monitor_for(tmp_path, runs, interval=0.1, full_check_interval=0.5) as monitor:
         assert wait_for(lambda: "3" * 32 in monitor.run_names)
-        name = monitor.run_names["3" * 32]
         append(os.path.join(run_dir, "events.out.tfevents.1.host"), scalars("loss", [(2, 0.125)]))
         finish(run_dir)
         make_run(runs, "4" * 32)
-        assert wait_for(lambda: (logdir / name / END_FILE).exists())
+        assert wait_for(lambda: statuses(logdir, monitor, "3" * 32) == ["STATUS_SUCCESS"])
         assert wait_for(lambda: last_loss(monitor, "3" * 32) == 0.125)
         assert wait_for(lambda: "4" * 32 in monitor.run_names)
 
@@ -366,6 +380,6 @@ def test_an_unwatched_tree_is_rechecked_every_poll(tmp_path, runs, monkeypatch):
     monkeypatch.setattr(Watcher, "set_watches", lambda self, wanted: set(wanted))
     with monitor_for(tmp_path, runs, interval=0.1, full_check_interval=3600) as monitor:
         assert wait_for(lambda: "5" * 32 in monitor.run_names)
-        name = monitor.run_names["5" * 32]
         finish(run_dir)
-        assert wait_for(lambda: (tmp_path / "logdir" / name / END_FILE).exists())
+        logdir = tmp_path / "logdir"
+        assert wait_for(lambda: statuses(logdir, monitor, "5" * 32) == ["STATUS_SUCCESS"])

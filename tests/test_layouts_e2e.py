@@ -23,11 +23,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tb import TensorBoardProcess, WaitTimeout, poll
+from tb import TensorBoardProcess, poll
 
 from runsmon import RunsMonitor
 from runsmon.hparams import Selection
-from runsmon.serve import reset_delay
 from runsmon.sources import DirRuns, detect_source
 from runsmon.sources.wandb import wandb_pb
 from sample_projects.layouts import (
@@ -44,6 +43,7 @@ from sample_projects.layouts._events import T0, write_events, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SUCCESS, FAILURE, UNKNOWN = "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_UNKNOWN"
+RUNNING = "STATUS_RUNNING"
 LOADERS = pytest.mark.parametrize("load_fast", [False, True], ids=["python", "rust"])
 NO_MLFLOW = "mlflow is not installed: pip install -e '.[test]' to test MLflow's SQLite store"
 NO_WANDB = "wandb is not installed: pip install 'runsmon[wandb]' to test wandb offline runs"
@@ -212,30 +212,21 @@ def test_dirs_run_active_again_runs_again_and_its_time_follows(tmp_path, tensorb
     now = [T0 + 100]
     source = DirRuns(str(root), idle_after=60, clock=lambda: now[0])
     logdir = tmp_path / "logdir"
-    monitor = RunsMonitor(str(logdir), source, reset_delay=reset_delay(1.0))
+    monitor = RunsMonitor(str(logdir), source)
     monitor.run_once()
     tb = tensorboard(logdir)
     [name] = monitor.run_names.values()
 
     def sync_until(status, time_value):
-        """Sync until the dashboard shows ``status`` and ``time`` (a reset takes a while)."""
+        """One sync; the dashboard shows ``status`` and ``time`` within a reload
+        (1 s) and 2 s, and the run's row is there at every poll meanwhile."""
 
         def shown(t):
-            row = t.get(name)
-            return (
-                row is not None
-                and row["status"] == status
-                and row["metrics"].get(("time", "")) == time_value
-            )
+            row = t[name]
+            return row["status"] == status and row["metrics"].get(("time", "")) == time_value
 
-        deadline = time.monotonic() + 30
-        while True:
-            monitor.run_once()
-            try:
-                return poll(tb.table, shown, timeout=1.5, what=f"{status}, time {time_value}")
-            except WaitTimeout:
-                if time.monotonic() > deadline:
-                    raise
+        monitor.run_once()
+        tb.wait_without_gap(shown, rows=1, timeout=3.0, what=f"{status}, time {time_value}")
 
     sync_until(SUCCESS, 10.0)
     os.utime(path, (T0 + 200, T0 + 200))  # written again
@@ -549,7 +540,7 @@ def mlflow_root(tmp_path_factory) -> str:
 
 def mlflow_expected(runs: Mapping[str, str]) -> dict[str, Expected]:
     """What the dashboard must show for the runs mlflow_sqlite logged ({name: id})."""
-    statuses = {"FINISHED": SUCCESS, "FAILED": FAILURE, "KILLED": SUCCESS, "RUNNING": UNKNOWN}
+    statuses = {"FINISHED": SUCCESS, "FAILED": FAILURE, "KILLED": SUCCESS, "RUNNING": RUNNING}
     expected = {}
     for name, (experiment, params, logged, status) in mlflow_sqlite.RUNS.items():
         if status == "DELETED" or experiment in mlflow_sqlite.DELETED_EXPERIMENTS:
@@ -589,20 +580,23 @@ def test_mlflow_sqlite(tmp_path, tensorboard, mlflow_root, load_fast):
     expected = mlflow_expected(runs)
     assert set(runs.values()) == set(expected)
     tb, monitor, _ = show(tmp_path, root, "mlflow", expected, tensorboard, load_fast=load_fast)
-    fox = monitor.run_names[runs["bold-fox"]]
+    fox = monitor.run_dirs[runs["bold-fox"]]  # the Scalars tab names runs by directory
     query = urllib.parse.urlencode({"run": fox, "tag": "val/loss"})
     points = tb.get(f"/data/plugin/scalars/scalars?{query}")
     assert [p[1] for p in points] == [0, 1]
     assert [p[2] for p in points] == pytest.approx([1.0, 0.7], rel=1e-6)
 
     # MLflow logs on: the running run ends with one more value, a new run appears.
+    # The running run shows Running, then its end: a new generation, no gap.
     lynx = monitor.run_names[runs["live-lynx"]]
+    assert tb.table()[lynx]["status"] == RUNNING
     new_id = mlflow_sqlite.run_mlflow(root, MLFLOW_LATER, runs["live-lynx"]).split()[-1]
     monitor.run_once()
     new = monitor.run_names[new_id]
-    table = tb.wait_for(
+    table = tb.wait_without_gap(
         lambda t: new in t and t[lynx]["status"] == SUCCESS,
-        timeout=30,
+        rows=len(expected),
+        timeout=3.0,
         what="the new run and the ended one",
     )
     assert table[lynx]["metrics"][("loss", "")] == pytest.approx(0.45, rel=1e-6)

@@ -129,6 +129,23 @@ def test_a_run_directory_a_kill_left_with_a_half_manifest_is_taken_again(tmp_pat
         logdir.create_run("id2", "taken")
 
 
+def test_a_restart_removes_directories_a_kill_left_before_their_manifest(tmp_path):
+    """mkdir, then a kill before (or while) the manifest is written: nothing of
+    anyone's is there, so the directory goes; anything else stays."""
+    logdir = Logdir(str(tmp_path))
+    (tmp_path / "empty~").mkdir()
+    (tmp_path / "half~2").mkdir()
+    (tmp_path / "half~2" / ".runsmon-tmp-1-2").write_bytes(b'{"runsmon": 1')
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("a user's")
+    kept = logdir.create_run("id1", "kept")
+    (tmp_path / "kept" / ".runsmon-tmp-1-3").write_bytes(b"half")
+    logdir.clean_tmp()
+    assert sorted(os.listdir(tmp_path)) == sorted([MARKER, "kept", "theirs"])
+    assert os.listdir(tmp_path / "kept") == [MANIFEST] and kept.name == "kept"
+    assert os.listdir(tmp_path / "theirs") == ["notes.txt"]
+
+
 def test_planned_directories_are_named_before_they_exist(tmp_path):
     logdir = Logdir(str(tmp_path))
     manifest = logdir.create_run("id1", "r")

@@ -80,7 +80,7 @@ class World:
         self.dirs = root / "dirs"
         self.tb = tb
         source = combine([GuildRuns(str(self.guild), settle=0), DirRuns(str(self.dirs))])
-        self.monitor = RunsMonitor(str(root / "logdir"), source, watch=False, reset_delay=0.0)
+        self.monitor = RunsMonitor(str(root / "logdir"), source, watch=False)
 
     def add_yaml(self, flags: dict[str, Any]) -> str:
         run_id = uuid.uuid4().hex

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -201,14 +201,142 @@ def test_experiment_replaced_by_new_dir_then_delete(
     assert time.monotonic() - t0 < 3 * RELOAD + 2
 
 
-# -- c: reset delay --------------------------------------------------------
+# -- c: a session replaced with no gap; a name used again ----------------
+
+
+def _gapless(tb: TensorBoardProcess, done, rows: int, timeout: float) -> tuple[dict, float, int]:
+    """Poll every 0.3 s until ``done(table)``: never fewer than ``rows`` rows.
+    Returns the table, the seconds it took and the most sessions one row had."""
+    t0 = time.monotonic()
+    most = 0
+    while True:
+        table = tb.table()
+        assert len(table) >= rows, f"{len(table)} rows after {time.monotonic() - t0:.1f} s"
+        most = max([most, *(len(r["sessions"]) for r in table.values())])
+        if done(table):
+            return table, time.monotonic() - t0, most
+        assert time.monotonic() - t0 < timeout, f"not shown after {timeout} s: {table}"
+        time.sleep(0.3)
+
+
+def test_new_directory_with_the_same_group_replaces_a_session_with_no_gap(
+    tmp_path: Path, load_fast: bool, tensorboard: TensorBoardFactory
+) -> None:
+    """c: a session written into a NEW directory with the same group_name, then
+    the old directory deleted: the row is there at every poll and shows the new
+    session within a reload and 2 s; for a moment the row may hold both
+    sessions (never two rows).  A RUNNING end info (in the file that sorts
+    first) goes to SUCCESS the same way."""
+    write(tmp_path / ".runsmon-experiment-000001" / START_FILE,
+          [experiment([hparam("a", "DATA_TYPE_STRING")], ["loss"])])  # fmt: skip
+    groups = [f"r{i}" for i in range(4)]
+    for i, g in enumerate(groups):
+        write_session(tmp_path / g, {"a": float(i)}, g, end_info("STATUS_RUNNING"),
+                      scalar("loss", float(i)))  # fmt: skip
+    tb = tensorboard(tmp_path, load_fast=load_fast)
+    table = tb.wait_for(lambda t: set(t) == set(groups))
+    assert {t["status"] for t in table.values()} == {"STATUS_RUNNING"}
+
+    for i, g in enumerate(groups):  # numbers turned to text, the run ended
+        write_session(tmp_path / f"{g}~", {"a": str(i)}, g, end_info("STATUS_SUCCESS"),
+                      scalar("loss", float(i)))  # fmt: skip
+        shutil.rmtree(tmp_path / g)
+    table, took, most = _gapless(
+        tb,
+        lambda t: all(
+            t[g]["hparams"] == {"a": str(i)} and t[g]["status"] == "STATUS_SUCCESS"
+            for i, g in enumerate(groups)
+        ),
+        rows=len(groups),
+        timeout=RELOAD + 2,
+    )
+    assert set(table) == set(groups) and most <= 2
+    assert [len(table[g]["sessions"]) for g in groups] == [1] * 4
+    assert table["r3"]["metrics"] == {("loss", ""): 3.0}
+    assert sorted(tb.runs()) == sorted([".runsmon-experiment-000001", *(f"{g}~" for g in groups)])
+
+    # And back to the first name, once it has been gone for 2 reloads (see below).
+    time.sleep(2 * RELOAD)
+    write_session(tmp_path / "r0", {"a": "back"}, "r0", end_info("STATUS_FAILURE"))
+    shutil.rmtree(tmp_path / "r0~")
+    table, took, _ = _gapless(
+        tb, lambda t: t["r0"]["hparams"] == {"a": "back"}, rows=len(groups), timeout=RELOAD + 2
+    )
+    assert table["r0"]["status"] == "STATUS_FAILURE" and len(table["r0"]["sessions"]) == 1
+
+
+def _big_event_file(path: Path, steps: int = 215_000, tags: int = 10) -> None:
+    """About 30 MB of scalars (``tags`` values a step), written fast."""
+    from runsmon import events as rs_events
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(rs_events.encode_events([], file_version=True, wall_time=1.0))
+        for start in range(0, steps, 10_000):
+            chunk = []
+            for step in range(start, min(steps, start + 10_000)):
+                e = event_pb2.Event(wall_time=2.0 + step, step=step)
+                for t in range(tags):
+                    e.summary.value.add(tag=f"m{t}", simple_value=float(step))
+                chunk.append(rs_events.encode_record(e.SerializeToString()))
+            f.write(b"".join(chunk))
+
+
+def test_data_server_shows_a_new_large_directory_only_once_read(
+    tmp_path: Path, tensorboard: TensorBoardFactory
+) -> None:
+    """c: the data server drops a vanished run at once but lists a new one only
+    once it has read all its files: a 30 MB run replaced at once is missing
+    for a moment; kept beside its replacement for 2 reloads and a second
+    (``RunsMonitor.handover_delay``) it is there at every poll."""
+    data = tmp_path / "data" / "events.out.tfevents.1.big"
+    _big_event_file(data)
+    write(tmp_path / ".runsmon-experiment-000001" / START_FILE,
+          [experiment([hparam("a")], ["m0"])])  # fmt: skip
+
+    def generation(name: str, a: float) -> None:
+        write_session(tmp_path / name, {"a": a}, "big")
+        (tmp_path / name / data.name).symlink_to(data)
+
+    generation("big", 1.0)
+    tb = tensorboard(tmp_path, load_fast=True)
+    tb.wait_for(lambda t: t.get("big", {}).get("metrics") == {("m0", ""): 214_999.0}, timeout=60)
+
+    def watch(until: Callable[[], bool], seconds: float) -> float:
+        """Poll every 0.02 s for ``seconds`` (at least until ``until()``); how
+        long the row was missing, in all."""
+        missing, t0, last = 0.0, time.monotonic(), time.monotonic()
+        while time.monotonic() - t0 < seconds or not until():
+            now = time.monotonic()
+            if "big" not in tb.table():
+                missing += now - last
+            last = now
+            time.sleep(0.02)
+            assert now - t0 < 60
+        return missing
+
+    generation("big~", 2.0)  # kept beside it for 2 reloads and a second
+    time.sleep(2 * RELOAD + 1)
+    shutil.rmtree(tmp_path / "big")
+    shown = lambda: tb.table().get("big", {}).get("hparams") == {"a": 2.0}  # noqa: E731
+    assert watch(shown, 3 * RELOAD) == 0.0
+
+    generation("big~2", 3.0)  # the old one deleted at once
+    shutil.rmtree(tmp_path / "big~")
+    shown = lambda: tb.table().get("big", {}).get("hparams") == {"a": 3.0}  # noqa: E731
+    assert watch(shown, 3 * RELOAD) > 0.05
+
+
+# -- c: a name used again too soon --------------------------------------------------------
 
 
 def test_recreated_run_needs_one_reload_absent(
     tmp_path: Path, load_fast: bool, tensorboard: TensorBoardFactory
 ) -> None:
     """c: a run dir recreated at once keeps its old start info for good; one left
-    deleted for 2 reload intervals takes the new one."""
+    deleted for 2 reload intervals takes the new one.  So runsmon never deletes
+    and rewrites a session under one name, and takes a name again only long
+    after it was left (sessions.REUSE_AFTER)."""
     exp = experiment([hparam("lr")], ["loss"])
     write(tmp_path / ".runsmon-experiment-000001" / START_FILE, [exp])
     for r in ("now", "later"):

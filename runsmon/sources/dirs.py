@@ -34,7 +34,7 @@ from tensorboard.plugins.hparams import metadata as hp_metadata
 from runsmon import events
 from runsmon.fs import LOCAL, Entry, FileSystem
 from runsmon.report import Reporter, describe_error
-from runsmon.run import COMPLETED, ERROR, RUNNING, Run
+from runsmon.run import COMPLETED, ERROR, IDLE_RULE, RUNNING, STATUS_RULE, Run
 from runsmon.sources.base import RunSource
 from runsmon.sources.flagsfiles import (
     GUILD_FLAGS,
@@ -381,9 +381,11 @@ class DirRuns(RunSource):
             flags = session.hparams or {}
 
         started, stopped, status = self._times(tree)
+        rule = {STATUS_RULE: IDLE_RULE}
         if flags_rel is None and session.status is not None:
             status = session.status
             stopped = session.end_time if session.end_time is not None else stopped
+            rule = {}
         return Run(
             id=run_id,
             dir=run_dir,
@@ -397,6 +399,7 @@ class DirRuns(RunSource):
                 "source": self.kind,
                 "flags_file": flags_rel,
                 "event_files": len(tree.events),
+                **rule,
                 **extra,
             },
             user_flags=user_flags,

@@ -41,7 +41,16 @@ from typing import Any
 
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.report import Reporter, describe_error
-from runsmon.run import COMPLETED, ERROR, RUNNING, TERMINATED, Run, ScalarPoint
+from runsmon.run import (
+    COMPLETED,
+    ERROR,
+    IDLE_RULE,
+    RUNNING,
+    STATUS_RULE,
+    TERMINATED,
+    Run,
+    ScalarPoint,
+)
 from runsmon.runview import EVENTS_DIR
 from runsmon.sources.base import RunSource
 from runsmon.sources.flagsfiles import load_yaml
@@ -229,12 +238,17 @@ class WandbRuns(RunSource):
         newest = self._newest(run_dir, log)
         idle = newest is None or self.clock() - newest >= self.idle_after
         started = stopped = None
+        # wandb's log records a run's start and its exit: a run it has
+        # started and not ended is running (until it goes idle: then its
+        # process died).  Without the log the status is a guess from idleness.
+        rule: dict[str, str] = {}
         if info is not None and info.exit_code is not None:
             status = COMPLETED if info.exit_code == 0 else ERROR
         elif info is not None and log is not None and (info.started is not None or info.has_config):
             status = TERMINATED if idle else RUNNING
         else:
             status = COMPLETED if idle else RUNNING
+            rule = {STATUS_RULE: IDLE_RULE}
         if info is not None:
             started = info.started
         if started is None:
@@ -264,6 +278,7 @@ class WandbRuns(RunSource):
                 "tensorboard_synced": tb_synced,
                 # wandb mirrors a synced TensorBoard logdir in files/.
                 EVENTS_DIR: "files",
+                **rule,
             },
             scalars=lambda: list(self.scalars(run_dir, log, tb_synced)),
             fingerprint=self.fingerprint(run_dir),

@@ -155,7 +155,6 @@ class Faults:
     def monitor(self, source: Any = None, **kwargs: Any) -> RunsMonitor:
         options: dict[str, Any] = {
             "watch": False,
-            "reset_delay": 0.0,
             "callback_timeout": 5.0,
             "reporter": self.reporter,
         }

@@ -54,7 +54,7 @@ def test_the_daemon_and_tensorboard_show_every_run_they_can(faults: Faults, load
     _build(faults)
     faults.snapshot()
     source = GuildRuns(str(faults.runs_dir), reporter=faults.reporter, settle=0)
-    monitor = faults.monitor(source, interval=0.2, watch=True, reset_delay=3.0)
+    monitor = faults.monitor(source, interval=0.2, watch=True)
     with monitor, TensorBoardProcess(faults.logdir, load_fast=load_fast) as tb:
         want = len(GOOD) + len(FAULTY)
         table = tb.wait_for(lambda t: len(t) == want, timeout=40)

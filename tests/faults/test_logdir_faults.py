@@ -88,7 +88,7 @@ def test_run_directory_made_read_only(faults: Faults) -> None:
     faults.add(status="running")
     monitor = faults.sync()
     run_logdir = faults.logdir / logdir_runs(faults.logdir)[FAULT_ID]
-    assert end_status_of(run_logdir) is None
+    assert end_status_of(run_logdir) == "STATUS_RUNNING"
     os.remove(faults.fault_dir / ".guild" / "LOCK")  # the run ends
     write_attr(faults.fault_dir, "exit_status", 0)
     write_attr(faults.fault_dir, "stopped", 1_700_000_100_000_000)
@@ -97,12 +97,16 @@ def test_run_directory_made_read_only(faults: Faults) -> None:
     try:
         with permissions_enforced():
             faults.sync(monitor)
-        assert end_status_of(run_logdir) is None
+        # Its end is a new generation beside it; the old one cannot go yet.
+        twin = faults.logdir / monitor.run_dirs[FAULT_ID]
+        assert twin != run_logdir and end_status_of(twin) == "STATUS_SUCCESS"
+        assert end_status_of(run_logdir) == "STATUS_RUNNING"
     finally:
         os.chmod(run_logdir, 0o755)
     faults.sync(monitor)
     faults.check(warn="permission denied", shown=True)
-    assert end_status_of(run_logdir) == "STATUS_SUCCESS"
+    assert not run_logdir.exists()  # tried again until it went
+    assert end_status_of(twin) == "STATUS_SUCCESS"
 
 
 class _FullDisk:

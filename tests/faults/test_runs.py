@@ -171,13 +171,14 @@ def test_a_run_whose_process_was_killed_is_seen_without_a_file_changing(faults: 
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             run_logdir = faults.logdir / logdir_runs(faults.logdir)[FAULT_ID]
-            assert end_status_of(run_logdir) is None
+            assert end_status_of(run_logdir) == "STATUS_RUNNING"  # Guild's LOCK says so
             proc.kill()
             proc.wait()
             deadline = time.monotonic() + 10
-            while end_status_of(run_logdir) != "STATUS_FAILURE":
+            while end_status_of(faults.logdir / monitor.run_dirs[FAULT_ID]) != "STATUS_FAILURE":
                 assert time.monotonic() < deadline, "the dead run still shows as running"
                 time.sleep(0.05)
+            assert not run_logdir.exists()  # its session was rewritten in a new directory
     finally:
         proc.kill()
         proc.wait()

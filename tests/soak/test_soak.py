@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from guild_fake import logdir_runs, make_guild_run
+from guild_fake import logdir_rows, make_guild_run
 from tb import TensorBoardProcess
 
 HERE = Path(__file__).resolve().parent
@@ -150,7 +150,7 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, capsys) -> None:
             while time.monotonic() < deadline:
                 assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
                 try:
-                    names = logdir_runs(logdir)
+                    names = logdir_rows(logdir)
                     if set(names) == wanted:
                         expected = _expected(state, names)
                         table = tb.table()
@@ -160,7 +160,7 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, capsys) -> None:
                     pass
                 time.sleep(0.5)
             else:
-                raise AssertionError(_diff(table, expected, wanted, logdir_runs(logdir)))
+                raise AssertionError(_diff(table, expected, wanted, logdir_rows(logdir)))
     finally:
         sampler.done.set()
         if writer is not None and writer.poll() is None:
