@@ -836,7 +836,15 @@ def write_results(sections: dict[str, str]) -> None:
     """Replace the measured sections of RESULTS.md, keeping the others."""
     old = _read(RESULTS)
     kept: dict[str, str] = {}
-    order = ["machine", "runs-1000", "runs-10000", "scaling", "mlflow-sqlite-1000", "open-files", "rewrite"]
+    order = [
+        "machine",
+        "runs-1000",
+        "runs-10000",
+        "scaling",
+        "mlflow-sqlite-1000",
+        "open-files",
+        "rewrite",
+    ]
     for key in order:
         start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
         if start in old and end in old:
