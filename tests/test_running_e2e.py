@@ -24,6 +24,9 @@ from tb import TensorBoardProcess, poll
 from runsmon import MLflowRuns, MLflowSQLiteRuns, RunsMonitor, WandbRuns
 from sample_projects.layouts import mlflow_sqlite, wandb_offline
 
+#: Every test here starts TensorBoard; the real tools write their runs.
+pytestmark = [pytest.mark.tb, pytest.mark.slow]
+
 RELOAD = 1.0
 
 _MLFLOW = textwrap.dedent(
