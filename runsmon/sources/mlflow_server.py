@@ -13,8 +13,9 @@ The server is read through its REST API with the standard library's
 
 A poll is one ``runs/search`` page per 1,000 runs.  Histories are fetched
 only for runs whose metrics moved: a run's latest (step, timestamp, value)
-per metric differs from the last poll's, or the run is RUNNING (a point
-logged at an earlier step does not move the latest).  Per run, as the
+per metric differs from the last poll's, or the run is RUNNING and its
+histories were read more than :attr:`MLflowServerRuns.running_recheck`
+seconds ago (a point logged below the latest step moves no latest point).  Per run, as the
 SQLite store source (:mod:`runsmon.sources.mlflow_sqlite`) reads them:
 params as flags (:func:`~runsmon.sources.mlflow.param_value`), status, start
 and end, the name from ``run_name`` or the ``mlflow.runName`` tag, the
@@ -40,6 +41,7 @@ import base64
 import json
 import math
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -120,6 +122,9 @@ class MLflowServerRuns(RunSource):
     knows_roots = False
     #: Seconds a request may take.
     timeout = 30.0
+    #: Seconds after which a RUNNING run's histories are read again although
+    #: its latest points held (a point logged below the latest step moves none).
+    running_recheck = 30.0
 
     def __init__(
         self,
@@ -140,6 +145,7 @@ class MLflowServerRuns(RunSource):
         self._tags: dict[str, dict[str, str]] = {}
         self._latest: dict[str, dict[str, tuple]] = {}  # run id -> key -> (step, ts, value)
         self._hist: dict[str, list[ScalarPoint]] = {}
+        self._fetched: dict[str, float] = {}  # run id -> when its histories were read
         self._version: dict[str, int] = {}
         self._run_dirs: dict[str, str] = {}
         self._ids: dict[str, str] = {}
@@ -273,17 +279,23 @@ class MLflowServerRuns(RunSource):
                 m["key"]: (_int(m.get("step")), _int(m.get("timestamp")), str(m.get("value")))
                 for m in data.get("metrics") or []
             }
+        now = time.monotonic()
         moved = [
             r
             for r in infos
             if latest[r] != self._latest.get(r)
             or r not in self._hist
-            or (_status(infos[r].get("status")) == RUNNING and latest[r])
+            or (
+                latest[r]
+                and _status(infos[r].get("status")) == RUNNING
+                and now - self._fetched.get(r, 0.0) > self.running_recheck
+            )
         ]
         hist = self._histories(moved, latest)
         # Every answer is in: take it.
         for r in moved:
             self._hist[r] = hist.get(r, [])
+            self._fetched[r] = now
         dirty = set(moved)
         for r, info in infos.items():
             if (
@@ -301,6 +313,7 @@ class MLflowServerRuns(RunSource):
                 self._ids.pop(self._run_dirs.pop(r), None)
                 self._version.pop(r, None)
                 self._hist.pop(r, None)
+                self._fetched.pop(r, None)
         for r in dirty:
             self._counter += 1
             self._version[r] = self._counter
