@@ -33,7 +33,12 @@ from runsmon.sources import detect_kind, detect_source
 from runsmon.sources.mlflow_server import MLflowServerRuns
 
 MLFLOW = os.path.join(os.path.dirname(sys.executable), "mlflow")
-HISTORY = "metrics/get-history-bulk-interval"
+HISTORIES = ("metrics/get-history-bulk", "metrics/get-history-bulk-interval", "metrics/get-history")
+
+
+def history_requests(source: MLflowServerRuns) -> int:
+    return sum(source.requests.get(k, 0) for k in HISTORIES)
+
 
 pytestmark = pytest.mark.skipif(
     shutil.which(MLFLOW) is None and shutil.which("mlflow") is None,
@@ -221,11 +226,12 @@ def test_unchanged_poll_fetches_no_history(server):
     source = detect_source(server)
     source.running_recheck = 3600.0  # other tests' runs are running
     runs = source()
-    assert source.requests.get(HISTORY, 0) >= 1
+    assert history_requests(source) >= 1
     before = dict(source.requests)
+    histories = history_requests(source)
     assert source() is runs, "nothing changed: the very same list"
     spent = {k: v - before.get(k, 0) for k, v in source.requests.items()}
-    assert spent.get(HISTORY, 0) == 0 and spent.get("metrics/get-history", 0) == 0
+    assert history_requests(source) == histories, "no history request"
     assert spent["runs/search"] == 1
 
     # One run logs a step: only its history is fetched (one request per metric).
@@ -235,9 +241,9 @@ def test_unchanged_poll_fetches_no_history(server):
         "MlflowClient().log_metric(sys.argv[1], 'loss', 0.5, step=2)",
         ids["bold-fox"],
     )
-    before = dict(source.requests)
+    histories = history_requests(source)
     runs = {r.id: r for r in source()}
-    assert source.requests[HISTORY] - before[HISTORY] == 2  # loss and val/acc
+    assert history_requests(source) - histories == 2  # loss and val/acc
     fox = [p.value for p in runs[ids["bold-fox"]].scalars() if p.tag == "loss"]
     assert fox == [1.0, 0.7, 0.5]
 
@@ -252,11 +258,33 @@ def test_long_history_is_read_whole(server, monkeypatch):
         "for s in range(30)])\nc.set_terminated(r)\n"
     )
     mlflow_script(server, code)
+    whole = [float(s) for s in range(30)]
+    source = detect_source(server)
+    assert [p.value for p in only(source, "long")["long"].scalars()] == whole
+    assert "metrics/get-history-bulk-interval" not in source.requests
+
+    # A request that may have left points out is asked again another way.
+    monkeypatch.setattr("runsmon.sources.mlflow_server.AJAX_TOTAL", 10)
     monkeypatch.setattr("runsmon.sources.mlflow_server.BULK_POINTS", 10)
     source = detect_source(server)
-    run = only(source, "long")["long"]
-    assert [p.value for p in run.scalars()] == [float(s) for s in range(30)]
+    assert [p.value for p in only(source, "long")["long"].scalars()] == whole
+    assert source.requests["metrics/get-history-bulk-interval"] >= 1
     assert source.requests["metrics/get-history"] >= 1
+
+
+def test_public_endpoint_gives_the_same_histories(server):
+    """A server (or proxy) without the web page's endpoint: the public one, same points."""
+    first_runs(server, "public")
+    web = {
+        r.id: sorted(map(repr, r.scalars()))
+        for r in detect_source(server)()
+        if r.operation == "public"
+    }
+    source = detect_source(server)
+    source._ajax = False
+    public = {r.id: sorted(map(repr, r.scalars())) for r in source() if r.operation == "public"}
+    assert "metrics/get-history-bulk" not in source.requests
+    assert len(public) == 3 and public == web  # as text: NaN equals NaN
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -1,15 +1,20 @@
 """Runs from an MLflow tracking server (``runsmon serve http://host:5000``).
 
 The server is read through its REST API with the standard library's
-``urllib`` (no MLflow client needed: five endpoints, JSON in and out):
+``urllib``: a handful of endpoints, JSON in and out, so no MLflow client
+(``mlflow-skinny`` brings some 20 packages) is needed:
 
 - ``POST experiments/search``: the experiments (active ones), paged;
 - ``POST runs/search``: every active run of them, 1,000 a page, each with
   its params, tags, status, start and end times and, per metric, the latest
   value with its step and timestamp;
-- ``GET metrics/get-history-bulk-interval``: one metric's history for up to
-  100 runs a request (up to 2,500 points a run; a run with more is read
-  through ``GET metrics/get-history``, paged, so no point is sampled away).
+- one metric's history for up to 100 runs a request: ``GET
+  /ajax-api/2.0/mlflow/metrics/get-history-bulk`` (what MLflow's web page
+  reads: every point, 25,000 a request; 2.5 times as fast as the public
+  endpoint for 300 runs x 5 metrics x 50 steps) where the server offers it,
+  else ``GET metrics/get-history-bulk-interval`` (up to 2,500 points a run;
+  a run with more is read through ``GET metrics/get-history``, paged, so no
+  point is sampled away).
 
 A poll is one ``runs/search`` page per 1,000 runs.  Histories are fetched
 only for runs whose metrics moved: a run's latest (step, timestamp, value)
@@ -60,6 +65,11 @@ BULK_RUNS = 100
 #: Points a run may have per ``get-history-bulk-interval`` request (the
 #: server's limit); a run with as many is read through ``get-history``.
 BULK_POINTS = 2500
+#: Points a request of the web page's ``get-history-bulk`` returns at most (the
+#: server's limit; a request with as many is asked again another way).
+AJAX_TOTAL = 25000
+#: Points (estimated from the runs' last steps) runsmon puts in one such request.
+BULK_TOTAL = 20000
 #: Runs a ``runs/search`` page holds.
 SEARCH_PAGE = 1000
 
@@ -113,6 +123,11 @@ def _ms(value: Any) -> int | None:
 class ServerError(OSError):
     """The server could not be read; the message says why, in one line."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        #: The HTTP status, when the server answered with an error.
+        self.status = status
+
 
 class MLflowServerRuns(RunSource):
     """Runs of an MLflow tracking server at ``url`` (``http://`` or ``https://``)."""
@@ -150,6 +165,7 @@ class MLflowServerRuns(RunSource):
         self._run_dirs: dict[str, str] = {}
         self._ids: dict[str, str] = {}
         self._counter = 0
+        self._ajax: bool | None = None  # whether the web page's bulk history endpoint works
         #: Requests made, by endpoint (for tests and benchmarks).
         self.requests: dict[str, int] = {}
 
@@ -177,8 +193,10 @@ class MLflowServerRuns(RunSource):
             headers["Authorization"] = f"Basic {pair}"
         return headers
 
-    def _request(self, endpoint: str, body: dict | None = None, query: list | None = None) -> dict:
-        url = f"{self.url}/api/2.0/mlflow/{endpoint}"
+    def _request(
+        self, endpoint: str, body: dict | None = None, query: list | None = None, api: str = "api"
+    ) -> dict:
+        url = f"{self.url}/{api}/2.0/mlflow/{endpoint}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
         headers = self._headers()
@@ -192,7 +210,7 @@ class MLflowServerRuns(RunSource):
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 payload = resp.read()
         except urllib.error.HTTPError as e:
-            raise ServerError(self._http_cause(e)) from None
+            raise ServerError(self._http_cause(e), e.code) from None
         except urllib.error.URLError as e:
             reason = e.reason
             text = getattr(reason, "strerror", None) or str(reason)
@@ -326,31 +344,80 @@ class MLflowServerRuns(RunSource):
     def _histories(
         self, runs: list[str], latest: dict[str, dict[str, tuple]]
     ) -> dict[str, list[ScalarPoint]]:
-        """The metric histories of ``runs``: one bulk request per metric and 100 runs."""
+        """The metric histories of ``runs``: one request per metric and up to 100 runs."""
         by_key: dict[str, list[str]] = {}
         for r in runs:
             for key in latest[r]:
                 by_key.setdefault(key, []).append(r)
         points: dict[str, list[ScalarPoint]] = {r: [] for r in runs}
         for key in sorted(by_key):
-            group = by_key[key]
-            for i in range(0, len(group), BULK_RUNS):
-                chunk = group[i : i + BULK_RUNS]
-                answer = self._request(
-                    "metrics/get-history-bulk-interval",
-                    query=[("run_ids", r) for r in chunk]
-                    + [("metric_key", key), ("max_results", BULK_POINTS)],
-                )
-                got: dict[str, list[ScalarPoint]] = {r: [] for r in chunk}
-                for m in answer.get("metrics") or []:
-                    r = m.get("run_id")
-                    if r in got:
-                        got[r].append(self._point(key, m))
-                for r, pts in got.items():
-                    if len(pts) >= BULK_POINTS:
-                        pts = self._full_history(r, key)  # sampled: read every point
+            for chunk in self._chunks(by_key[key], key, latest):
+                for r, pts in self._bulk(key, chunk).items():
+                    pts.sort(key=lambda p: (p.step, p.wall_time))
                     points[r].extend(pts)
         return points
+
+    @staticmethod
+    def _chunks(runs: list[str], key: str, latest: dict[str, dict[str, tuple]]) -> list[list[str]]:
+        """Up to 100 runs a chunk, and about :data:`BULK_TOTAL` points (by their last step)."""
+        chunks: list[list[str]] = []
+        chunk: list[str] = []
+        size = 0
+        for r in runs:
+            n = max(1, latest[r][key][0] + 1)
+            if chunk and (len(chunk) >= BULK_RUNS or size + n > BULK_TOTAL):
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(r)
+            size += n
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
+    def _bulk(self, key: str, chunk: list[str]) -> dict[str, list[ScalarPoint]]:
+        """One metric's whole history for each run of ``chunk``.
+
+        Through the endpoint MLflow's own web page reads (``ajax-api``,
+        every point of up to 100 runs, 25,000 points a request; measured
+        2.5 times as fast as the public one) where the server offers it;
+        else, or when a request holds as many points as it may (some may
+        be missing), through the public ``get-history-bulk-interval``.
+        """
+        got: dict[str, list[ScalarPoint]] = {r: [] for r in chunk}
+        if self._ajax is not False:
+            try:
+                answer = self._request(
+                    "metrics/get-history-bulk",
+                    query=[("run_id", r) for r in chunk] + [("metric_key", key)],
+                    api="ajax-api",
+                )
+            except ServerError as e:
+                if self._ajax is None and e.status in (404, 405):
+                    self._ajax = False  # not offered (a proxy, another server)
+                else:
+                    raise
+            else:
+                self._ajax = True
+                metrics = answer.get("metrics") or []
+                if len(metrics) < AJAX_TOTAL:
+                    for m in metrics:
+                        r = m.get("run_id")
+                        if r in got:
+                            got[r].append(self._point(key, m))
+                    return got
+        answer = self._request(
+            "metrics/get-history-bulk-interval",
+            query=[("run_ids", r) for r in chunk]
+            + [("metric_key", key), ("max_results", BULK_POINTS)],
+        )
+        for m in answer.get("metrics") or []:
+            r = m.get("run_id")
+            if r in got:
+                got[r].append(self._point(key, m))
+        for r, pts in got.items():
+            if len(pts) >= BULK_POINTS:
+                got[r] = self._full_history(r, key)  # sampled: read every point
+        return got
 
     def _full_history(self, run_id: str, key: str) -> list[ScalarPoint]:
         pts: list[ScalarPoint] = []
