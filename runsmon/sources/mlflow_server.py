@@ -2,7 +2,8 @@
 
 The server is read through its REST API with the standard library's
 ``urllib``: a handful of endpoints, JSON in and out, so no MLflow client
-(``mlflow-skinny`` brings some 20 packages) is needed:
+(``mlflow-skinny`` requires 21 packages: FastAPI, the Databricks SDK,
+OpenTelemetry, ...) is needed:
 
 - ``POST experiments/search``: the experiments (active ones), paged;
 - ``POST runs/search``: every active run of them, 1,000 a page, each with
