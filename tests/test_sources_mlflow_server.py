@@ -289,10 +289,12 @@ def test_public_endpoint_gives_the_same_histories(server):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     status = 401
+    delay = 0.0
     seen: list[str | None] = []
 
     def _answer(self) -> None:
         type(self).seen.append(self.headers.get("Authorization"))
+        time.sleep(self.delay)
         body = json.dumps({"error_code": "UNAUTHENTICATED", "message": "no"}).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
@@ -306,11 +308,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up waiting: expected here
+
+
 @pytest.fixture
 def refusing() -> Iterator[str]:
     """A server that answers every request with 401."""
-    _Handler.seen = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    _Handler.seen, _Handler.status, _Handler.delay = [], 401, 0.0
+    httpd = _QuietServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -335,6 +342,20 @@ def test_credentials_as_mlflow_takes_them(refusing, monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if "HTTP 401" in r.getMessage()]
     assert len(lines) == 1, "one line while the cause holds"
     assert "MLFLOW_TRACKING_TOKEN" in lines[0] and "\n" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "delay", "cause"),
+    [(503, 0.0, "HTTP 503 Service Unavailable"), (200, 1.0, "no answer within 0.3 s")],
+    ids=["5xx", "timeout"],
+)
+def test_failing_server_is_one_line(refusing, caplog, status, delay, cause):
+    _Handler.status, _Handler.delay = status, delay
+    source = detect_source(refusing, timeout=0.3)
+    with caplog.at_level(logging.WARNING):
+        assert source() == [] and source() == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and cause in lines[0], lines
 
 
 def test_server_down_keeps_runs(server, caplog):
