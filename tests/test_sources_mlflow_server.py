@@ -40,18 +40,14 @@ def history_requests(source: MLflowServerRuns) -> int:
     return sum(source.requests.get(k, 0) for k in HISTORIES)
 
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(MLFLOW) is None and shutil.which("mlflow") is None,
-    reason="mlflow is not installed: pip install -e '.[test]' to test a tracking server",
-)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """The URL of an MLflow tracking server running for this module."""
+    exe = MLFLOW if os.path.exists(MLFLOW) else shutil.which("mlflow")
+    if exe is None:
+        pytest.skip("mlflow is not installed: pip install -e '.[test]' to test a tracking server")
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    exe = MLFLOW if os.path.exists(MLFLOW) else shutil.which("mlflow")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(root / "server.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
@@ -191,6 +187,7 @@ def test_detection():
         detect_source("http://h:5000", kind="dirs")
 
 
+@pytest.mark.slow  # a real mlflow server: 6 s and 400 MB, once for the module
 def test_runs_statuses_params_and_histories(server):
     ids = first_runs(server, "basics")
     source = detect_source(server)
@@ -215,6 +212,7 @@ def test_runs_statuses_params_and_histories(server):
     assert fox.attrs["tags"]["mlflow.runName"] == "bold-fox"
 
 
+@pytest.mark.slow  # a real mlflow server: 6 s and 400 MB, once for the module
 def test_unchanged_poll_fetches_no_history(server):
     ids = first_runs(server, "quiet")
     mlflow_script(
@@ -248,6 +246,7 @@ def test_unchanged_poll_fetches_no_history(server):
     assert fox == [1.0, 0.7, 0.5]
 
 
+@pytest.mark.slow  # a real mlflow server: 6 s and 400 MB, once for the module
 def test_long_history_is_read_whole(server, monkeypatch):
     """A run with more points than a bulk request returns is read through get-history."""
     code = (
@@ -272,6 +271,7 @@ def test_long_history_is_read_whole(server, monkeypatch):
     assert source.requests["metrics/get-history"] >= 1
 
 
+@pytest.mark.slow  # a real mlflow server: 6 s and 400 MB, once for the module
 def test_public_endpoint_gives_the_same_histories(server):
     """A server (or proxy) without the web page's endpoint: the public one, same points."""
     first_runs(server, "public")
@@ -358,6 +358,7 @@ def test_failing_server_is_one_line(refusing, caplog, status, delay, cause):
     assert len(lines) == 1 and cause in lines[0], lines
 
 
+@pytest.mark.slow  # a real mlflow server: 6 s and 400 MB, once for the module
 def test_server_down_keeps_runs(server, caplog):
     first_runs(server, "outage")
     source = detect_source(server)
@@ -378,6 +379,7 @@ def test_server_down_keeps_runs(server, caplog):
     assert not [k for k in source.reporter.active() if server in k[0]]
 
 
+@pytest.mark.slow  # a real mlflow server: 6 s and 400 MB, once for the module
 def test_cli_table_reads_a_server(server):
     first_runs(server, "cli")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
@@ -394,7 +396,7 @@ def test_cli_table_reads_a_server(server):
     assert {row[7] for row in rows} == {"adam", "sgd"}, done.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a real mlflow server: 6 s and 400 MB, once for the module
 def test_served_live_through_tensorboard(server, tmp_path, tensorboard):
     ids = first_runs(server, "live")
     source = detect_source(server)
