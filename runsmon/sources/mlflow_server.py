@@ -17,17 +17,18 @@ OpenTelemetry, ...) is needed:
   a run with more is read through ``GET metrics/get-history``, paged, so no
   point is sampled away).
 
-A poll is one ``runs/search`` page per 1,000 runs.  Histories are fetched
-only for runs whose metrics moved: a run's latest (step, timestamp, value)
-per metric differs from the last poll's, or the run is RUNNING and its
-histories were read more than :attr:`MLflowServerRuns.running_recheck`
-seconds ago (a point logged below the latest step moves no latest point).  Per run, as the
-SQLite store source (:mod:`runsmon.sources.mlflow_sqlite`) reads them:
-params as flags (:func:`~runsmon.sources.mlflow.param_value`), status, start
-and end, the name from ``run_name`` or the ``mlflow.runName`` tag, the
-experiment's name as the operation, the histories through
-:attr:`Run.scalars`.  Deleted runs and the runs of deleted experiments are
-left out (``runs/search`` lists active runs only).
+A poll is one ``runs/search`` page per 1,000 runs. Histories are fetched
+only for the metrics that moved: a run's latest (step, timestamp, value) of
+the metric differs from the last poll's, or (all of a run's metrics) the run
+is RUNNING and its histories were read more than
+:attr:`MLflowServerRuns.running_recheck` seconds ago (a point logged below
+the latest step moves no latest point). Per run, as the SQLite store source
+(:mod:`runsmon.sources.mlflow_sqlite`) reads them: params as flags
+(:func:`~runsmon.sources.mlflow.param_value`), status, start and end, the
+name from ``run_name`` or the ``mlflow.runName`` tag, the experiment's name
+as the operation, the histories through :attr:`Run.scalars`. Deleted runs
+and the runs of deleted experiments are left out (``runs/search`` lists
+active runs only).
 
 A run has no directory on this machine: its ``dir`` is a path below
 ``os.devnull`` named after the server, which no file can have, so the
@@ -160,7 +161,7 @@ class MLflowServerRuns(RunSource):
         self._params: dict[str, dict[str, str]] = {}
         self._tags: dict[str, dict[str, str]] = {}
         self._latest: dict[str, dict[str, tuple]] = {}  # run id -> key -> (step, ts, value)
-        self._hist: dict[str, list[ScalarPoint]] = {}
+        self._hist: dict[str, dict[str, list[ScalarPoint]]] = {}  # run id -> key -> points
         self._fetched: dict[str, float] = {}  # run id -> when its histories were read
         self._version: dict[str, int] = {}
         self._run_dirs: dict[str, str] = {}
@@ -299,22 +300,26 @@ class MLflowServerRuns(RunSource):
                 for m in data.get("metrics") or []
             }
         now = time.monotonic()
-        moved = [
-            r
-            for r in infos
-            if latest[r] != self._latest.get(r)
-            or r not in self._hist
-            or (
-                latest[r]
+        wanted: dict[str, list[str]] = {}  # run id -> the metrics to read
+        for r, keys in latest.items():
+            old = self._latest.get(r, {})
+            if r not in self._hist or (
+                keys
                 and _status(infos[r].get("status")) == RUNNING
                 and now - self._fetched.get(r, 0.0) > self.running_recheck
-            )
-        ]
-        hist = self._histories(moved, latest)
+            ):
+                wanted[r] = list(keys)
+            elif keys != old:
+                wanted[r] = [k for k, v in keys.items() if old.get(k) != v]
+        hist = self._histories(wanted, latest)
         # Every answer is in: take it.
-        for r in moved:
-            self._hist[r] = hist.get(r, [])
-            self._fetched[r] = now
+        for r, keys in wanted.items():
+            fetched = hist.get(r, {})
+            if len(keys) == len(latest[r]):
+                self._fetched[r] = now
+            have = self._hist.get(r, {})
+            self._hist[r] = {k: fetched[k] if k in fetched else have.get(k, []) for k in latest[r]}
+        moved = list(wanted)
         dirty = set(moved)
         for r, info in infos.items():
             if (
@@ -343,19 +348,20 @@ class MLflowServerRuns(RunSource):
         return sorted(self._run_dirs[r] for r in infos)
 
     def _histories(
-        self, runs: list[str], latest: dict[str, dict[str, tuple]]
-    ) -> dict[str, list[ScalarPoint]]:
-        """The metric histories of ``runs``: one request per metric and up to 100 runs."""
+        self, wanted: dict[str, list[str]], latest: dict[str, dict[str, tuple]]
+    ) -> dict[str, dict[str, list[ScalarPoint]]]:
+        """The histories of the metrics ``wanted`` names per run: one request per
+        metric and up to 100 runs."""
         by_key: dict[str, list[str]] = {}
-        for r in runs:
-            for key in latest[r]:
+        for r, keys in wanted.items():
+            for key in keys:
                 by_key.setdefault(key, []).append(r)
-        points: dict[str, list[ScalarPoint]] = {r: [] for r in runs}
+        points: dict[str, dict[str, list[ScalarPoint]]] = {r: {} for r in wanted}
         for key in sorted(by_key):
             for chunk in self._chunks(by_key[key], key, latest):
                 for r, pts in self._bulk(key, chunk).items():
                     pts.sort(key=lambda p: (p.step, p.wall_time))
-                    points[r].extend(pts)
+                    points[r][key] = pts
         return points
 
     @staticmethod
@@ -462,7 +468,8 @@ class MLflowServerRuns(RunSource):
             if status in (COMPLETED, ERROR, TERMINATED)
             else None
         )
-        points = self._hist.get(run_id) or []
+        hist = self._hist.get(run_id) or {}
+        points = [p for key in sorted(hist) for p in hist[key]]
         return Run(
             id=run_id,
             dir=run_dir,
