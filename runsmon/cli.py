@@ -677,6 +677,7 @@ def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -
     from runsmon.report import Reporter
     from runsmon.select import filtered
     from runsmon.sources import combine, detect_source
+    from runsmon.sources.mlflow_server import is_server_url
     from runsmon.sources.mlflow_sqlite import database_path, db_uri_path
 
     reporter = Reporter()
@@ -684,14 +685,19 @@ def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -
     given = paths if paths is not None else args.paths
     given, runs = split_runs(given or [])
     for path in given or default_paths():
-        path = os.path.expanduser(db_uri_path(path) or path)  # sqlite:/// is an MLflow store
-        if not os.path.exists(path):
-            hint = "give a directory of runs" if given else "give a PATH of runs"
-            raise UsageError(f"no such directory: {path}; {hint}")
-        if not os.path.isdir(path) and database_path(path) is None:
-            raise UsageError(f"not a directory: {path}; give a directory of runs")
-        if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
-            raise RuntimeFailure(f"cannot read {path}: permission denied; check its permissions")
+        if is_server_url(path):
+            pass  # an MLflow tracking server: asked when the runs are listed
+        else:
+            path = os.path.expanduser(db_uri_path(path) or path)  # sqlite:/// is an MLflow store
+            if not os.path.exists(path):
+                hint = "give a directory of runs" if given else "give a PATH of runs"
+                raise UsageError(f"no such directory: {path}; {hint}")
+            if not os.path.isdir(path) and database_path(path) is None:
+                raise UsageError(f"not a directory: {path}; give a directory of runs")
+            if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+                raise RuntimeFailure(
+                    f"cannot read {path}: permission denied; check its permissions"
+                )
         try:
             source = detect_source(
                 path,

@@ -15,6 +15,7 @@ __all__ = [
     "GuildRuns",
     "MLflowRuns",
     "MLflowSQLiteRuns",
+    "MLflowServerRuns",
     "RunSource",
     "WandbRuns",
     "combine",
@@ -93,9 +94,18 @@ def _mlflow_db(path: str, fs: FileSystem) -> str | None:
     return database_path(path, fs)
 
 
+def _is_server_url(path: str) -> bool:
+    from runsmon.sources.mlflow_server import is_server_url
+
+    return is_server_url(path)
+
+
 def detect_kind(path: str, fs: FileSystem = LOCAL) -> str:
     """Which kind of source fits ``path``: a Guild home or runs directory, an
-    MLflow store or database, a wandb directory, else a tree of run directories ("dirs")."""
+    MLflow store, database or tracking server URL, a wandb directory, else a tree of run
+    directories ("dirs")."""
+    if _is_server_url(os.fspath(path)):
+        return "mlflow"
     if _mlflow_db(os.fspath(path), fs) is not None:
         return "mlflow"
     path = os.path.normpath(os.fspath(path))
@@ -149,6 +159,15 @@ def detect_source(path: str, kind: str | None = None, **options: object) -> RunS
     store, say) and options given as None are left out.
     """
     fs = options.get("fs") or LOCAL
+    if _is_server_url(os.fspath(path)):
+        if kind not in (None, "mlflow"):
+            raise ValueError(f"{path} is read as an MLflow tracking server, not as {kind!r} runs")
+        from runsmon.sources.mlflow_server import MLflowServerRuns
+
+        params = inspect.signature(MLflowServerRuns.__init__).parameters
+        return MLflowServerRuns(
+            path, **{k: v for k, v in options.items() if v is not None and k in params}
+        )  # type: ignore[arg-type]
     detected = detect_kind(path, fs)  # type: ignore[arg-type]
     chosen = kind or detected
     cls = _source_class(chosen)
@@ -169,6 +188,10 @@ def __getattr__(name: str) -> object:
     kinds = {"GuildRuns": "guild", "DirRuns": "dirs", "MLflowRuns": "mlflow", "WandbRuns": "wandb"}
     if name in kinds:
         return _source_class(kinds[name])
+    if name == "MLflowServerRuns":
+        from runsmon.sources.mlflow_server import MLflowServerRuns
+
+        return MLflowServerRuns
     if name == "MLflowSQLiteRuns":
         from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns
 
