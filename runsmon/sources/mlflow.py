@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 from runsmon.fs import LOCAL, FileSystem
@@ -167,32 +167,19 @@ class MLflowRuns(RunSource):
             return None
         exp_dir = os.path.dirname(run_dir)
         experiment = self._experiment(exp_dir) or {}
-        run_id = str(meta.get("run_id") or meta.get("run_uuid") or os.path.basename(run_dir))
-        params = {k: param_value(v) for k, v in self._read_dir(run_dir, "params").items()}
-        tags = self._read_dir(run_dir, "tags")
-        name = str(meta.get("run_name") or tags.get("mlflow.runName") or "")
-        status = _status(meta.get("status"))
-        started = _seconds(meta.get("start_time"))
-        stopped = (
-            _seconds(meta.get("end_time")) if status in (COMPLETED, ERROR, TERMINATED) else None
-        )
-        return Run(
-            id=run_id,
-            dir=run_dir,
-            flags=params,
-            status=status,
-            started=started,
-            stopped=stopped,
-            label=name,
-            operation=str(experiment.get("name") or ""),
-            attrs={
-                "source": self.kind,
-                "experiment_id": str(meta.get("experiment_id") or os.path.basename(exp_dir)),
-                "experiment": experiment.get("name"),
-                "run_name": name,
-                "user": meta.get("user_id"),
-                "tags": tags,
-            },
+        return mlflow_run(
+            run_id=str(meta.get("run_id") or meta.get("run_uuid") or os.path.basename(run_dir)),
+            run_dir=run_dir,
+            kind=self.kind,
+            params=self._read_dir(run_dir, "params"),
+            tags=self._read_dir(run_dir, "tags"),
+            run_name=meta.get("run_name"),
+            status=meta.get("status"),
+            start_ms=meta.get("start_time"),
+            end_ms=meta.get("end_time"),
+            experiment_id=str(meta.get("experiment_id") or os.path.basename(exp_dir)),
+            experiment=experiment.get("name"),
+            user=meta.get("user_id"),
             scalars=lambda: list(self.scalars(run_dir)),
             fingerprint=self.fingerprint(run_dir),
         )
@@ -291,3 +278,50 @@ def _seconds(ms: Any) -> float | None:
     if isinstance(ms, bool) or not isinstance(ms, (int, float)):
         return None
     return ms / 1000.0
+
+
+def mlflow_run(
+    *,
+    run_id: str,
+    run_dir: str,
+    kind: str,
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+    run_name: Any,
+    status: Any,
+    start_ms: Any,
+    end_ms: Any,
+    experiment_id: str,
+    experiment: Any,
+    user: Any,
+    scalars: Callable[[], list[ScalarPoint]],
+    fingerprint: Hashable,
+    **where: Any,
+) -> Run:
+    """A Run from what every MLflow store records of a run (file store,
+    ``mlflow.db``, tracking server): params as text, tags, name, status, times
+    in milliseconds.  ``where`` adds the store's own attrs (``database``, ...).
+    """
+    name = str(run_name or tags.get("mlflow.runName") or "")
+    shown = _status(status)
+    return Run(
+        id=run_id,
+        dir=run_dir,
+        flags={k: param_value(v) for k, v in params.items()},
+        status=shown,
+        started=_seconds(start_ms),
+        stopped=_seconds(end_ms) if shown in (COMPLETED, ERROR, TERMINATED) else None,
+        label=name,
+        operation=str(experiment or ""),
+        attrs={
+            "source": kind,
+            **where,
+            "experiment_id": experiment_id,
+            "experiment": experiment,
+            "run_name": name,
+            "user": user,
+            "tags": dict(tags),
+        },
+        scalars=scalars,
+        fingerprint=fingerprint,
+    )

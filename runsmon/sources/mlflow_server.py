@@ -58,9 +58,9 @@ from typing import Any
 
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.report import Reporter
-from runsmon.run import COMPLETED, ERROR, RUNNING, TERMINATED, Run, ScalarPoint
+from runsmon.run import RUNNING, Run, ScalarPoint
 from runsmon.sources.base import RunSource
-from runsmon.sources.mlflow import _seconds, _status, param_value
+from runsmon.sources.mlflow import _status, mlflow_run
 
 #: Runs a ``get-history-bulk-interval`` request may name (the server's limit).
 BULK_RUNS = 100
@@ -458,36 +458,22 @@ class MLflowServerRuns(RunSource):
         info = self._infos[run_id]
         eid = str(info.get("experiment_id"))
         experiment = self._experiments.get(eid)
-        tags = dict(sorted(self._tags.get(run_id, {}).items()))
-        params = {k: param_value(v) for k, v in sorted(self._params.get(run_id, {}).items())}
-        name = str(info.get("run_name") or tags.get("mlflow.runName") or "")
-        status = _status(info.get("status"))
-        started = _seconds(_ms(info.get("start_time")))
-        stopped = (
-            _seconds(_ms(info.get("end_time")))
-            if status in (COMPLETED, ERROR, TERMINATED)
-            else None
-        )
         hist = self._hist.get(run_id) or {}
         points = [p for key in sorted(hist) for p in hist[key]]
-        return Run(
-            id=run_id,
-            dir=run_dir,
-            flags=params,
-            status=status,
-            started=started,
-            stopped=stopped,
-            label=name,
-            operation=str(experiment or ""),
-            attrs={
-                "source": self.kind,
-                "server": self.url,
-                "experiment_id": eid,
-                "experiment": experiment,
-                "run_name": name,
-                "user": info.get("user_id"),
-                "tags": tags,
-            },
+        return mlflow_run(
+            run_id=run_id,
+            run_dir=run_dir,
+            kind=self.kind,
+            params=dict(sorted(self._params.get(run_id, {}).items())),
+            tags=dict(sorted(self._tags.get(run_id, {}).items())),
+            run_name=info.get("run_name"),
+            status=info.get("status"),
+            start_ms=_ms(info.get("start_time")),
+            end_ms=_ms(info.get("end_time")),
+            experiment_id=eid,
+            experiment=experiment,
+            user=info.get("user_id"),
             scalars=partial(list, points),
             fingerprint=(run_id, self._version[run_id]),
+            server=self.url,
         )

@@ -57,9 +57,9 @@ from typing import Any, NamedTuple
 
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.report import Reporter
-from runsmon.run import COMPLETED, ERROR, TERMINATED, Run, ScalarPoint
+from runsmon.run import Run, ScalarPoint
 from runsmon.sources.base import RunSource
-from runsmon.sources.mlflow import _seconds, _status, param_value
+from runsmon.sources.mlflow import mlflow_run
 
 #: The database file MLflow 3 makes by default (``sqlite:///mlflow.db``).
 DB_NAME = "mlflow.db"
@@ -585,31 +585,21 @@ class MLflowSQLiteRuns(RunSource):
             return None
         row = self._rows[run_id]
         experiment = self._experiments.get(row.experiment_id) or (None, None, None)
-        tags = dict(sorted(self._tags.get(run_id, {}).items()))
-        params = {k: param_value(v) for k, v in sorted(self._params.get(run_id, {}).items())}
-        name = str(row.name or tags.get("mlflow.runName") or "")
-        status = _status(row.status)
-        started = _seconds(row.start_time)
-        stopped = _seconds(row.end_time) if status in (COMPLETED, ERROR, TERMINATED) else None
         hist = self._hist.get(run_id) or _History()
-        return Run(
-            id=run_id,
-            dir=run_dir,
-            flags=params,
-            status=status,
-            started=started,
-            stopped=stopped,
-            label=name,
-            operation=str(experiment[0] or ""),
-            attrs={
-                "source": self.kind,
-                "database": self.db,
-                "experiment_id": str(row.experiment_id),
-                "experiment": experiment[0],
-                "run_name": name,
-                "user": row.user_id,
-                "tags": tags,
-            },
+        return mlflow_run(
+            run_id=run_id,
+            run_dir=run_dir,
+            kind=self.kind,
+            params=dict(sorted(self._params.get(run_id, {}).items())),
+            tags=dict(sorted(self._tags.get(run_id, {}).items())),
+            run_name=row.name,
+            status=row.status,
+            start_ms=row.start_time,
+            end_ms=row.end_time,
+            experiment_id=str(row.experiment_id),
+            experiment=experiment[0],
+            user=row.user_id,
             scalars=partial(hist.points, len(hist)),
             fingerprint=(run_id, self._version[run_id]),
+            database=self.db,
         )
