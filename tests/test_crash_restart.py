@@ -262,6 +262,7 @@ class _Brief(dict):
         return f"<{len(self)} rows; lr not text in {odd[:5]}>"
 
 
+@pytest.mark.tb
 def test_kill_9_mid_rewrite_then_restart_keeps_one_whole_directory_per_run(
     tmp_path: Path,
 ) -> None:

@@ -136,6 +136,7 @@ def _running_then_final(
         assert list(table) == [name] and len(table[name]["sessions"]) == 1
 
 
+@pytest.mark.tb
 @pytest.mark.parametrize("load_fast", [True, False], ids=["load_fast", "python_loader"])
 @pytest.mark.parametrize("store", ["file", "sqlite"])
 def test_a_running_mlflow_run_shows_running_then_its_end(tmp_path, store, load_fast):
@@ -158,6 +159,7 @@ def test_a_running_mlflow_run_shows_running_then_its_end(tmp_path, store, load_f
         tool.kill()
 
 
+@pytest.mark.tb
 @pytest.mark.parametrize("load_fast", [True, False], ids=["load_fast", "python_loader"])
 def test_a_running_wandb_run_shows_running_then_its_end(tmp_path, load_fast):
     if not wandb_offline.available():
