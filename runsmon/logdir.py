@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 try:
     import fcntl
@@ -40,6 +40,15 @@ MARKER = ".runsmon"
 MANIFEST = ".runsmon-run.json"
 EXPERIMENT_PREFIX = ".runsmon-experiment-"
 TMP_PREFIX = ".runsmon-tmp-"
+#: A run's session: its start info (and end info when it had ended when first
+#: seen); sorts first among the run's files.
+SESSION_FILE = "events.out.tfevents.0000000000.runsmon-session"
+#: Scalars a source knows outside event files (MLflow, wandb), one per group.
+SCALARS_FILE = "events.out.tfevents.0000000001.runsmon-scalars"
+#: The end info of a run seen running; sorts last.
+END_FILE = "events.out.tfevents.9999999999.runsmon-end"
+#: The experiment, in ``EXPERIMENT_PREFIX<generation>/``.
+EXPERIMENT_FILE = "events.out.tfevents.0000000000.runsmon-experiment"
 FORMAT = 1
 _tmp_names = itertools.count()
 
@@ -87,6 +96,11 @@ class Manifest:
         manifest.dirs = list(data.get("dirs", []))
         manifest.state = dict(data.get("state", {}))
         return manifest
+
+
+def experiment_dir(gen: int) -> str:
+    """The directory of the experiment's generation ``gen``."""
+    return f"{EXPERIMENT_PREFIX}{gen:010d}"
 
 
 def temporary_root() -> str | None:
@@ -236,6 +250,28 @@ class Logdir:
             self.save_manifest(manifest)
         return manifest
 
+    def create_run_as(
+        self,
+        run_id: str,
+        names: Callable[[], str],
+        taken: Callable[[str], None],
+        *,
+        save: bool = True,
+        tries: int = 3,
+    ) -> Manifest | None:
+        """:meth:`create_run` under the name ``names()`` gives; a name that
+        something runsmon did not make holds is handed to ``taken`` (which
+        must make ``names`` give another) and the next is tried, ``tries``
+        times in all. None when every name tried was taken; other errors
+        (``OSError``, :class:`LogdirError`) are raised."""
+        for _ in range(tries):
+            name = names()
+            try:
+                return self.create_run(run_id, name, save=save)
+            except FileExistsError:
+                taken(name)
+        return None
+
     def save_manifest(self, manifest: Manifest) -> None:
         self.write_atomic(self.run_path(manifest.name, MANIFEST), manifest.to_json().encode())
 
@@ -375,6 +411,45 @@ class Logdir:
                 continue
             if manifest.name == entry.name:
                 yield manifest
+
+    def created(self) -> float:
+        """When the marker was made: a fixed time for synthesized events, so
+        writing them again gives the same bytes (0.0 when unreadable)."""
+        try:
+            with open(os.path.join(self.path, MARKER), encoding="utf-8") as f:
+                return float(json.load(f)["created"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+    def newest_experiment(self) -> tuple[int, str | None, bytes | None]:
+        """The newest experiment generation found: (generation, its directory,
+        its file's bytes); (0, None, None) when there is none."""
+        gens = [
+            int(d[len(EXPERIMENT_PREFIX) :])
+            for d in self.experiment_dirs()
+            if d[len(EXPERIMENT_PREFIX) :].isdigit()
+        ]
+        if not gens:
+            return 0, None, None
+        gen = max(gens)
+        dirname = experiment_dir(gen)
+        try:
+            with open(self.run_path(dirname, EXPERIMENT_FILE), "rb") as f:
+                return gen, dirname, f.read()
+        except OSError:
+            return gen, None, None
+
+    def write_experiment(self, gen: int, data: bytes) -> str:
+        """Write generation ``gen`` of the experiment, then delete the others
+        (the new one is in place before the old one goes, so TensorBoard
+        always has one). Returns its directory."""
+        dirname = experiment_dir(gen)
+        os.makedirs(self.run_path(dirname), exist_ok=True)
+        self.write_atomic(self.run_path(dirname, EXPERIMENT_FILE), data)
+        for old in self.experiment_dirs():
+            if old != dirname:
+                self.remove_experiment(old)
+        return dirname
 
     def experiment_dirs(self) -> list[str]:
         try:

@@ -25,7 +25,15 @@ from typing import Any
 
 from runsmon import events, hparams, runview, sessions
 from runsmon.fs import LOCAL, FileSystem
-from runsmon.logdir import EXPERIMENT_PREFIX, MARKER, Logdir, LogdirError, Manifest
+from runsmon.logdir import (
+    END_FILE,
+    EXPERIMENT_FILE,
+    SCALARS_FILE,
+    SESSION_FILE,
+    Logdir,
+    LogdirError,
+    Manifest,
+)
 from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.run import RUNNING, Run, ScalarPoint
@@ -35,10 +43,14 @@ from runsmon.watch import Watcher
 
 log = logging.getLogger("runsmon")
 
-SESSION_FILE = "events.out.tfevents.0000000000.runsmon-session"
-SCALARS_FILE = "events.out.tfevents.0000000001.runsmon-scalars"
-END_FILE = "events.out.tfevents.9999999999.runsmon-end"
-EXPERIMENT_FILE = "events.out.tfevents.0000000000.runsmon-experiment"
+__all__ = [
+    "END_FILE",
+    "EXPERIMENT_FILE",
+    "SCALARS_FILE",
+    "SESSION_FILE",
+    "RunsMonitor",
+    "SyncStats",
+]
 FILTER_CHUNK = 16 << 20
 #: Most runs one poll of the safety net re-checks: past this many runs a round
 #: takes longer than ``full_check_interval`` and a poll costs no more.
@@ -1007,23 +1019,24 @@ class RunsMonitor:
         """
         run, old = st.run, st.manifest
         group = st.name
-        made = None
-        for _ in range(3):
-            dirname = sessions.next_dir(group, old.name, self._dir_usable(run.id))
-            try:
-                made = self.logdir.create_run(run.id, dirname, save=False)
-            except FileExistsError:
-                # Something runsmon did not make holds that name: leave it be.
-                self._namer.restore(f"\0foreign:{dirname}", dirname)
-                continue
-            except (OSError, LogdirError) as e:
-                self._write_failed.add(run.id)
-                message = f"run {group}: cannot write to the logdir: {describe_error(e)}"
-                self.reporter.warn(run.id, "write", message)
-                return
-            break
+        tried: list[str] = []
+
+        def names() -> str:
+            tried.append(sessions.next_dir(group, old.name, self._dir_usable(run.id)))
+            return tried[-1]
+
+        try:
+            made = self.logdir.create_run_as(
+                run.id, names, self._foreign(run.id, release=False), save=False
+            )
+        except (OSError, LogdirError) as e:
+            self._write_failed.add(run.id)
+            message = f"run {group}: cannot write to the logdir: {describe_error(e)}"
+            self.reporter.warn(run.id, "write", message)
+            return
         if made is None:
             return
+        dirname = made.name
         self._namer.reserve(run.id, dirname)
         new = made
         new.state = {
@@ -1138,23 +1151,25 @@ class RunsMonitor:
     def _make_dir(self, st: _RunState) -> bool:
         """Make a new run's directory (the name may move off one taken meanwhile)."""
         run_id, manifest = st.run.id, st.manifest
-        for _ in range(3):
-            try:
-                self.logdir.create_run(run_id, manifest.name, save=False)
-            except FileExistsError:
-                # Something runsmon did not make holds that name: leave it be.
-                name = manifest.name
-                self._namer.release(run_id)
-                self._namer.restore(f"\0foreign:{name}", name)
+        tries = 0
+
+        def names() -> str:
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # the name meant for it was taken
                 manifest.name = self._namer.name_for(run_id, str(manifest.state["wanted"]))
-                continue
-            except (OSError, LogdirError) as e:
-                self.reporter.warn(
-                    run_id,
-                    "write",
-                    f"run {manifest.name}: cannot write to the logdir: {describe_error(e)}",
-                )
-                break
+            return manifest.name
+
+        try:
+            made = self.logdir.create_run_as(run_id, names, self._foreign(run_id), save=False)
+        except (OSError, LogdirError) as e:
+            self.reporter.warn(
+                run_id,
+                "write",
+                f"run {manifest.name}: cannot write to the logdir: {describe_error(e)}",
+            )
+            made = None
+        if made is not None:
             self._new.discard(run_id)
             return True
         self._remove(run_id)  # tried again as a new run at the next sync
@@ -1183,21 +1198,14 @@ class RunsMonitor:
             self._new_columns(selected, metrics)
             return
         self._experiment_gen += 1
-        dirname = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
         try:
-            os.makedirs(self.logdir.run_path(dirname), exist_ok=True)
-            self.logdir.write_atomic(self.logdir.run_path(dirname, EXPERIMENT_FILE), data)
+            dirname = self.logdir.write_experiment(self._experiment_gen, data)
         except OSError as e:
             self.reporter.warn(
                 "logdir", "experiment", f"cannot write the experiment: {describe_error(e)}"
             )
             return
         self.reporter.clear("logdir", "experiment")
-        # The new experiment is in place before the old one goes, so
-        # TensorBoard always has one.
-        for old in self.logdir.experiment_dirs():
-            if old != dirname:
-                self.logdir.remove_experiment(old)
         self._experiment = (dirname, data)
         self._experiment_key = (self._columns.version, self.selection)
         stats.experiment_written = True
@@ -1217,7 +1225,7 @@ class RunsMonitor:
     def _restore(self) -> None:
         """Pick up what an earlier runsmon wrote in this logdir (also after kill -9)."""
         self.logdir.clean_tmp()
-        self._created = _logdir_created(self.logdir.path)
+        self._created = self.logdir.created()
         by_run: dict[str, list[Manifest]] = {}
         for manifest in self.logdir.manifests():
             by_run.setdefault(manifest.run_id, []).append(manifest)
@@ -1234,18 +1242,9 @@ class RunsMonitor:
             if group != manifest.name:
                 self._namer.reserve(run_id, manifest.name)
             self._restored[run_id] = manifest
-        dirs = self.logdir.experiment_dirs()
-        gens = [
-            int(d[len(EXPERIMENT_PREFIX) :]) for d in dirs if d[len(EXPERIMENT_PREFIX) :].isdigit()
-        ]
-        if gens:
-            self._experiment_gen = max(gens)
-            newest = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
-            try:
-                with open(self.logdir.run_path(newest, EXPERIMENT_FILE), "rb") as f:
-                    self._experiment = (newest, f.read())
-            except OSError:
-                pass
+        self._experiment_gen, newest, data = self.logdir.newest_experiment()
+        if newest is not None and data is not None:
+            self._experiment = (newest, data)
 
     def _adopt(self, run_id: str, wanted: str, create: bool = True) -> Manifest | None:
         """The manifest for a run new to this process: restored or created.
@@ -1277,25 +1276,35 @@ class RunsMonitor:
             manifest.state["wanted"] = wanted
             self._new.add(run_id)
             return manifest
-        for _ in range(3):
-            name = self._namer.name_for(run_id, wanted)
-            try:
-                manifest = self.logdir.create_run(run_id, name)
-            except FileExistsError:
-                # Something runsmon did not make holds that name: leave it be.
+        tried: list[str] = []
+
+        def names() -> str:
+            tried.append(self._namer.name_for(run_id, wanted))
+            return tried[-1]
+
+        try:
+            manifest = self.logdir.create_run_as(run_id, names, self._foreign(run_id))
+        except (OSError, LogdirError) as e:
+            self.reporter.warn(
+                run_id, "write", f"run {tried[-1]}: cannot write to the logdir: {describe_error(e)}"
+            )
+            manifest = None
+        if manifest is None:
+            self._namer.release(run_id)
+            return None
+        manifest.state["wanted"] = wanted
+        return manifest
+
+    def _foreign(self, run_id: str, release: bool = True) -> Callable[[str], None]:
+        """What to do when something runsmon did not make holds a name meant
+        for ``run_id``: leave it be, and keep the name from being given again."""
+
+        def taken(name: str) -> None:
+            if release:
                 self._namer.release(run_id)
-                self._namer.restore(f"\0foreign:{name}", name)
-                continue
-            except (OSError, LogdirError) as e:
-                self.reporter.warn(
-                    run_id, "write", f"run {name}: cannot write to the logdir: {describe_error(e)}"
-                )
-                self._namer.release(run_id)
-                return None
-            manifest.state["wanted"] = wanted
-            return manifest
-        self._namer.release(run_id)
-        return None
+            self._namer.restore(f"\0foreign:{name}", name)
+
+        return taken
 
     def _exists(self, manifest: Manifest, rel: str) -> bool:
         try:
@@ -1326,12 +1335,3 @@ def _session_key(encoded: Mapping[str, Any], name: str, started: float | None) -
 
 def _digest(value: object) -> str:
     return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()
-
-
-def _logdir_created(path: str) -> float:
-    """A fixed time for synthesized events, so rewriting gives the same bytes."""
-    try:
-        with open(os.path.join(path, MARKER), encoding="utf-8") as f:
-            return float(json.load(f)["created"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
