@@ -14,16 +14,15 @@ import gc
 import hashlib
 import json
 import logging
-import math
 import os
 import threading
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from runsmon import events, hparams, runview, sessions
+from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.logdir import (
     END_FILE,
@@ -44,6 +43,7 @@ from runsmon.watch import Watcher
 log = logging.getLogger("runsmon")
 
 __all__ = [
+    "SHARE_MAX",
     "END_FILE",
     "EXPERIMENT_FILE",
     "SCALARS_FILE",
@@ -52,9 +52,6 @@ __all__ = [
     "SyncStats",
 ]
 FILTER_CHUNK = 16 << 20
-#: Most runs one poll of the safety net re-checks: past this many runs a round
-#: takes longer than ``full_check_interval`` and a poll costs no more.
-SHARE_MAX = 250
 #: Bytes found in every record of an HParams summary (the tags' prefix).
 HPARAMS_MARK = b"_hparams_/"
 
@@ -180,8 +177,6 @@ class RunsMonitor:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._watcher: Watcher | None = None
-        self._unwatched: set[tuple[str, bool]] = set()
         self._unsaved: set[str] = set()  # runs whose manifest is saved at the end of the sync
         self._write_ok: set[str] = set()  # runs with a write that worked, in this sync
         self._write_failed: set[str] = set()  # runs with a write that failed, in this sync
@@ -192,16 +187,11 @@ class RunsMonitor:
         self._same_listing = False  # the callback said "nothing changed" (the same list)
         self._column_map: tuple[int, dict[str, hparams.Column]] = (-1, {})
         self._experiment_key: tuple[int, hparams.Selection] | None = None
-        self._watch_keys: dict[str, frozenset[tuple[str, bool]]] = {}  # run id -> its watches
-        self._watch_count: Counter[tuple[str, bool]] = Counter()
-        self._watch_dirty = True
-        self._watched: set[tuple[str, bool]] = set()
-        self._recheck: set[str] = set()  # paths to re-check next (their watch was just set)
         self._synced = False  # a full check has been done
-        self._sweep: list[str] = []  # run dirs of this round of the safety net
-        self._sweep_pos = 0
-        self._sweep_share = 1
-        self._next_sweep = 0.0
+        self.changes = Changes(
+            self.source, interval, full_check_interval, self._lock, self._wake.set
+        )
+        """Where each poll looks: the feed of changed paths, the watches, the safety net."""
         self._metric_sets: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
         self._restore()
 
@@ -231,26 +221,14 @@ class RunsMonitor:
         watched (no watcher, a network filesystem, an exhausted inotify
         limit) the roots and the runs that have not ended.  With ``sweep``
         (by default: once every ``interval``) it also re-checks the next
-        share of the safety net (see :meth:`_next_share`).  The first call
-        is a full check.
+        share of the safety net (see :meth:`Changes.next_paths`).  The first
+        call is a full check.
         """
         if not self._synced:
             stats = self.run_once()
-            self._update_watches()
-            return stats
-        changed = self._take_changes()
-        watcher = self._watcher
-        if watcher is None or not watcher.running:
-            changed |= self._polled_paths()
-        changed |= {path for path, _ in self._unwatched}
-        now = time.monotonic()
-        if sweep is None:
-            sweep = now >= self._next_sweep
-        if sweep:
-            self._next_sweep = now + self.interval
-            changed |= self._next_share()
-        stats = self._sync(changed=changed)
-        self._update_watches()
+        else:
+            stats = self._sync(changed=self.changes.next_paths(self._run_dirs, sweep))
+        self.changes.update_watches()
         return stats
 
     def start(self) -> RunsMonitor:
@@ -258,12 +236,7 @@ class RunsMonitor:
             return self
         self._stop.clear()
         if self.watch:
-            self._watcher = Watcher(ignore=[self.logdir.path], on_change=self._wake.set)
-            try:
-                self._watcher.start()
-            except Exception as e:  # no inotify here: polling does the job
-                log.info("file watching unavailable (%s); polling every %ss", e, self.interval)
-                self._watcher = None
+            self.changes.use(Watcher(ignore=[self.logdir.path], on_change=self._wake.set))
         self._thread = threading.Thread(target=self._loop, name="runsmon", daemon=True)
         self._thread.start()
         return self
@@ -274,9 +247,7 @@ class RunsMonitor:
         self._wake.set()
         thread, self._thread = self._thread, None
         deadline = time.monotonic() + timeout
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        self.changes.stop()
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -358,100 +329,10 @@ class RunsMonitor:
             return self.interval
         return max(0.05, min(self.interval, min(dues) - time.monotonic() + 0.01))
 
-    def _next_share(self) -> set[str]:
-        """The next share of the safety net: the paths to re-check on this poll.
-
-        The full check behind the watchers is spread over
-        ``full_check_interval``: a round lists the roots again (runs the
-        watchers missed), then each poll re-checks the next ``1/k`` of the
-        runs, ``k`` polls of ``interval`` to a round, at most
-        :data:`SHARE_MAX` runs a poll.  So a missed change is seen within
-        about ``full_check_interval`` (longer past ``k * SHARE_MAX`` runs) and
-        no poll pays for every run.
-        """
+    def _run_dirs(self) -> list[str]:
+        """The directories of the runs shown (the safety net's round)."""
         with self._lock:
-            if self._sweep_pos < len(self._sweep):
-                share = self._sweep[self._sweep_pos : self._sweep_pos + self._sweep_share]
-                self._sweep_pos += len(share)
-                return set(share)
-            self._sweep = [st.run.dir for st in self._runs.values()]
-            self._sweep_pos = 0
-            polls = max(1, math.ceil(self.full_check_interval / max(self.interval, 1e-3)))
-            self._sweep_share = max(1, min(SHARE_MAX, math.ceil(len(self._sweep) / polls)))
-            self._watch_dirty = True
-        if self._watcher is not None:
-            self._watcher.retry_failed()
-        return set(self._roots())
-
-    def _roots(self) -> list[str]:
-        return self.source.roots()
-
-    def _polled_paths(self) -> set[str]:
-        """What a poll re-checks where nothing is watched: roots, unended runs.
-
-        The runs that have not ended are those with a recursive watch key
-        (kept per run as they come and go): no pass over every run.
-        """
-        with self._lock:
-            paths = {path for path, recursive in self._watch_count if recursive}
-        return paths | set(self._roots())
-
-    def _take_changes(self) -> set[str]:
-        """The paths the watchers reported, and those whose watch was just set."""
-        watcher = self._watcher
-        changed = watcher.take() if watcher is not None else set()
-        with self._lock:
-            changed |= self._recheck
-            self._recheck = set()
-        return changed
-
-    def _watch_run(self, st: _RunState) -> None:
-        """Keep the watches one run needs: its tree while it has not ended."""
-        run = st.run
-        keys = set()
-        if not run.ended:
-            keys.add((run.dir, True))
-        if not self.source.knows_roots:
-            keys.add((os.path.dirname(os.path.normpath(run.dir)), False))
-        self._set_watch_keys(run.id, frozenset(keys))
-
-    def _set_watch_keys(self, run_id: str, keys: frozenset[tuple[str, bool]]) -> None:
-        old = self._watch_keys.get(run_id, frozenset())
-        if old == keys:
-            return
-        for key in old - keys:
-            self._watch_count[key] -= 1
-            if self._watch_count[key] <= 0:
-                del self._watch_count[key]
-        for key in keys - old:
-            self._watch_count[key] += 1
-        if keys:
-            self._watch_keys[run_id] = keys
-        else:
-            self._watch_keys.pop(run_id, None)
-        self._watch_dirty = True
-
-    def _update_watches(self) -> None:
-        """Bring the watches in line with the runs, when the runs' needs moved."""
-        watcher = self._watcher
-        if watcher is None:
-            return
-        with self._lock:
-            if not self._watch_dirty:
-                return
-            self._watch_dirty = False
-            wanted = set(self._watch_count)
-        wanted.update((r, False) for r in self._roots())
-        wanted = {w for w in wanted if os.path.isdir(w[0])}
-        self._unwatched = watcher.set_watches(wanted)
-        watched = wanted - self._unwatched
-        # What changed before a new watch was in place was not seen: look.
-        added = {path for path, _ in watched - self._watched}
-        self._watched = watched
-        if added:
-            with self._lock:
-                self._recheck |= added
-            self._wake.set()
+            return [st.run.dir for st in self._runs.values()]
 
     # -- one sync --------------------------------------------------------------
 
@@ -658,7 +539,7 @@ class RunsMonitor:
         st.files.exclude = run.nested
         key = os.path.normpath(run.dir)
         self._by_dir[run.dir if key == run.dir else key] = run.id
-        self._watch_run(st)
+        self.changes.set_run(run)
         try:
             if not files_done:
                 st.files.refresh()
@@ -848,7 +729,7 @@ class RunsMonitor:
         self._regen.discard(run_id)
         self._dirty.discard(run_id)
         self._unsaved.discard(run_id)
-        self._set_watch_keys(run_id, frozenset())
+        self.changes.drop_run(run_id)
         fresh = run_id in self._new
         self._new.discard(run_id)
         if st is not None:
