@@ -33,10 +33,12 @@ from runsmon.logdir import (
     LogdirError,
     Manifest,
 )
+from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
-from runsmon.run import RUNNING, Run, ScalarPoint
-from runsmon.runfiles import FILTER, LINK, RunFiles
+from runsmon.run import RUNNING, Run
+from runsmon.runfiles import RunFiles
+from runsmon.runstate import RunState, Writes
 from runsmon.sources.base import as_source
 from runsmon.watch import Watcher
 
@@ -51,9 +53,6 @@ __all__ = [
     "RunsMonitor",
     "SyncStats",
 ]
-FILTER_CHUNK = 16 << 20
-#: Bytes found in every record of an HParams summary (the tags' prefix).
-HPARAMS_MARK = b"_hparams_/"
 
 RunsCallback = Callable[..., Iterable[Run]]
 
@@ -76,23 +75,6 @@ class SyncStats:
     def resets(self) -> int:
         """The old name of :attr:`rewrites`."""
         return self.rewrites
-
-
-@dataclasses.dataclass
-class _RunState:
-    run: Run
-    manifest: Manifest
-    files: RunFiles
-    metrics: frozenset[tuple[str, str]] = frozenset()
-    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
-    scalar_counts: dict[str, int] = dataclasses.field(default_factory=dict)
-    own_time: bool = False  # its files have a root scalar `time` of their own
-    scalars_of: Run | None = None  # the Run object whose scalars are all written
-
-    @property
-    def name(self) -> str:
-        """The run's name: its row (session group) in the dashboard."""
-        return str(self.manifest.state.get("group") or self.manifest.name)
 
 
 class RunsMonitor:
@@ -158,7 +140,7 @@ class RunsMonitor:
         self.last_stats = SyncStats()
 
         self._lock = threading.RLock()
-        self._runs: dict[str, _RunState] = {}
+        self._runs: dict[str, RunState] = {}
         self._columns = hparams.Columns()
         self._namer = RunNamer()
         self._regen: set[str] = set()  # runs whose session must go to a new directory
@@ -177,9 +159,8 @@ class RunsMonitor:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._unsaved: set[str] = set()  # runs whose manifest is saved at the end of the sync
-        self._write_ok: set[str] = set()  # runs with a write that worked, in this sync
-        self._write_failed: set[str] = set()  # runs with a write that failed, in this sync
+        self.writes = Writes(self.reporter)
+        self.mirror = Mirror(self.logdir, fs, self.reporter, self.writes)
         self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
         self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
         self._wanted: dict[str, Run] = {}  # the last listing, by run id
@@ -387,10 +368,7 @@ class RunsMonitor:
                     if now >= due:
                         self._remove_old(run_id, manifest)
             self._save_manifests()
-            for run_id in self._write_ok - self._write_failed:
-                self.reporter.clear(run_id, "write")
-            self._write_ok.clear()
-            self._write_failed.clear()
+            self.writes.settle()
             if changed is None:
                 self._drop_unclaimed()
                 self._synced = True
@@ -526,7 +504,7 @@ class RunsMonitor:
             if manifest is None:
                 return
             files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
-            st = self._runs[run.id] = _RunState(run, manifest, files)
+            st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
         elif st.run is not run and st.run != run:
@@ -546,8 +524,9 @@ class RunsMonitor:
         except Exception as e:  # never let one run stop the sync
             self.reporter.warn(run.id, "files", f"run {st.name}: {describe_error(e)}")
         runview.report_file_errors(self.reporter, run, st.name, st.files)
-        self._sync_links(st)
-        self._sync_scalars(st)
+        if run.id not in self._new:  # else linked once its directory is made, with its session
+            self._rewrite_if(st, self.mirror.sync_links(st))
+        self._rewrite_if(st, self.mirror.sync_scalars(st))
         outside = (tuple(m) for m in st.manifest.state.get("synth_metrics", []))
         view = runview.view(run, st.files, outside)
         st.hparams = view.hparams
@@ -565,7 +544,7 @@ class RunsMonitor:
             shared = self._metric_sets[metrics] = metrics
         return shared
 
-    def _written(self, st: _RunState) -> bool:
+    def _written(self, st: RunState) -> bool:
         """Whether all a run needs is in the logdir (nothing to retry)."""
         state = st.manifest.state
         return (
@@ -576,149 +555,6 @@ class RunsMonitor:
             and (not st.run.ended or state.get("end") is not None)
         )
 
-    def _link_targets(self, st: _RunState) -> dict[str, str]:
-        """rel path in the logdir -> what its link points to."""
-        local = self.fs.local_path
-        out = {}
-        for rel, path in st.files.placed(LINK).items():
-            target = local(path) or path
-            out[rel] = path if target == path else target  # one string, not two
-        return out
-
-    def _sync_links(self, st: _RunState) -> None:
-        if st.run.id in self._new:
-            return  # linked once its directory is made, with its session
-        wanted = self._link_targets(st)
-        manifest = st.manifest
-        current = {**manifest.links, **manifest.copies}
-        if current != wanted:
-            for rel in [r for r in current if r not in wanted]:
-                self._try(st, "link", lambda rel=rel: self.logdir.unlink(manifest, rel))
-            # The manifest names a link before it exists: a kill in between
-            # leaves nothing runsmon would not know to delete.
-            manifest.links.update({r: p for r, p in wanted.items() if r not in manifest.copies})
-            self._try(st, "manifest", lambda: self.logdir.save_manifest(manifest))
-            self._make_links(st, wanted)
-        self._sync_copies(st)
-
-    def _make_links(self, st: _RunState, wanted: Mapping[str, str], fresh: bool = False) -> None:
-        manifest = st.manifest
-        copies = dict(manifest.copies)
-        link = self.logdir.link
-        for rel, target in wanted.items():
-            self._try(st, "link", lambda r=rel, t=target: link(manifest, r, t, fresh=fresh))
-        if manifest.copies != copies:  # links impossible here: copies instead
-            self._unsaved.add(st.run.id)
-
-    def _sync_copies(self, st: _RunState) -> None:
-        manifest = st.manifest
-        for rel, path in manifest.copies.items():
-            self._try(st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p))
-        self._sync_filtered(st)
-
-    def _sync_filtered(self, st: _RunState) -> None:
-        """Keep copies, without hparams summaries, of files that hold some."""
-        placed = st.files.placed(FILTER)
-        if not placed and "filtered" not in st.manifest.state:
-            return
-        offsets: dict[str, int] = st.manifest.state.setdefault("filtered", {})
-        for rel, path in placed.items():
-            offset = offsets.get(rel, 0)
-            try:
-                size = os.path.getsize(path)
-                if size < offset:
-                    self._reset(st, f"event file {rel} was replaced")
-                    return
-                while offset < size:
-                    chunk = self.fs.read_bytes(path, offset, FILTER_CHUNK)
-                    split = events.split_records(chunk)
-                    kept = b"".join(
-                        events.encode_record(r)
-                        for r in split.records
-                        if HPARAMS_MARK not in r and not runview.is_placeholder_record(r)
-                    )
-                    if kept:
-                        self.logdir.append_file(st.manifest, rel, kept)
-                    if split.end == 0:
-                        break  # an incomplete record (or lost framing): later
-                    offset += split.end
-            except OSError as e:
-                self.reporter.warn(st.run.id, "copy", f"run {st.name}: {rel}: {describe_error(e)}")
-            offsets[rel] = offset
-
-    def _sync_scalars(self, st: _RunState) -> None:
-        """Write scalars a source knows outside event files (MLflow, wandb).
-
-        Points are appended per metric: the manifest counts what is written
-        of each tag in each group, so a value appended to any metric (not only
-        the last one a source lists) is written once, where it belongs.
-        """
-        points = runview.read_points(st.run, st.name, self.reporter)
-        if points is None:
-            return
-        by_group: dict[str, dict[str, list[ScalarPoint]]] = {}
-        for p in points:
-            # Each under the tag it was logged as: MLflow's "val/loss" is the
-            # tag "val/loss" at the run's root, as a SummaryWriter writes it.
-            tag, group = runview.point_metric(p)
-            by_group.setdefault(group, {}).setdefault(tag, []).append(p)
-        counts: dict[str, dict[str, int]] = {
-            g: dict(c) if isinstance(c, dict) else c
-            for g, c in st.manifest.state.get("scalars", {}).items()
-        }
-        if any(not isinstance(c, dict) or g not in by_group for g, c in counts.items()):
-            # Written by an older layout (or its scalars were rewritten).
-            self._reset(st, "its scalars were laid out anew")
-            return
-        before = ({g: dict(c) for g, c in counts.items()}, st.manifest.state.get("synth_metrics"))
-        synth: set[tuple[str, str]] = set()
-        # Sources hand out a new Run when its scalars moved: this one is done once all are written.
-        done: Run | None = st.run
-        for group, tags in by_group.items():
-            have = counts.get(group, {})
-            if any(len(tags.get(tag, ())) < n for tag, n in have.items()):
-                self._reset(st, "its scalars were rewritten")
-                return
-            synth.update((tag, group) for tag in tags)
-            new = [p for tag, tag_points in tags.items() for p in tag_points[have.get(tag, 0) :]]
-            if not new:
-                continue
-            rel = f"{group}/{SCALARS_FILE}" if group else SCALARS_FILE
-            data = events.encode_events(
-                [events.scalar_event(p.tag, p.value, p.step, p.wall_time) for p in new],
-                file_version=not have,
-            )
-            if self._try(
-                st,
-                "write",
-                lambda rel=rel, data=data: self.logdir.append_file(st.manifest, rel, data),
-            ):
-                counts[group] = {tag: len(tag_points) for tag, tag_points in tags.items()}
-            else:
-                done = None
-        st.scalars_of = done
-        st.manifest.state["scalars"] = counts
-        st.manifest.state["synth_metrics"] = sorted(synth)
-        if (counts, st.manifest.state["synth_metrics"]) != before:
-            self._unsaved.add(st.run.id)
-
-    def _try(self, st: _RunState, cause: str, action: Callable[[], object]) -> bool:
-        """Do one write of a run's; a failure is one warning line per run (any ``cause``).
-
-        The warning clears only after a sync in which every write of the run
-        succeeded, so writes that keep failing while others succeed (a full
-        disk: links work, files do not) do not print it again every poll.
-        """
-        try:
-            action()
-        except (OSError, LogdirError) as e:
-            self._write_failed.add(st.run.id)
-            message = f"run {st.name}: cannot write to the logdir: {describe_error(e)}"
-            self.reporter.warn(st.run.id, "write", message)
-            return False
-        self._write_ok.add(st.run.id)
-        return True
-
     def _remove(self, run_id: str) -> None:
         st = self._runs.pop(run_id, None)
         for old_id, old, _ in list(self._leftovers.values()):
@@ -728,7 +564,7 @@ class RunsMonitor:
         self._namer.release(run_id)
         self._regen.discard(run_id)
         self._dirty.discard(run_id)
-        self._unsaved.discard(run_id)
+        self.writes.unsaved.discard(run_id)
         self.changes.drop_run(run_id)
         fresh = run_id in self._new
         self._new.discard(run_id)
@@ -743,7 +579,12 @@ class RunsMonitor:
             self.reporter.clear(run_id)
             log.info("run removed: %s", st.name)
 
-    def _reset(self, st: _RunState, why: str) -> None:
+    def _rewrite_if(self, st: RunState, why: str | None) -> None:
+        """:meth:`_reset` when there is a ``why``."""
+        if why is not None:
+            self._reset(st, why)
+
+    def _reset(self, st: RunState, why: str) -> None:
         """Have a run's session and files written anew, in a new directory, at
         the end of this sync (see :meth:`_new_generation`)."""
         if st.run.id not in self._regen:
@@ -782,7 +623,7 @@ class RunsMonitor:
             self._write_experiment(columns, stats)
 
     def _write_session(
-        self, st: _RunState, columns: Mapping[str, hparams.Column], stats: SyncStats
+        self, st: RunState, columns: Mapping[str, hparams.Column], stats: SyncStats
     ) -> None:
         run, state = st.run, st.manifest.state
         encoded = hparams.encode_hparams(st.hparams, columns)
@@ -829,7 +670,7 @@ class RunsMonitor:
             # before any of them exists (a restart trusts only what is on
             # disk of them). The name is final now: the key follows it.
             key = _session_key(encoded, st.name, run.started)
-            links = self._link_targets(st)
+            links = self.mirror.link_targets(st)
             for rel in dict.fromkeys((SESSION_FILE, end_file) if write_end else (SESSION_FILE,)):
                 if rel not in st.manifest.files:
                     st.manifest.files.append(rel)
@@ -840,13 +681,15 @@ class RunsMonitor:
                 state["end"] = end
                 state["end_file"] = end_file
                 state["stopped"] = run.stopped
-            if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
-                self._unsaved.add(run.id)
-            made = self._try(
+            if not self.writes.attempt(
+                st, "manifest", lambda: self.logdir.save_manifest(st.manifest)
+            ):
+                self.writes.unsaved.add(run.id)
+            made = self.writes.attempt(
                 st, "write", lambda: self.logdir.make_parents(st.manifest, [*links], fresh=True)
             )
             if not made:
-                self._unsaved.add(run.id)
+                self.writes.unsaved.add(run.id)
             before = dict(state)
             state.pop("session")
             state.pop("end", None)
@@ -859,7 +702,7 @@ class RunsMonitor:
             if end_file == SESSION_FILE:
                 evs += end_events
             data = events.encode_events(evs, file_version=True, wall_time=wall)
-            if self._try(
+            if self.writes.attempt(
                 st, "write", lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)
             ):
                 state["session"] = key
@@ -872,7 +715,9 @@ class RunsMonitor:
         if write_end and end_file == END_FILE and state.get("session") is not None:
             wall = run.stopped if run.stopped is not None else self._created
             data = events.encode_events(end_events, file_version=True, wall_time=wall)
-            if self._try(st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)):
+            if self.writes.attempt(
+                st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)
+            ):
                 state["end"] = end
                 state["end_file"] = END_FILE
                 state["stopped"] = run.stopped
@@ -881,13 +726,13 @@ class RunsMonitor:
         if links is not None:
             # After the session: TensorBoard's Python loader may skip a file
             # whose name sorts before the one it is reading.
-            self._make_links(st, links, fresh=made)
-            self._sync_copies(st)
+            self.mirror.make_links(st, links, fresh=made)
+            self._rewrite_if(st, self.mirror.sync_copies(st))
         if state != before:
-            self._unsaved.add(run.id)
+            self.writes.unsaved.add(run.id)
 
     def _new_generation(
-        self, st: _RunState, encoded: Mapping[str, Any], key: str, end: str | None, stats: SyncStats
+        self, st: RunState, encoded: Mapping[str, Any], key: str, end: str | None, stats: SyncStats
     ) -> None:
         """Write a run's session anew in a new directory, then delete the old one.
 
@@ -911,9 +756,9 @@ class RunsMonitor:
                 run.id, names, self._foreign(run.id, release=False), save=False
             )
         except (OSError, LogdirError) as e:
-            self._write_failed.add(run.id)
-            message = f"run {group}: cannot write to the logdir: {describe_error(e)}"
-            self.reporter.warn(run.id, "write", message)
+            self.writes.failed(
+                run.id, f"run {group}: cannot write to the logdir: {describe_error(e)}"
+            )
             return
         if made is None:
             return
@@ -928,7 +773,7 @@ class RunsMonitor:
         }
         if "synth_metrics" in old.state:
             new.state["synth_metrics"] = old.state["synth_metrics"]
-        links = self._link_targets(st)
+        links = self.mirror.link_targets(st)
         new.files.append(SESSION_FILE)
         new.links.update(links)
         self.logdir.plan_parents(new, [*links], fresh=True)
@@ -940,9 +785,13 @@ class RunsMonitor:
         data = events.encode_events(evs, file_version=True, wall_time=wall)
         st.manifest = new
         ok = (
-            self._try(st, "manifest", lambda: self.logdir.save_manifest(new))
-            and self._try(st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True))
-            and self._try(st, "write", lambda: self.logdir.write_file(new, SESSION_FILE, data))
+            self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new))
+            and self.writes.attempt(
+                st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True)
+            )
+            and self.writes.attempt(
+                st, "write", lambda: self.logdir.write_file(new, SESSION_FILE, data)
+            )
         )
         if not ok:
             st.manifest = old
@@ -958,13 +807,13 @@ class RunsMonitor:
             new.state["stopped"] = run.stopped
         # After the session: TensorBoard's Python loader may skip a file
         # whose name sorts before the one it is reading.
-        self._make_links(st, links, fresh=True)
-        self._sync_copies(st)
+        self.mirror.make_links(st, links, fresh=True)
+        self._rewrite_if(st, self.mirror.sync_copies(st))
         st.scalars_of = None
-        self._sync_scalars(st)
+        self._rewrite_if(st, self.mirror.sync_scalars(st))
         del new.state["building"]
-        if not self._try(st, "manifest", lambda: self.logdir.save_manifest(new)):
-            self._unsaved.add(run.id)  # whole on disk; a restart trusts what is there
+        if not self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new)):
+            self.writes.unsaved.add(run.id)  # whole on disk; a restart trusts what is there
         if sessions.needs_handover(self._shown_bytes(st)):
             # TensorBoard's data server shows the new directory only once it
             # has read all of it: the old one stays meanwhile.
@@ -978,7 +827,7 @@ class RunsMonitor:
         stats.ended += int(run.ended and old.state.get("end") != end)
         log.info("run %s: rewritten in %s", group, dirname)
 
-    def _shown_bytes(self, st: _RunState) -> int:
+    def _shown_bytes(self, st: RunState) -> int:
         """Bytes of the event files a run's directory shows (what TensorBoard reads)."""
         return sum(f.stat_key[0] for f in st.files.files.values() if f.stat_key is not None)
 
@@ -1016,7 +865,7 @@ class RunsMonitor:
 
         return usable
 
-    def _end_events(self, st: _RunState) -> list[Any]:
+    def _end_events(self, st: RunState) -> list[Any]:
         """The session end info, and the run's duration as the `time` scalar."""
         run = st.run
         wall = run.stopped if run.stopped is not None else self._created
@@ -1029,7 +878,7 @@ class RunsMonitor:
             evs.append(events.scalar_event(hparams.TIME_METRIC, run.duration, 0, wall))
         return evs
 
-    def _make_dir(self, st: _RunState) -> bool:
+    def _make_dir(self, st: RunState) -> bool:
         """Make a new run's directory (the name may move off one taken meanwhile)."""
         run_id, manifest = st.run.id, st.manifest
         tries = 0
@@ -1058,11 +907,13 @@ class RunsMonitor:
 
     def _save_manifests(self) -> None:
         """Save the manifests that changed in this sync: at most one write each."""
-        unsaved, self._unsaved = self._unsaved, set()
+        unsaved, self.writes.unsaved = self.writes.unsaved, set()
         for run_id in unsaved:
             st = self._runs.get(run_id)
             if st is not None and run_id not in self._new:
-                self._try(st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest))
+                self.writes.attempt(
+                    st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest)
+                )
 
     def _write_experiment(self, columns: Mapping[str, hparams.Column], stats: SyncStats) -> None:
         selected, metrics = self._columns.selected(self.selection)
