@@ -51,24 +51,24 @@ class Mirror:
         """Links (or copies) to the run's event files as they are now, and
         its copies brought up to date; see :meth:`sync_copies` for what it
         returns."""
-        wanted = self.link_targets(st)
+        targets = self.link_targets(st)
         manifest = st.manifest
         current = {**manifest.links, **manifest.copies}
-        if current != wanted:
-            for rel in [r for r in current if r not in wanted]:
+        if current != targets:
+            for rel in [r for r in current if r not in targets]:
                 self.writes.attempt(st, "link", lambda rel=rel: self.logdir.unlink(manifest, rel))
             # The manifest names a link before it exists: a kill in between
             # leaves nothing runsmon would not know to delete.
-            manifest.links.update({r: p for r, p in wanted.items() if r not in manifest.copies})
+            manifest.links.update({r: p for r, p in targets.items() if r not in manifest.copies})
             self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(manifest))
-            self.make_links(st, wanted)
+            self.make_links(st, targets)
         return self.sync_copies(st)
 
-    def make_links(self, st: RunState, wanted: Mapping[str, str], fresh: bool = False) -> None:
+    def make_links(self, st: RunState, targets: Mapping[str, str], fresh: bool = False) -> None:
         manifest = st.manifest
         copies = dict(manifest.copies)
         link = self.logdir.link
-        for rel, target in wanted.items():
+        for rel, target in targets.items():
             self.writes.attempt(
                 st, "link", lambda r=rel, t=target: link(manifest, r, t, fresh=fresh)
             )

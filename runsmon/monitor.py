@@ -163,9 +163,8 @@ class RunsMonitor:
         self.mirror = Mirror(self.logdir, fs, self.reporter, self.writes)
         self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
         self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
-        self._wanted: dict[str, Run] = {}  # the last listing, by run id
+        self._listed: dict[str, Run] = {}  # the last listing, by run id
         self._last_out: object = None  # the list the callback returned last
-        self._same_listing = False  # the callback said "nothing changed" (the same list)
         self._column_map: tuple[int, dict[str, hparams.Column]] = (-1, {})
         self._experiment_key: tuple[int, hparams.Selection] | None = None
         self._synced = False  # a full check has been done
@@ -339,28 +338,28 @@ class RunsMonitor:
                 self._experiment = None
                 self._experiment_key = None
                 changed = None
-            runs = self._list_runs(changed)
-            if runs is None:
+            listing = self._list_runs(changed)
+            if listing is None:
                 return stats
-            same = self._same_listing
+            runs, same = listing
             if same and changed is not None:
-                wanted = self._wanted  # the source re-checked what changed: nothing
+                listed = self._listed  # the source re-checked what changed: nothing
             else:
-                wanted = self._wanted = self._dedupe(runs)
-                for run_id in [r for r in self._runs if r not in wanted]:
+                listed = self._listed = self._dedupe(runs)
+                for run_id in [r for r in self._runs if r not in listed]:
                     self._remove(run_id)
                     stats.removed += 1
-            touched = self._touched(wanted, changed, same)
+            touched = self._touched(listed, changed, same)
             if changed is None:
-                for i, run in enumerate(wanted.values()):
+                for i, run in enumerate(listed.values()):
                     if run.id in touched:
                         self._refresh(run, stats)
-                    if self.progress is not None and (i % 100 == 0 or i == len(wanted) - 1):
-                        self.progress(i + 1, len(wanted))
+                    if self.progress is not None and (i % 100 == 0 or i == len(listed) - 1):
+                        self.progress(i + 1, len(listed))
             else:
                 for run_id in sorted(touched):
-                    if run_id in wanted:
-                        self._refresh(wanted[run_id], stats)
+                    if run_id in listed:
+                        self._refresh(listed[run_id], stats)
             self._write_sessions(stats)
             if self._leftovers:
                 now = time.monotonic()
@@ -377,8 +376,9 @@ class RunsMonitor:
             self.last_stats = stats
             return stats
 
-    def _list_runs(self, changed: set[str] | None) -> list[Run] | None:
-        """Call the callback, time-limited; None when it failed."""
+    def _list_runs(self, changed: set[str] | None) -> tuple[list[Run], bool] | None:
+        """Call the callback, time-limited: the runs, and whether they are the
+        very list it handed back last (nothing changed); None when it failed."""
         if self._pending_call is not None and self._pending_call.is_alive():
             return None  # still stuck in an earlier call; reported already
         result: dict[str, Any] = {}
@@ -415,37 +415,36 @@ class RunsMonitor:
             return None
         self.reporter.clear("callback", "error")
         # Our sources hand back the very same list while nothing changed.
-        self._same_listing = result["out"] is self._last_out and cb.shares_unchanged
-        if self._same_listing:
-            return self._last_runs
+        if result["out"] is self._last_out and cb.shares_unchanged:
+            return self._last_runs, True
         self._last_out = result["out"]
         runs = [r for r in result["runs"] if isinstance(r, Run)]
         self._last_runs = runs
-        return runs
+        return runs, False
 
     def _dedupe(self, runs: list[Run]) -> dict[str, Run]:
-        wanted: dict[str, Run] = {}
+        listed: dict[str, Run] = {}
         for run in runs:
-            if run.id in wanted:
+            if run.id in listed:
                 self.reporter.warn(
                     run.id, "duplicate", f"run {run.id} listed twice; showing it once"
                 )
                 continue
-            wanted[run.id] = run
-        return wanted
+            listed[run.id] = run
+        return listed
 
     def _touched(
-        self, wanted: Mapping[str, Run], changed: set[str] | None, same: bool = False
+        self, listed: Mapping[str, Run], changed: set[str] | None, same: bool = False
     ) -> set[str]:
         """Runs to re-check: all on a full check, else new, changed or watched."""
         if changed is None:
-            return set(wanted)
-        touched = {r for r in self._regen if r in wanted}
-        if same and len(self._runs) < len(wanted):
+            return set(listed)
+        touched = {r for r in self._regen if r in listed}
+        if same and len(self._runs) < len(listed):
             # Listed but not shown (a failed write, a name that failed): retry.
-            touched.update(r for r in wanted if r not in self._runs)
+            touched.update(r for r in listed if r not in self._runs)
         if not same:
-            for run in wanted.values():
+            for run in listed.values():
                 st = self._runs.get(run.id)
                 if st is None:
                     touched.add(run.id)
@@ -490,17 +489,17 @@ class RunsMonitor:
             except Exception:  # reported below
                 pass
         try:
-            wanted = safe_name(self.run_name_cb(run))
+            asked = safe_name(self.run_name_cb(run))
         except Exception as e:
             self.reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
             return
-        if st is not None and st.manifest.state.get("wanted") != wanted:
+        if st is not None and st.manifest.state.get("wanted") != asked:
             self._remove(run.id)  # its name changed (a new label): a new directory
             st = None
         if st is None:
             # A run with scalars of its own writes them now: its directory
             # is made at once. Others get theirs with their session.
-            manifest = self._adopt(run.id, wanted, create=run.scalars is not None)
+            manifest = self._adopt(run.id, asked, create=run.scalars is not None)
             if manifest is None:
                 return
             files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
@@ -978,14 +977,14 @@ class RunsMonitor:
         if newest is not None and data is not None:
             self._experiment = (newest, data)
 
-    def _adopt(self, run_id: str, wanted: str, create: bool = True) -> Manifest | None:
+    def _adopt(self, run_id: str, asked: str, create: bool = True) -> Manifest | None:
         """The manifest for a run new to this process: restored or created.
 
         With ``create`` False a new run only gets its name: its directory is
         made with its session (see :meth:`_make_dir`).
         """
         manifest = self._restored.pop(run_id, None)
-        if manifest is not None and manifest.state.get("wanted") != wanted:
+        if manifest is not None and manifest.state.get("wanted") != asked:
             self._namer.release(run_id)
             self._remove_manifest(manifest)
             manifest = None
@@ -1004,14 +1003,14 @@ class RunsMonitor:
                 del manifest.links[rel]  # announced, never made: made again
             return manifest
         if not create:
-            manifest = Manifest(run_id, self._namer.name_for(run_id, wanted))
-            manifest.state["wanted"] = wanted
+            manifest = Manifest(run_id, self._namer.name_for(run_id, asked))
+            manifest.state["wanted"] = asked
             self._new.add(run_id)
             return manifest
         tried: list[str] = []
 
         def names() -> str:
-            tried.append(self._namer.name_for(run_id, wanted))
+            tried.append(self._namer.name_for(run_id, asked))
             return tried[-1]
 
         try:
@@ -1024,7 +1023,7 @@ class RunsMonitor:
         if manifest is None:
             self._namer.release(run_id)
             return None
-        manifest.state["wanted"] = wanted
+        manifest.state["wanted"] = asked
         return manifest
 
     def _foreign(self, run_id: str, release: bool = True) -> Callable[[str], None]:
