@@ -29,6 +29,8 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
+from runsmon.report import describe_error
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no lock
@@ -458,6 +460,15 @@ class Logdir:
             return []
 
     # -- deleting ------------------------------------------------------------
+
+    def discard_run(self, manifest: Manifest) -> None:
+        """:meth:`remove_run`, with a warning instead of an error where it cannot."""
+        try:
+            self.remove_run(manifest)
+        except (OSError, LogdirError) as e:
+            log.warning(
+                "%s: cannot remove it from the logdir: %s", manifest.name, describe_error(e)
+            )
 
     def remove_run(self, manifest: Manifest) -> None:
         """Delete what runsmon made for one run, and nothing else."""

@@ -9,10 +9,7 @@ ARCHITECTURE.md for the logdir layout and why sessions are written once.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -21,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from runsmon import events, hparams, runview, sessions
+from runsmon import hparams, runview, sessions
 from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.logdir import (
@@ -36,9 +33,10 @@ from runsmon.logdir import (
 from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
-from runsmon.run import RUNNING, Run
+from runsmon.run import Run
 from runsmon.runfiles import RunFiles
-from runsmon.runstate import RunState, Writes
+from runsmon.runstate import RunState, SyncStats, Writes
+from runsmon.sessionwriter import ExperimentWriter, SessionWriter
 from runsmon.sources.base import as_source
 from runsmon.watch import Watcher
 
@@ -55,26 +53,6 @@ __all__ = [
 ]
 
 RunsCallback = Callable[..., Iterable[Run]]
-
-
-@dataclasses.dataclass
-class SyncStats:
-    """What one sync did."""
-
-    runs: int = 0
-    added: int = 0
-    removed: int = 0
-    updated: int = 0
-    sessions: int = 0
-    ended: int = 0
-    rewrites: int = 0  # sessions written anew in a new directory (see sessions.py)
-    experiment_written: bool = False
-    seconds: float = 0.0
-
-    @property
-    def resets(self) -> int:
-        """The old name of :attr:`rewrites`."""
-        return self.rewrites
 
 
 class RunsMonitor:
@@ -111,11 +89,6 @@ class RunsMonitor:
         self.run_name_cb = run_name_cb or default_run_name
         self.watch = watch
         self.full_check_interval = full_check_interval
-        self.handover_delay = handover_delay
-        """Seconds the old directory of a rewritten run with large event files
-        stays beside the new one (two reloads of the TensorBoard reading the
-        logdir, and one more second): TensorBoard's data server shows a run
-        only once it has read all of it (see sessions.py)."""
         if reset_delay is not None:
             warnings.warn(
                 "RunsMonitor(reset_delay=...) is deprecated: sessions are rewritten with no "
@@ -123,7 +96,7 @@ class RunsMonitor:
                 DeprecationWarning,
                 stacklevel=2,
             )
-            self.handover_delay = reset_delay
+            handover_delay = reset_delay
         self.callback_timeout = callback_timeout
         self.fs = fs
         self.reporter = reporter or self.source.reporter
@@ -143,30 +116,33 @@ class RunsMonitor:
         self._runs: dict[str, RunState] = {}
         self._columns = hparams.Columns()
         self._namer = RunNamer()
-        self._regen: set[str] = set()  # runs whose session must go to a new directory
-        self._vacated = sessions.Vacated()  # directory names deleted lately
-        # Old generations still there (name -> run id, manifest, when they may go).
-        self._leftovers: dict[str, tuple[str, Manifest, float]] = {}
-        self._experiment: tuple[str, bytes] | None = None  # (dirname, file bytes)
-        self._experiment_gen = 0
-        self._experiment_names: frozenset[Any] | None = None  # its columns, once written here
         self._restored: dict[str, Manifest] = {}  # an earlier runsmon's runs, not yet seen
-        self._dirty: set[str] = set()  # runs whose session may need writing
-        self._kinds: dict[str, str] = {}  # column kinds the sessions were written for
-        self._created = 0.0
         self._last_runs: list[Run] = []
         self._pending_call: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.logdir.clean_tmp()
+        created = self.logdir.created()
         self.writes = Writes(self.reporter)
+        """The writes of one sync, per run (warnings, manifests saved at its end)."""
         self.mirror = Mirror(self.logdir, fs, self.reporter, self.writes)
+        """What a run's directory holds besides its session (links, copies, scalars)."""
+        self.writer = SessionWriter(
+            self.logdir,
+            self.reporter,
+            self.writes,
+            self.mirror,
+            self._namer,
+            created,
+            handover_delay,
+        )
+        """The sessions: written when due, rewritten as a new generation."""
+        self.experiment = ExperimentWriter(self.logdir, self.reporter, created)
         self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
         self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
         self._listed: dict[str, Run] = {}  # the last listing, by run id
         self._last_out: object = None  # the list the callback returned last
-        self._column_map: tuple[int, dict[str, hparams.Column]] = (-1, {})
-        self._experiment_key: tuple[int, hparams.Selection] | None = None
         self._synced = False  # a full check has been done
         self.changes = Changes(
             self.source, interval, full_check_interval, self._lock, self._wake.set
@@ -176,6 +152,18 @@ class RunsMonitor:
         self._restore()
 
     # -- public API ------------------------------------------------------------
+
+    @property
+    def handover_delay(self) -> float:
+        """Seconds the old directory of a rewritten run with large event files
+        stays beside the new one (two reloads of the TensorBoard reading the
+        logdir, and one more second): TensorBoard's data server shows a run
+        only once it has read all of it (see sessions.py)."""
+        return self.writer.handover_delay
+
+    @handover_delay.setter
+    def handover_delay(self, seconds: float) -> None:
+        self.writer.handover_delay = seconds
 
     def run_once(self) -> SyncStats:
         """Sync the logdir now, checking every run (a full check)."""
@@ -278,7 +266,7 @@ class RunsMonitor:
     def event_files(self) -> int:
         """Event files the logdir links or holds: TensorBoard keeps each one open."""
         with self._lock:
-            return (self._experiment is not None) + sum(
+            return self.experiment.written + sum(
                 len(m.links) + len(m.copies) + sum("tfevents" in f for f in m.files)
                 for m in (st.manifest for st in self._runs.values())
             )
@@ -304,10 +292,10 @@ class RunsMonitor:
         """Seconds to the next poll: ``interval``, or less when an old
         generation may go sooner."""
         with self._lock:
-            dues = [due for _, _, due in self._leftovers.values()]
-        if not dues:
+            due = self.writer.next_due()
+        if due is None:
             return self.interval
-        return max(0.05, min(self.interval, min(dues) - time.monotonic() + 0.01))
+        return max(0.05, min(self.interval, due - time.monotonic() + 0.01))
 
     def _run_dirs(self) -> list[str]:
         """The directories of the runs shown (the safety net's round)."""
@@ -330,13 +318,12 @@ class RunsMonitor:
                 )
                 return stats
             self.reporter.clear("logdir", "unusable")
-            if recreated and (self._runs or self._experiment is not None):
+            if recreated and (self._runs or self.experiment.written):
                 # Deleted under us: nothing written is there any more.
                 log.info("logdir %s was deleted; writing it again", self.logdir.path)
                 for run_id in list(self._runs):
                     self._remove(run_id)
-                self._experiment = None
-                self._experiment_key = None
+                self.experiment.forget()
                 changed = None
             listing = self._list_runs(changed)
             if listing is None:
@@ -360,12 +347,11 @@ class RunsMonitor:
                 for run_id in sorted(touched):
                     if run_id in listed:
                         self._refresh(listed[run_id], stats)
-            self._write_sessions(stats)
-            if self._leftovers:
-                now = time.monotonic()
-                for run_id, manifest, due in list(self._leftovers.values()):
-                    if now >= due:
-                        self._remove_old(run_id, manifest)
+            self.writer.write_due(self._runs, self._columns, stats, self._new, self._remove)
+            added = self.experiment.write(self._columns, self.selection, stats)
+            if added is not None and self.on_new_columns is not None:
+                self.on_new_columns(*added)
+            self.writer.remove_due()
             self._save_manifests()
             self.writes.settle()
             if changed is None:
@@ -439,7 +425,7 @@ class RunsMonitor:
         """Runs to re-check: all on a full check, else new, changed or watched."""
         if changed is None:
             return set(listed)
-        touched = {r for r in self._regen if r in listed}
+        touched = {r for r in self.writer.rewrites_due if r in listed}
         if same and len(self._runs) < len(listed):
             # Listed but not shown (a failed write, a name that failed): retry.
             touched.update(r for r in listed if r not in self._runs)
@@ -532,7 +518,7 @@ class RunsMonitor:
         st.own_time = view.own_time
         st.metrics = self._shared_metrics(view.metrics)
         self._columns.set_run(run.id, st.hparams, st.metrics, view.user_hparams)
-        self._dirty.add(run.id)
+        self.writer.mark(run.id)
 
     def _shared_metrics(self, metrics: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
         """One object for each distinct set of metrics: most runs share theirs."""
@@ -549,20 +535,16 @@ class RunsMonitor:
         return (
             (st.run.scalars is None or st.scalars_of is st.run)
             and st.run.id not in self._new
-            and st.run.id not in self._regen
+            and st.run.id not in self.writer.rewrites_due
             and state.get("session") is not None
             and (not st.run.ended or state.get("end") is not None)
         )
 
     def _remove(self, run_id: str) -> None:
         st = self._runs.pop(run_id, None)
-        for old_id, old, _ in list(self._leftovers.values()):
-            if old_id == run_id:
-                self._remove_old(run_id, old)
+        self.writer.forget(run_id)
         self._columns.remove_run(run_id)
         self._namer.release(run_id)
-        self._regen.discard(run_id)
-        self._dirty.discard(run_id)
         self.writes.unsaved.discard(run_id)
         self.changes.drop_run(run_id)
         fresh = run_id in self._new
@@ -574,335 +556,14 @@ class RunsMonitor:
         if st is not None and fresh:
             log.info("run removed: %s", st.name)  # nothing of it was written yet
         elif st is not None:
-            self._remove_manifest(st.manifest)
+            self.logdir.discard_run(st.manifest)
             self.reporter.clear(run_id)
             log.info("run removed: %s", st.name)
 
     def _rewrite_if(self, st: RunState, why: str | None) -> None:
-        """:meth:`_reset` when there is a ``why``."""
+        """Have the run written anew, at the end of this sync, when there is a ``why``."""
         if why is not None:
-            self._reset(st, why)
-
-    def _reset(self, st: RunState, why: str) -> None:
-        """Have a run's session and files written anew, in a new directory, at
-        the end of this sync (see :meth:`_new_generation`)."""
-        if st.run.id not in self._regen:
-            log.info("run %s: %s; rewriting it", st.name, why)
-        self._regen.add(st.run.id)
-        self._dirty.add(st.run.id)
-
-    # -- sessions and the experiment -----------------------------------------
-
-    def _write_sessions(self, stats: SyncStats) -> None:
-        """Write the sessions and end infos that are due, then the experiment."""
-        version = self._columns.version
-        if self._column_map[0] == version:
-            columns = self._column_map[1]
-            kinds = self._kinds
-        else:
-            columns = {c.name: c for c in self._columns.columns()}
-            self._column_map = (version, columns)
-            kinds = {name: c.kind for name, c in columns.items()}
-        if kinds != self._kinds:
-            # A column changed kind (e.g. a string met a numeric column): every
-            # session holding it may now show its value differently.
-            moved = {
-                n for n in kinds.keys() | self._kinds.keys() if kinds.get(n) != self._kinds.get(n)
-            }
-            self._dirty.update(
-                rid for rid, st in self._runs.items() if moved.intersection(st.hparams)
-            )
-            self._kinds = kinds
-        dirty, self._dirty = self._dirty, set()
-        for run_id in dirty:
-            st = self._runs.get(run_id)
-            if st is not None:
-                self._write_session(st, columns, stats)
-        if self._experiment_key != (version, self.selection):
-            self._write_experiment(columns, stats)
-
-    def _write_session(
-        self, st: RunState, columns: Mapping[str, hparams.Column], stats: SyncStats
-    ) -> None:
-        run, state = st.run, st.manifest.state
-        encoded = hparams.encode_hparams(st.hparams, columns)
-        written_end = state.get("end")
-        written = state.get("session")
-        end = sessions.shown_end(run)
-        # The key of a new run is worked out once its name is final (below).
-        key = None if run.id in self._new else _session_key(encoded, st.name, run.started)
-        if run.id not in self._new and (
-            run.id in self._regen
-            or (
-                written is not None
-                and (
-                    written != key
-                    or (written_end is None and end == RUNNING)
-                    or (
-                        written_end is not None
-                        and (written_end != end or state.get("stopped", run.stopped) != run.stopped)
-                    )
-                )
-            )
-        ):
-            # TensorBoard keeps what it read first of a session: a new one,
-            # in a new directory, then the old one goes.
-            if run.id not in self._regen:
-                log.info("run %s: its hparams, status or end changed; rewriting it", st.name)
-            self._regen.add(run.id)
-            self._new_generation(st, encoded, key, end, stats)
-            return
-        before = dict(state)
-        write_start = state.get("session") is None
-        # A final status can follow a session as an end file that sorts last;
-        # "running" only goes with the start info (an end file would stop
-        # TensorBoard's Python loader reading the run's growing files).
-        write_end = end is not None and written_end is None and (write_start or end != RUNNING)
-        # A run seen first when it has already ended gets one file holding
-        # its start and end: one file less to make for each run of a sweep.
-        end_file = SESSION_FILE if write_start and write_end else END_FILE
-        links = None
-        if run.id in self._new:
-            if not self._make_dir(st):
-                return
-            # One manifest write announces the session, end info and links
-            # before any of them exists (a restart trusts only what is on
-            # disk of them). The name is final now: the key follows it.
-            key = _session_key(encoded, st.name, run.started)
-            links = self.mirror.link_targets(st)
-            for rel in dict.fromkeys((SESSION_FILE, end_file) if write_end else (SESSION_FILE,)):
-                if rel not in st.manifest.files:
-                    st.manifest.files.append(rel)
-            st.manifest.links.update(links)
-            self.logdir.plan_parents(st.manifest, [*links], fresh=True)
-            state["session"] = key
-            if write_end:
-                state["end"] = end
-                state["end_file"] = end_file
-                state["stopped"] = run.stopped
-            if not self.writes.attempt(
-                st, "manifest", lambda: self.logdir.save_manifest(st.manifest)
-            ):
-                self.writes.unsaved.add(run.id)
-            made = self.writes.attempt(
-                st, "write", lambda: self.logdir.make_parents(st.manifest, [*links], fresh=True)
-            )
-            if not made:
-                self.writes.unsaved.add(run.id)
-            before = dict(state)
-            state.pop("session")
-            state.pop("end", None)
-            state.pop("stopped", None)
-        end_events = self._end_events(st) if write_end else []
-        if write_start:
-            summary = hparams.session_start_summary(encoded, st.name, run.started)
-            wall = run.started if run.started is not None else self._created
-            evs = [events.summary_event(summary, wall_time=wall)]
-            if end_file == SESSION_FILE:
-                evs += end_events
-            data = events.encode_events(evs, file_version=True, wall_time=wall)
-            if self.writes.attempt(
-                st, "write", lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)
-            ):
-                state["session"] = key
-                stats.sessions += 1
-                if end_file == SESSION_FILE:
-                    state["end"] = end
-                    state["end_file"] = SESSION_FILE
-                    state["stopped"] = run.stopped
-                    stats.ended += int(run.ended)
-        if write_end and end_file == END_FILE and state.get("session") is not None:
-            wall = run.stopped if run.stopped is not None else self._created
-            data = events.encode_events(end_events, file_version=True, wall_time=wall)
-            if self.writes.attempt(
-                st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)
-            ):
-                state["end"] = end
-                state["end_file"] = END_FILE
-                state["stopped"] = run.stopped
-                stats.ended += 1
-                log.info("run %s: %s", st.name, run.status)
-        if links is not None:
-            # After the session: TensorBoard's Python loader may skip a file
-            # whose name sorts before the one it is reading.
-            self.mirror.make_links(st, links, fresh=made)
-            self._rewrite_if(st, self.mirror.sync_copies(st))
-        if state != before:
-            self.writes.unsaved.add(run.id)
-
-    def _new_generation(
-        self, st: RunState, encoded: Mapping[str, Any], key: str, end: str | None, stats: SyncStats
-    ) -> None:
-        """Write a run's session anew in a new directory, then delete the old one.
-
-        The new directory holds all the run shows (session with the same
-        group name, links, copies, scalars files) before the old one goes, so
-        TensorBoard always has the run's row (see sessions.py).  A kill in
-        between leaves two directories; the manifest's ``building`` mark
-        tells a restart which one is whole.  On a failure the old directory
-        stays and the rewrite is tried again at the next sync.
-        """
-        run, old = st.run, st.manifest
-        group = st.name
-        tried: list[str] = []
-
-        def names() -> str:
-            tried.append(sessions.next_dir(group, old.name, self._dir_usable(run.id)))
-            return tried[-1]
-
-        try:
-            made = self.logdir.create_run_as(
-                run.id, names, self._foreign(run.id, release=False), save=False
-            )
-        except (OSError, LogdirError) as e:
-            self.writes.failed(
-                run.id, f"run {group}: cannot write to the logdir: {describe_error(e)}"
-            )
-            return
-        if made is None:
-            return
-        dirname = made.name
-        self._namer.reserve(run.id, dirname)
-        new = made
-        new.state = {
-            "wanted": old.state.get("wanted"),
-            "group": group,
-            "gen": sessions.generation(old) + 1,
-            "building": True,
-        }
-        if "synth_metrics" in old.state:
-            new.state["synth_metrics"] = old.state["synth_metrics"]
-        links = self.mirror.link_targets(st)
-        new.files.append(SESSION_FILE)
-        new.links.update(links)
-        self.logdir.plan_parents(new, [*links], fresh=True)
-        summary = hparams.session_start_summary(encoded, group, run.started)
-        wall = run.started if run.started is not None else self._created
-        evs = [events.summary_event(summary, wall_time=wall)]
-        if end is not None:
-            evs += self._end_events(st)
-        data = events.encode_events(evs, file_version=True, wall_time=wall)
-        st.manifest = new
-        ok = (
-            self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new))
-            and self.writes.attempt(
-                st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True)
-            )
-            and self.writes.attempt(
-                st, "write", lambda: self.logdir.write_file(new, SESSION_FILE, data)
-            )
-        )
-        if not ok:
-            st.manifest = old
-            self._remove_manifest(new)
-            self._vacated.add(dirname)
-            if dirname != group:
-                self._namer.unreserve(run.id, dirname)
-            return
-        new.state["session"] = key
-        if end is not None:
-            new.state["end"] = end
-            new.state["end_file"] = SESSION_FILE
-            new.state["stopped"] = run.stopped
-        # After the session: TensorBoard's Python loader may skip a file
-        # whose name sorts before the one it is reading.
-        self.mirror.make_links(st, links, fresh=True)
-        self._rewrite_if(st, self.mirror.sync_copies(st))
-        st.scalars_of = None
-        self._rewrite_if(st, self.mirror.sync_scalars(st))
-        del new.state["building"]
-        if not self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new)):
-            self.writes.unsaved.add(run.id)  # whole on disk; a restart trusts what is there
-        if sessions.needs_handover(self._shown_bytes(st)):
-            # TensorBoard's data server shows the new directory only once it
-            # has read all of it: the old one stays meanwhile.
-            due = time.monotonic() + self.handover_delay
-            self._leftovers[old.name] = (run.id, old, due)
-        else:
-            self._remove_old(run.id, old)
-        self._regen.discard(run.id)
-        stats.rewrites += 1
-        stats.sessions += 1
-        stats.ended += int(run.ended and old.state.get("end") != end)
-        log.info("run %s: rewritten in %s", group, dirname)
-
-    def _shown_bytes(self, st: RunState) -> int:
-        """Bytes of the event files a run's directory shows (what TensorBoard reads)."""
-        return sum(f.stat_key[0] for f in st.files.files.values() if f.stat_key is not None)
-
-    def _remove_old(self, run_id: str, manifest: Manifest) -> None:
-        """Delete a run's old generation; one that cannot go yet is tried again
-        at each sync (its name stays the run's meanwhile)."""
-        group = str(manifest.state.get("group") or manifest.name)
-        try:
-            self.logdir.remove_run(manifest)
-        except (OSError, LogdirError) as e:
-            self._leftovers[manifest.name] = (run_id, manifest, 0.0)
-            self.reporter.warn(
-                run_id,
-                "remove",
-                f"run {group}: cannot remove its old directory {manifest.name!r} from the "
-                f"logdir: {describe_error(e)}; trying again",
-            )
-            return
-        if self._leftovers.pop(manifest.name, None) is not None:
-            self.reporter.clear(run_id, "remove")
-        self._vacated.add(manifest.name)
-        if manifest.name != group:
-            self._namer.unreserve(run_id, manifest.name)
-
-    def _dir_usable(self, run_id: str) -> Callable[[str], bool]:
-        """Whether a name may hold a new directory of ``run_id`` now."""
-
-        def usable(name: str) -> bool:
-            owner = self._namer.owner(name)
-            return (
-                (owner is None or owner == run_id)
-                and not self._vacated.recent(name)
-                and not os.path.lexists(self.logdir.run_path(name))
-            )
-
-        return usable
-
-    def _end_events(self, st: RunState) -> list[Any]:
-        """The session end info, and the run's duration as the `time` scalar."""
-        run = st.run
-        wall = run.stopped if run.stopped is not None else self._created
-        evs = [
-            events.summary_event(
-                hparams.session_end_summary(run.status, run.stopped), wall_time=wall
-            )
-        ]
-        if run.duration is not None and not st.own_time:
-            evs.append(events.scalar_event(hparams.TIME_METRIC, run.duration, 0, wall))
-        return evs
-
-    def _make_dir(self, st: RunState) -> bool:
-        """Make a new run's directory (the name may move off one taken meanwhile)."""
-        run_id, manifest = st.run.id, st.manifest
-        tries = 0
-
-        def names() -> str:
-            nonlocal tries
-            tries += 1
-            if tries > 1:  # the name meant for it was taken
-                manifest.name = self._namer.name_for(run_id, str(manifest.state["wanted"]))
-            return manifest.name
-
-        try:
-            made = self.logdir.create_run_as(run_id, names, self._foreign(run_id), save=False)
-        except (OSError, LogdirError) as e:
-            self.reporter.warn(
-                run_id,
-                "write",
-                f"run {manifest.name}: cannot write to the logdir: {describe_error(e)}",
-            )
-            made = None
-        if made is not None:
-            self._new.discard(run_id)
-            return True
-        self._remove(run_id)  # tried again as a new run at the next sync
-        return False
+            self.writer.rewrite(st, why)
 
     def _save_manifests(self) -> None:
         """Save the manifests that changed in this sync: at most one write each."""
@@ -914,49 +575,10 @@ class RunsMonitor:
                     st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest)
                 )
 
-    def _write_experiment(self, columns: Mapping[str, hparams.Column], stats: SyncStats) -> None:
-        selected, metrics = self._columns.selected(self.selection)
-        summary = hparams.experiment_summary(
-            selected, metrics, self._created, differs=self._columns.differs
-        )
-        data = events.encode_events(
-            [events.summary_event(summary, wall_time=self._created)],
-            file_version=True,
-            wall_time=self._created,
-        )
-        if self._experiment is not None and self._experiment[1] == data:
-            self._experiment_key = (self._columns.version, self.selection)
-            self._new_columns(selected, metrics)
-            return
-        self._experiment_gen += 1
-        try:
-            dirname = self.logdir.write_experiment(self._experiment_gen, data)
-        except OSError as e:
-            self.reporter.warn(
-                "logdir", "experiment", f"cannot write the experiment: {describe_error(e)}"
-            )
-            return
-        self.reporter.clear("logdir", "experiment")
-        self._experiment = (dirname, data)
-        self._experiment_key = (self._columns.version, self.selection)
-        stats.experiment_written = True
-        self._new_columns(selected, metrics)
-
-    def _new_columns(self, columns: list[hparams.Column], metrics: list[hparams.Metric]) -> None:
-        """Tell ``on_new_columns`` what the experiment now has that it had not."""
-        names = frozenset([*(c.name for c in columns), *metrics])
-        old, self._experiment_names = self._experiment_names, names
-        if old is not None and names - old and self.on_new_columns is not None:
-            self.on_new_columns(
-                [c.name for c in columns if c.name not in old], [m for m in metrics if m not in old]
-            )
-
     # -- restart -----------------------------------------------------------------
 
     def _restore(self) -> None:
         """Pick up what an earlier runsmon wrote in this logdir (also after kill -9)."""
-        self.logdir.clean_tmp()
-        self._created = self.logdir.created()
         by_run: dict[str, list[Manifest]] = {}
         for manifest in self.logdir.manifests():
             by_run.setdefault(manifest.run_id, []).append(manifest)
@@ -966,16 +588,13 @@ class RunsMonitor:
                 # A kill came during a rewrite: keep the whole generation.
                 manifest, others = sessions.pick_restored(manifests)
                 for other in others:
-                    self._remove_manifest(other)
-                    self._vacated.add(other.name)
+                    self.logdir.discard_run(other)
+                    self.writer.vacated.add(other.name)
             group = str(manifest.state.get("group") or manifest.name)
             self._namer.restore(run_id, group)
             if group != manifest.name:
                 self._namer.reserve(run_id, manifest.name)
             self._restored[run_id] = manifest
-        self._experiment_gen, newest, data = self.logdir.newest_experiment()
-        if newest is not None and data is not None:
-            self._experiment = (newest, data)
 
     def _adopt(self, run_id: str, asked: str, create: bool = True) -> Manifest | None:
         """The manifest for a run new to this process: restored or created.
@@ -986,7 +605,7 @@ class RunsMonitor:
         manifest = self._restored.pop(run_id, None)
         if manifest is not None and manifest.state.get("wanted") != asked:
             self._namer.release(run_id)
-            self._remove_manifest(manifest)
+            self.logdir.discard_run(manifest)
             manifest = None
         if manifest is not None:
             # Trust only what is really on disk: a kill may have come between
@@ -998,7 +617,8 @@ class RunsMonitor:
             if "end" in manifest.state and "session" not in manifest.state:
                 manifest.state.pop("end")
             if manifest.state.pop("building", None) and "session" in manifest.state:
-                self._regen.add(run_id)  # cut short and the only one left: written anew
+                # Cut short and the only one left: written anew.
+                self.writer.rewrites_due.add(run_id)
             for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
                 del manifest.links[rel]  # announced, never made: made again
             return manifest
@@ -1013,8 +633,12 @@ class RunsMonitor:
             tried.append(self._namer.name_for(run_id, asked))
             return tried[-1]
 
+        def taken(name: str) -> None:
+            self._namer.release(run_id)
+            self._namer.foreign(name)
+
         try:
-            manifest = self.logdir.create_run_as(run_id, names, self._foreign(run_id))
+            manifest = self.logdir.create_run_as(run_id, names, taken)
         except (OSError, LogdirError) as e:
             self.reporter.warn(
                 run_id, "write", f"run {tried[-1]}: cannot write to the logdir: {describe_error(e)}"
@@ -1026,43 +650,15 @@ class RunsMonitor:
         manifest.state["wanted"] = asked
         return manifest
 
-    def _foreign(self, run_id: str, release: bool = True) -> Callable[[str], None]:
-        """What to do when something runsmon did not make holds a name meant
-        for ``run_id``: leave it be, and keep the name from being given again."""
-
-        def taken(name: str) -> None:
-            if release:
-                self._namer.release(run_id)
-            self._namer.restore(f"\0foreign:{name}", name)
-
-        return taken
-
     def _exists(self, manifest: Manifest, rel: str) -> bool:
         try:
             return os.path.lexists(self.logdir.run_path(manifest.name, rel))
         except LogdirError:
             return False
 
-    def _remove_manifest(self, manifest: Manifest) -> None:
-        try:
-            self.logdir.remove_run(manifest)
-        except (OSError, LogdirError) as e:
-            log.warning(
-                "%s: cannot remove it from the logdir: %s", manifest.name, describe_error(e)
-            )
-
     def _drop_unclaimed(self) -> None:
         """After the first full sync: runs an earlier runsmon wrote that are gone."""
         for run_id, manifest in list(self._restored.items()):
             del self._restored[run_id]
             self._namer.release(run_id)
-            self._remove_manifest(manifest)
-
-
-def _session_key(encoded: Mapping[str, Any], name: str, started: float | None) -> str:
-    """What a written session shows: a change means it must be written anew."""
-    return _digest([sorted(encoded.items()), name, started])
-
-
-def _digest(value: object) -> str:
-    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()
+            self.logdir.discard_run(manifest)

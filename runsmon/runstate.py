@@ -1,4 +1,4 @@
-"""A run as the monitor keeps it, and the ledger of one sync's writes.
+"""A run as the monitor keeps it, the ledger of one sync's writes, what a sync did.
 
 :class:`RunState` is what the monitor knows of one shown run: the run as its
 source read it, the manifest of its directory in the logdir, its event files
@@ -19,6 +19,26 @@ from runsmon.logdir import LogdirError, Manifest
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run
 from runsmon.runfiles import RunFiles
+
+
+@dataclasses.dataclass
+class SyncStats:
+    """What one sync did."""
+
+    runs: int = 0
+    added: int = 0
+    removed: int = 0
+    updated: int = 0
+    sessions: int = 0
+    ended: int = 0
+    rewrites: int = 0  # sessions written anew in a new directory (see sessions.py)
+    experiment_written: bool = False
+    seconds: float = 0.0
+
+    @property
+    def resets(self) -> int:
+        """The old name of :attr:`rewrites`."""
+        return self.rewrites
 
 
 @dataclasses.dataclass
