@@ -19,6 +19,8 @@ Rules it keeps:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import itertools
 import json
 import logging
@@ -28,6 +30,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Literal
 
 from runsmon.report import describe_error
 
@@ -59,6 +62,67 @@ class LogdirError(Exception):
     """A logdir runsmon cannot use; the message says why and what to do."""
 
 
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+#: A field of :class:`RunRecord` the manifest does not hold (older manifests).
+UNSET = _Unset.UNSET
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What the monitor remembers of a run in its manifest (``"state"`` in the JSON).
+
+    On disk a field is a key of its own (``asked`` is ``"wanted"``), written
+    only when set, so a manifest reads the same in every version.
+    """
+
+    asked: str | None = None  # the name the naming callback asked for
+    group: str | None = None  # the row's name (session group), when not the directory's
+    gen: int = 0  # generation of the run's directory (see sessions.py)
+    building: bool = False  # a new generation, not whole yet
+    session: str | None = None  # key of the session written (None: none yet)
+    end: str | None = None  # status of the end info written (None: none)
+    end_file: str | None = None  # the file holding it (SESSION_FILE or END_FILE)
+    stopped: float | None | Literal[_Unset.UNSET] = UNSET  # run.stopped the end info shows
+    synth_metrics: list[Any] | None = None  # (tag, group) of the scalars files
+    scalars: dict[str, Any] | None = None  # group -> tag -> points written
+    filtered: dict[str, int] | None = None  # filtered copy -> bytes of its source read
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of other versions
+
+    _KEYS: ClassVar[dict[str, str]] = {"asked": "wanted"}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is UNSET or (value is None and f.name != "stopped"):
+                continue
+            if f.name in ("gen", "building") and not value:
+                continue
+            out[self._KEYS.get(f.name, f.name)] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        record = cls()
+        names = {cls._KEYS.get(f.name, f.name): f.name for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            name = names.get(key)
+            if name is None or name == "extra":
+                record.extra[key] = value
+            elif name == "gen":
+                record.gen = value if isinstance(value, int) else 0
+            elif name == "building":
+                record.building = bool(value)
+            else:
+                setattr(record, name, value)
+        return record
+
+
 class Manifest:
     """What runsmon wrote in one run directory."""
 
@@ -69,7 +133,7 @@ class Manifest:
         self.copies: dict[str, str] = {}  # rel path -> source (copied, links impossible)
         self.files: list[str] = []  # rel paths of files runsmon wrote itself
         self.dirs: list[str] = []  # rel paths of directories runsmon made
-        self.state: dict[str, object] = {}  # what the monitor wants to remember
+        self.state = RunRecord()  # what the monitor remembers of the run
 
     def to_json(self) -> str:
         return json.dumps(
@@ -81,7 +145,7 @@ class Manifest:
                 "copies": self.copies,
                 "files": self.files,
                 "dirs": self.dirs,
-                "state": self.state,
+                "state": self.state.to_dict(),
             },
             sort_keys=True,
         )
@@ -96,7 +160,7 @@ class Manifest:
         manifest.copies = dict(data.get("copies", {}))
         manifest.files = list(data.get("files", []))
         manifest.dirs = list(data.get("dirs", []))
-        manifest.state = dict(data.get("state", {}))
+        manifest.state = RunRecord.from_dict(dict(data.get("state", {})))
         return manifest
 
 

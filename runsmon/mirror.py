@@ -89,9 +89,11 @@ class Mirror:
     def _sync_filtered(self, st: RunState) -> str | None:
         """Keep copies, without hparams summaries, of files that hold some."""
         placed = st.files.placed(FILTER)
-        if not placed and "filtered" not in st.manifest.state:
+        if not placed and st.manifest.state.filtered is None:
             return None
-        offsets: dict[str, int] = st.manifest.state.setdefault("filtered", {})
+        if st.manifest.state.filtered is None:
+            st.manifest.state.filtered = {}
+        offsets = st.manifest.state.filtered
         for rel, path in placed.items():
             offset = offsets.get(rel, 0)
             try:
@@ -135,12 +137,12 @@ class Mirror:
             by_group.setdefault(group, {}).setdefault(tag, []).append(p)
         counts: dict[str, dict[str, int]] = {
             g: dict(c) if isinstance(c, dict) else c
-            for g, c in st.manifest.state.get("scalars", {}).items()
+            for g, c in (st.manifest.state.scalars or {}).items()
         }
         if any(not isinstance(c, dict) or g not in by_group for g, c in counts.items()):
             # Written by an older layout (or its scalars were rewritten).
             return "its scalars were laid out anew"
-        before = ({g: dict(c) for g, c in counts.items()}, st.manifest.state.get("synth_metrics"))
+        before = ({g: dict(c) for g, c in counts.items()}, st.manifest.state.synth_metrics)
         synth: set[tuple[str, str]] = set()
         # Sources hand out a new Run when its scalars moved: this one is done once all are written.
         done: Run | None = st.run
@@ -166,8 +168,8 @@ class Mirror:
             else:
                 done = None
         st.scalars_of = done
-        st.manifest.state["scalars"] = counts
-        st.manifest.state["synth_metrics"] = sorted(synth)
-        if (counts, st.manifest.state["synth_metrics"]) != before:
+        st.manifest.state.scalars = counts
+        st.manifest.state.synth_metrics = sorted(synth)
+        if (counts, st.manifest.state.synth_metrics) != before:
             self.writes.unsaved.add(st.run.id)
         return None

@@ -479,7 +479,7 @@ class RunsMonitor:
         except Exception as e:
             self.reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
             return
-        if st is not None and st.manifest.state.get("wanted") != asked:
+        if st is not None and st.manifest.state.asked != asked:
             self._remove(run.id)  # its name changed (a new label): a new directory
             st = None
         if st is None:
@@ -512,7 +512,7 @@ class RunsMonitor:
         if run.id not in self._new:  # else linked once its directory is made, with its session
             self._rewrite_if(st, self.mirror.sync_links(st))
         self._rewrite_if(st, self.mirror.sync_scalars(st))
-        outside = (tuple(m) for m in st.manifest.state.get("synth_metrics", []))
+        outside = (tuple(m) for m in st.manifest.state.synth_metrics or ())
         view = runview.view(run, st.files, outside)
         st.hparams = view.hparams
         st.own_time = view.own_time
@@ -536,8 +536,8 @@ class RunsMonitor:
             (st.run.scalars is None or st.scalars_of is st.run)
             and st.run.id not in self._new
             and st.run.id not in self.writer.rewrites_due
-            and state.get("session") is not None
-            and (not st.run.ended or state.get("end") is not None)
+            and state.session is not None
+            and (not st.run.ended or state.end is not None)
         )
 
     def _remove(self, run_id: str) -> None:
@@ -590,7 +590,7 @@ class RunsMonitor:
                 for other in others:
                     self.logdir.discard_run(other)
                     self.writer.vacated.add(other.name)
-            group = str(manifest.state.get("group") or manifest.name)
+            group = str(manifest.state.group or manifest.name)
             self._namer.restore(run_id, group)
             if group != manifest.name:
                 self._namer.reserve(run_id, manifest.name)
@@ -603,20 +603,23 @@ class RunsMonitor:
         made with its session (see :meth:`_make_dir`).
         """
         manifest = self._restored.pop(run_id, None)
-        if manifest is not None and manifest.state.get("wanted") != asked:
+        if manifest is not None and manifest.state.asked != asked:
             self._namer.release(run_id)
             self.logdir.discard_run(manifest)
             manifest = None
         if manifest is not None:
             # Trust only what is really on disk: a kill may have come between
             # the manifest and the file it announces.
-            end_file = str(manifest.state.get("end_file", END_FILE))
-            for key, rel in (("session", SESSION_FILE), ("end", end_file)):
-                if not os.path.exists(self.logdir.run_path(manifest.name, rel)):
-                    manifest.state.pop(key, None)
-            if "end" in manifest.state and "session" not in manifest.state:
-                manifest.state.pop("end")
-            if manifest.state.pop("building", None) and "session" in manifest.state:
+            state = manifest.state
+            end_file = str(state.end_file or END_FILE)
+            if not os.path.exists(self.logdir.run_path(manifest.name, SESSION_FILE)):
+                state.session = None
+            if not os.path.exists(self.logdir.run_path(manifest.name, end_file)):
+                state.end = None
+            if state.end is not None and state.session is None:
+                state.end = None
+            building, state.building = state.building, False
+            if building and state.session is not None:
                 # Cut short and the only one left: written anew.
                 self.writer.rewrites_due.add(run_id)
             for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
@@ -624,7 +627,7 @@ class RunsMonitor:
             return manifest
         if not create:
             manifest = Manifest(run_id, self._namer.name_for(run_id, asked))
-            manifest.state["wanted"] = asked
+            manifest.state.asked = asked
             self._new.add(run_id)
             return manifest
         tried: list[str] = []
@@ -647,7 +650,7 @@ class RunsMonitor:
         if manifest is None:
             self._namer.release(run_id)
             return None
-        manifest.state["wanted"] = asked
+        manifest.state.asked = asked
         return manifest
 
     def _exists(self, manifest: Manifest, rel: str) -> bool:

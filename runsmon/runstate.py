@@ -54,7 +54,7 @@ class RunState:
     @property
     def name(self) -> str:
         """The run's name: its row (session group) in the dashboard."""
-        return str(self.manifest.state.get("group") or self.manifest.name)
+        return str(self.manifest.state.group or self.manifest.name)
 
 
 class Writes:

@@ -13,6 +13,7 @@ the :class:`~runsmon.mirror.Mirror`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runsmon import events, hparams, sessions
-from runsmon.logdir import END_FILE, SESSION_FILE, Logdir, LogdirError, Manifest
+from runsmon.logdir import END_FILE, SESSION_FILE, UNSET, Logdir, LogdirError, Manifest, RunRecord
 from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer
 from runsmon.report import Reporter, describe_error
@@ -144,8 +145,8 @@ class SessionWriter:
     ) -> None:
         run, state = st.run, st.manifest.state
         encoded = hparams.encode_hparams(st.hparams, columns)
-        written_end = state.get("end")
-        written = state.get("session")
+        written_end = state.end
+        written = state.session
         end = sessions.shown_end(run)
         # The key of a new run is worked out once its name is final (below).
         key = None if run.id in new else session_key(encoded, st.name, run.started)
@@ -158,7 +159,7 @@ class SessionWriter:
                     or (written_end is None and end == RUNNING)
                     or (
                         written_end is not None
-                        and (written_end != end or state.get("stopped", run.stopped) != run.stopped)
+                        and (written_end != end or state.stopped not in (UNSET, run.stopped))
                     )
                 )
             )
@@ -170,8 +171,8 @@ class SessionWriter:
             self.rewrites_due.add(run.id)
             self._new_generation(st, encoded, key, end, stats)
             return
-        before = dict(state)
-        write_start = state.get("session") is None
+        before = dataclasses.replace(state)
+        write_start = state.session is None
         # A final status can follow a session as an end file that sorts last;
         # "running" only goes with the start info (an end file would stop
         # TensorBoard's Python loader reading the run's growing files).
@@ -195,11 +196,11 @@ class SessionWriter:
                     st.manifest.files.append(rel)
             st.manifest.links.update(links)
             self.logdir.plan_parents(st.manifest, [*links], fresh=True)
-            state["session"] = key
+            state.session = key
             if write_end:
-                state["end"] = end
-                state["end_file"] = end_file
-                state["stopped"] = run.stopped
+                state.end = end
+                state.end_file = end_file
+                state.stopped = run.stopped
             if not self.writes.attempt(
                 st, "manifest", lambda: self.logdir.save_manifest(st.manifest)
             ):
@@ -209,10 +210,10 @@ class SessionWriter:
             )
             if not made:
                 self.writes.unsaved.add(run.id)
-            before = dict(state)
-            state.pop("session")
-            state.pop("end", None)
-            state.pop("stopped", None)
+            before = dataclasses.replace(state)
+            state.session = None
+            state.end = None
+            state.stopped = UNSET
         end_events = self._end_events(st) if write_end else []
         if write_start:
             summary = hparams.session_start_summary(encoded, st.name, run.started)
@@ -224,22 +225,22 @@ class SessionWriter:
             if self.writes.attempt(
                 st, "write", lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)
             ):
-                state["session"] = key
+                state.session = key
                 stats.sessions += 1
                 if end_file == SESSION_FILE:
-                    state["end"] = end
-                    state["end_file"] = SESSION_FILE
-                    state["stopped"] = run.stopped
+                    state.end = end
+                    state.end_file = SESSION_FILE
+                    state.stopped = run.stopped
                     stats.ended += int(run.ended)
-        if write_end and end_file == END_FILE and state.get("session") is not None:
+        if write_end and end_file == END_FILE and state.session is not None:
             wall = run.stopped if run.stopped is not None else self.created
             data = events.encode_events(end_events, file_version=True, wall_time=wall)
             if self.writes.attempt(
                 st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)
             ):
-                state["end"] = end
-                state["end_file"] = END_FILE
-                state["stopped"] = run.stopped
+                state.end = end
+                state.end_file = END_FILE
+                state.stopped = run.stopped
                 stats.ended += 1
                 log.info("run %s: %s", st.name, run.status)
         if links is not None:
@@ -282,14 +283,13 @@ class SessionWriter:
         dirname = made.name
         self._namer.reserve(run.id, dirname)
         new = made
-        new.state = {
-            "wanted": old.state.get("wanted"),
-            "group": group,
-            "gen": sessions.generation(old) + 1,
-            "building": True,
-        }
-        if "synth_metrics" in old.state:
-            new.state["synth_metrics"] = old.state["synth_metrics"]
+        new.state = RunRecord(
+            asked=old.state.asked,
+            group=group,
+            gen=sessions.generation(old) + 1,
+            building=True,
+            synth_metrics=old.state.synth_metrics,
+        )
         links = self.mirror.link_targets(st)
         new.files.append(SESSION_FILE)
         new.links.update(links)
@@ -317,18 +317,18 @@ class SessionWriter:
             if dirname != group:
                 self._namer.unreserve(run.id, dirname)
             return
-        new.state["session"] = key
+        new.state.session = key
         if end is not None:
-            new.state["end"] = end
-            new.state["end_file"] = SESSION_FILE
-            new.state["stopped"] = run.stopped
+            new.state.end = end
+            new.state.end_file = SESSION_FILE
+            new.state.stopped = run.stopped
         # After the session: TensorBoard's Python loader may skip a file
         # whose name sorts before the one it is reading.
         self.mirror.make_links(st, links, fresh=True)
         self._rewrite_if(st, self.mirror.sync_copies(st))
         st.scalars_of = None
         self._rewrite_if(st, self.mirror.sync_scalars(st))
-        del new.state["building"]
+        new.state.building = False
         if not self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new)):
             self.writes.unsaved.add(run.id)  # whole on disk; a restart trusts what is there
         if sessions.needs_handover(self._shown_bytes(st)):
@@ -341,7 +341,7 @@ class SessionWriter:
         self.rewrites_due.discard(run.id)
         stats.rewrites += 1
         stats.sessions += 1
-        stats.ended += int(run.ended and old.state.get("end") != end)
+        stats.ended += int(run.ended and old.state.end != end)
         log.info("run %s: rewritten in %s", group, dirname)
 
     def _shown_bytes(self, st: RunState) -> int:
@@ -351,7 +351,7 @@ class SessionWriter:
     def _remove_old(self, run_id: str, manifest: Manifest) -> None:
         """Delete a run's old generation; one that cannot go yet is tried again
         at each sync (its name stays the run's meanwhile)."""
-        group = str(manifest.state.get("group") or manifest.name)
+        group = str(manifest.state.group or manifest.name)
         try:
             self.logdir.remove_run(manifest)
         except (OSError, LogdirError) as e:
@@ -404,7 +404,7 @@ class SessionWriter:
             nonlocal tries
             tries += 1
             if tries > 1:  # the name meant for it was taken
-                manifest.name = self._namer.name_for(run_id, str(manifest.state["wanted"]))
+                manifest.name = self._namer.name_for(run_id, str(manifest.state.asked))
             return manifest.name
 
         def taken(name: str) -> None:

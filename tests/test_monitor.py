@@ -161,7 +161,7 @@ def test_a_half_written_run_from_a_killed_monitor_is_completed(tmp_path):
     run = _make_run(tmp_path / "runs", "r1")
     logdir = Logdir(str(tmp_path / "logdir"))
     manifest = logdir.create_run("r1", "partial")
-    manifest.state["session"] = "claimed but never written"
+    manifest.state.session = "claimed but never written"
     logdir.save_manifest(manifest)
     (tmp_path / "logdir" / ".runsmon-tmp-abc").write_bytes(b"half")
     monitor = RunsMonitor(logdir, lambda: [run], run_name_cb=lambda r: "partial")
