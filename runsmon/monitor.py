@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from runsmon import hparams, runview, sessions
+from runsmon import hparams, runview
 from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.logdir import (
@@ -33,6 +33,7 @@ from runsmon.logdir import (
 from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
+from runsmon.restore import Restored
 from runsmon.run import Run
 from runsmon.runfiles import RunFiles
 from runsmon.runstate import RunState, SyncStats, Writes
@@ -116,7 +117,6 @@ class RunsMonitor:
         self._runs: dict[str, RunState] = {}
         self._columns = hparams.Columns()
         self._namer = RunNamer()
-        self._restored: dict[str, Manifest] = {}  # an earlier runsmon's runs, not yet seen
         self._last_runs: list[Run] = []
         self._pending_call: threading.Thread | None = None
         self._thread: threading.Thread | None = None
@@ -149,7 +149,8 @@ class RunsMonitor:
         )
         """Where each poll looks: the feed of changed paths, the watches, the safety net."""
         self._metric_sets: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
-        self._restore()
+        self._restored = Restored(self.logdir, self._namer, self.writer.vacated)
+        """An earlier runsmon's runs in this logdir, until each is listed again."""
 
     # -- public API ------------------------------------------------------------
 
@@ -355,7 +356,7 @@ class RunsMonitor:
             self._save_manifests()
             self.writes.settle()
             if changed is None:
-                self._drop_unclaimed()
+                self._restored.drop_unclaimed()
                 self._synced = True
             stats.runs = len(self._runs)
             stats.seconds = time.monotonic() - t0
@@ -575,26 +576,7 @@ class RunsMonitor:
                     st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest)
                 )
 
-    # -- restart -----------------------------------------------------------------
-
-    def _restore(self) -> None:
-        """Pick up what an earlier runsmon wrote in this logdir (also after kill -9)."""
-        by_run: dict[str, list[Manifest]] = {}
-        for manifest in self.logdir.manifests():
-            by_run.setdefault(manifest.run_id, []).append(manifest)
-        for run_id, manifests in by_run.items():
-            manifest = manifests[0]
-            if len(manifests) > 1:
-                # A kill came during a rewrite: keep the whole generation.
-                manifest, others = sessions.pick_restored(manifests)
-                for other in others:
-                    self.logdir.discard_run(other)
-                    self.writer.vacated.add(other.name)
-            group = str(manifest.state.group or manifest.name)
-            self._namer.restore(run_id, group)
-            if group != manifest.name:
-                self._namer.reserve(run_id, manifest.name)
-            self._restored[run_id] = manifest
+    # -- a run new to this process ---------------------------------------------
 
     def _adopt(self, run_id: str, asked: str, create: bool = True) -> Manifest | None:
         """The manifest for a run new to this process: restored or created.
@@ -602,28 +584,10 @@ class RunsMonitor:
         With ``create`` False a new run only gets its name: its directory is
         made with its session (see :meth:`_make_dir`).
         """
-        manifest = self._restored.pop(run_id, None)
-        if manifest is not None and manifest.state.asked != asked:
-            self._namer.release(run_id)
-            self.logdir.discard_run(manifest)
-            manifest = None
+        manifest, cut_short = self._restored.claim(run_id, asked)
+        if cut_short:
+            self.writer.rewrites_due.add(run_id)  # written anew
         if manifest is not None:
-            # Trust only what is really on disk: a kill may have come between
-            # the manifest and the file it announces.
-            state = manifest.state
-            end_file = str(state.end_file or END_FILE)
-            if not os.path.exists(self.logdir.run_path(manifest.name, SESSION_FILE)):
-                state.session = None
-            if not os.path.exists(self.logdir.run_path(manifest.name, end_file)):
-                state.end = None
-            if state.end is not None and state.session is None:
-                state.end = None
-            building, state.building = state.building, False
-            if building and state.session is not None:
-                # Cut short and the only one left: written anew.
-                self.writer.rewrites_due.add(run_id)
-            for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
-                del manifest.links[rel]  # announced, never made: made again
             return manifest
         if not create:
             manifest = Manifest(run_id, self._namer.name_for(run_id, asked))
@@ -652,16 +616,3 @@ class RunsMonitor:
             return None
         manifest.state.asked = asked
         return manifest
-
-    def _exists(self, manifest: Manifest, rel: str) -> bool:
-        try:
-            return os.path.lexists(self.logdir.run_path(manifest.name, rel))
-        except LogdirError:
-            return False
-
-    def _drop_unclaimed(self) -> None:
-        """After the first full sync: runs an earlier runsmon wrote that are gone."""
-        for run_id, manifest in list(self._restored.items()):
-            del self._restored[run_id]
-            self._namer.release(run_id)
-            self.logdir.discard_run(manifest)
