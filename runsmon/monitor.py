@@ -464,6 +464,7 @@ class RunsMonitor:
     # -- per run ----------------------------------------------------------------
 
     def _refresh(self, run: Run, stats: SyncStats) -> None:
+        """One run's step: its files, its name and state, its directory, what it shows."""
         st = self._runs.get(run.id)
         files_done = False
         if st is not None and st.run is run and self._written(st):
@@ -475,11 +476,35 @@ class RunsMonitor:
                 files_done = True
             except Exception:  # reported below
                 pass
+        asked = self._asked_name(run)
+        if asked is None:
+            return
+        st = self._state_for(run, asked, st, stats)
+        if st is None:
+            return
+        self._track(st, run)
+        if not files_done:
+            self._read_files(st)
+        runview.report_file_errors(self.reporter, run, st.name, st.files)
+        if run.id not in self._new:  # else linked once its directory is made, with its session
+            self._rewrite_if(st, self.mirror.sync_links(st))
+        self._rewrite_if(st, self.mirror.sync_scalars(st))
+        self._show(st)
+        self.writer.mark(run.id)
+
+    def _asked_name(self, run: Run) -> str | None:
+        """The name the naming callback gives ``run`` (None: it failed, reported)."""
         try:
-            asked = safe_name(self.run_name_cb(run))
+            return safe_name(self.run_name_cb(run))
         except Exception as e:
             self.reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
-            return
+            return None
+
+    def _state_for(
+        self, run: Run, asked: str, st: RunState | None, stats: SyncStats
+    ) -> RunState | None:
+        """The run's state: the one kept, or for a run new here (or renamed)
+        one restored or named anew (None: it could not be)."""
         if st is not None and st.manifest.state.asked != asked:
             self._remove(run.id)  # its name changed (a new label): a new directory
             st = None
@@ -488,13 +513,18 @@ class RunsMonitor:
             # is made at once. Others get theirs with their session.
             manifest = self._adopt(run.id, asked, create=run.scalars is not None)
             if manifest is None:
-                return
+                return None
             files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
             st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
         elif st.run is not run and st.run != run:
             stats.updated += 1
+        return st
+
+    def _track(self, st: RunState, run: Run) -> None:
+        """Point a run's state at ``run`` as read now: its files' root, its
+        directory (paths reported map to it), its watches."""
         if st.run is not run and st.files.root != runview.files_root(run):
             st.files = RunFiles(runview.files_root(run), self.fs)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
@@ -504,22 +534,22 @@ class RunsMonitor:
         key = os.path.normpath(run.dir)
         self._by_dir[run.dir if key == run.dir else key] = run.id
         self.changes.set_run(run)
+
+    def _read_files(self, st: RunState) -> None:
+        """Look at the run's event files again (appended bytes, new files)."""
         try:
-            if not files_done:
-                st.files.refresh()
+            st.files.refresh()
         except Exception as e:  # never let one run stop the sync
-            self.reporter.warn(run.id, "files", f"run {st.name}: {describe_error(e)}")
-        runview.report_file_errors(self.reporter, run, st.name, st.files)
-        if run.id not in self._new:  # else linked once its directory is made, with its session
-            self._rewrite_if(st, self.mirror.sync_links(st))
-        self._rewrite_if(st, self.mirror.sync_scalars(st))
+            self.reporter.warn(st.run.id, "files", f"run {st.name}: {describe_error(e)}")
+
+    def _show(self, st: RunState) -> None:
+        """What the dashboard shows of the run: its hparams and metrics, in the columns."""
         outside = (tuple(m) for m in st.manifest.state.synth_metrics or ())
-        view = runview.view(run, st.files, outside)
+        view = runview.view(st.run, st.files, outside)
         st.hparams = view.hparams
         st.own_time = view.own_time
         st.metrics = self._shared_metrics(view.metrics)
-        self._columns.set_run(run.id, st.hparams, st.metrics, view.user_hparams)
-        self.writer.mark(run.id)
+        self._columns.set_run(st.run.id, st.hparams, st.metrics, view.user_hparams)
 
     def _shared_metrics(self, metrics: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
         """One object for each distinct set of metrics: most runs share theirs."""
