@@ -19,6 +19,8 @@ Rules it keeps:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import itertools
 import json
 import logging
@@ -27,7 +29,10 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Literal
+
+from runsmon.report import describe_error
 
 try:
     import fcntl
@@ -40,12 +45,82 @@ MARKER = ".runsmon"
 MANIFEST = ".runsmon-run.json"
 EXPERIMENT_PREFIX = ".runsmon-experiment-"
 TMP_PREFIX = ".runsmon-tmp-"
+#: A run's session: its start info (and end info when it had ended when first
+#: seen); sorts first among the run's files.
+SESSION_FILE = "events.out.tfevents.0000000000.runsmon-session"
+#: Scalars a source knows outside event files (MLflow, wandb), one per group.
+SCALARS_FILE = "events.out.tfevents.0000000001.runsmon-scalars"
+#: The end info of a run seen running; sorts last.
+END_FILE = "events.out.tfevents.9999999999.runsmon-end"
+#: The experiment, in ``EXPERIMENT_PREFIX<generation>/``.
+EXPERIMENT_FILE = "events.out.tfevents.0000000000.runsmon-experiment"
 FORMAT = 1
 _tmp_names = itertools.count()
 
 
 class LogdirError(Exception):
     """A logdir runsmon cannot use; the message says why and what to do."""
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+#: A field of :class:`RunRecord` the manifest does not hold (older manifests).
+UNSET = _Unset.UNSET
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What the monitor remembers of a run in its manifest (``"state"`` in the JSON).
+
+    On disk a field is a key of its own (``asked`` is ``"wanted"``), written
+    only when set, so a manifest reads the same in every version.
+    """
+
+    asked: str | None = None  # the name the naming callback asked for
+    group: str | None = None  # the row's name (session group), when not the directory's
+    gen: int = 0  # generation of the run's directory (see sessions.py)
+    building: bool = False  # a new generation, not whole yet
+    session: str | None = None  # key of the session written (None: none yet)
+    end: str | None = None  # status of the end info written (None: none)
+    end_file: str | None = None  # the file holding it (SESSION_FILE or END_FILE)
+    stopped: float | None | Literal[_Unset.UNSET] = UNSET  # run.stopped the end info shows
+    synth_metrics: list[Any] | None = None  # (tag, group) of the scalars files
+    scalars: dict[str, Any] | None = None  # group -> tag -> points written
+    filtered: dict[str, int] | None = None  # filtered copy -> bytes of its source read
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of other versions
+
+    _KEYS: ClassVar[dict[str, str]] = {"asked": "wanted"}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is UNSET or (value is None and f.name != "stopped"):
+                continue
+            if f.name in ("gen", "building") and not value:
+                continue
+            out[self._KEYS.get(f.name, f.name)] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        record = cls()
+        names = {cls._KEYS.get(f.name, f.name): f.name for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            name = names.get(key)
+            if name is None or name == "extra":
+                record.extra[key] = value
+            elif name == "gen":
+                record.gen = value if isinstance(value, int) else 0
+            elif name == "building":
+                record.building = bool(value)
+            else:
+                setattr(record, name, value)
+        return record
 
 
 class Manifest:
@@ -58,7 +133,7 @@ class Manifest:
         self.copies: dict[str, str] = {}  # rel path -> source (copied, links impossible)
         self.files: list[str] = []  # rel paths of files runsmon wrote itself
         self.dirs: list[str] = []  # rel paths of directories runsmon made
-        self.state: dict[str, object] = {}  # what the monitor wants to remember
+        self.state = RunRecord()  # what the monitor remembers of the run
 
     def to_json(self) -> str:
         return json.dumps(
@@ -70,7 +145,7 @@ class Manifest:
                 "copies": self.copies,
                 "files": self.files,
                 "dirs": self.dirs,
-                "state": self.state,
+                "state": self.state.to_dict(),
             },
             sort_keys=True,
         )
@@ -85,8 +160,13 @@ class Manifest:
         manifest.copies = dict(data.get("copies", {}))
         manifest.files = list(data.get("files", []))
         manifest.dirs = list(data.get("dirs", []))
-        manifest.state = dict(data.get("state", {}))
+        manifest.state = RunRecord.from_dict(dict(data.get("state", {})))
         return manifest
+
+
+def experiment_dir(gen: int) -> str:
+    """The directory of the experiment's generation ``gen``."""
+    return f"{EXPERIMENT_PREFIX}{gen:010d}"
 
 
 def temporary_root() -> str | None:
@@ -236,6 +316,28 @@ class Logdir:
             self.save_manifest(manifest)
         return manifest
 
+    def create_run_as(
+        self,
+        run_id: str,
+        names: Callable[[], str],
+        taken: Callable[[str], None],
+        *,
+        save: bool = True,
+        tries: int = 3,
+    ) -> Manifest | None:
+        """:meth:`create_run` under the name ``names()`` gives; a name that
+        something runsmon did not make holds is handed to ``taken`` (which
+        must make ``names`` give another) and the next is tried, ``tries``
+        times in all. None when every name tried was taken; other errors
+        (``OSError``, :class:`LogdirError`) are raised."""
+        for _ in range(tries):
+            name = names()
+            try:
+                return self.create_run(run_id, name, save=save)
+            except FileExistsError:
+                taken(name)
+        return None
+
     def save_manifest(self, manifest: Manifest) -> None:
         self.write_atomic(self.run_path(manifest.name, MANIFEST), manifest.to_json().encode())
 
@@ -376,6 +478,45 @@ class Logdir:
             if manifest.name == entry.name:
                 yield manifest
 
+    def created(self) -> float:
+        """When the marker was made: a fixed time for synthesized events, so
+        writing them again gives the same bytes (0.0 when unreadable)."""
+        try:
+            with open(os.path.join(self.path, MARKER), encoding="utf-8") as f:
+                return float(json.load(f)["created"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+    def newest_experiment(self) -> tuple[int, str | None, bytes | None]:
+        """The newest experiment generation found: (generation, its directory,
+        its file's bytes); (0, None, None) when there is none."""
+        gens = [
+            int(d[len(EXPERIMENT_PREFIX) :])
+            for d in self.experiment_dirs()
+            if d[len(EXPERIMENT_PREFIX) :].isdigit()
+        ]
+        if not gens:
+            return 0, None, None
+        gen = max(gens)
+        dirname = experiment_dir(gen)
+        try:
+            with open(self.run_path(dirname, EXPERIMENT_FILE), "rb") as f:
+                return gen, dirname, f.read()
+        except OSError:
+            return gen, None, None
+
+    def write_experiment(self, gen: int, data: bytes) -> str:
+        """Write generation ``gen`` of the experiment, then delete the others
+        (the new one is in place before the old one goes, so TensorBoard
+        always has one). Returns its directory."""
+        dirname = experiment_dir(gen)
+        os.makedirs(self.run_path(dirname), exist_ok=True)
+        self.write_atomic(self.run_path(dirname, EXPERIMENT_FILE), data)
+        for old in self.experiment_dirs():
+            if old != dirname:
+                self.remove_experiment(old)
+        return dirname
+
     def experiment_dirs(self) -> list[str]:
         try:
             return sorted(n for n in os.listdir(self.path) if n.startswith(EXPERIMENT_PREFIX))
@@ -383,6 +524,15 @@ class Logdir:
             return []
 
     # -- deleting ------------------------------------------------------------
+
+    def discard_run(self, manifest: Manifest) -> None:
+        """:meth:`remove_run`, with a warning instead of an error where it cannot."""
+        try:
+            self.remove_run(manifest)
+        except (OSError, LogdirError) as e:
+            log.warning(
+                "%s: cannot remove it from the logdir: %s", manifest.name, describe_error(e)
+            )
 
     def remove_run(self, manifest: Manifest) -> None:
         """Delete what runsmon made for one run, and nothing else."""

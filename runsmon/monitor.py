@@ -9,81 +9,51 @@ ARCHITECTURE.md for the logdir layout and why sessions are written once.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-import hashlib
-import json
 import logging
-import math
 import os
 import threading
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from runsmon import events, hparams, runview, sessions
+from runsmon import hparams, runview
+from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
-from runsmon.logdir import EXPERIMENT_PREFIX, MARKER, Logdir, LogdirError, Manifest
+from runsmon.logdir import (
+    END_FILE,
+    EXPERIMENT_FILE,
+    SCALARS_FILE,
+    SESSION_FILE,
+    Logdir,
+    LogdirError,
+    Manifest,
+)
+from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
-from runsmon.run import RUNNING, Run, ScalarPoint
-from runsmon.runfiles import FILTER, LINK, RunFiles
+from runsmon.restore import Restored
+from runsmon.run import Run
+from runsmon.runfiles import RunFiles
+from runsmon.runstate import RunState, SyncStats, Writes
+from runsmon.sessionwriter import ExperimentWriter, SessionWriter
 from runsmon.sources.base import as_source
 from runsmon.watch import Watcher
 
 log = logging.getLogger("runsmon")
 
-SESSION_FILE = "events.out.tfevents.0000000000.runsmon-session"
-SCALARS_FILE = "events.out.tfevents.0000000001.runsmon-scalars"
-END_FILE = "events.out.tfevents.9999999999.runsmon-end"
-EXPERIMENT_FILE = "events.out.tfevents.0000000000.runsmon-experiment"
-FILTER_CHUNK = 16 << 20
-#: Most runs one poll of the safety net re-checks: past this many runs a round
-#: takes longer than ``full_check_interval`` and a poll costs no more.
-SHARE_MAX = 250
-#: Bytes found in every record of an HParams summary (the tags' prefix).
-HPARAMS_MARK = b"_hparams_/"
+__all__ = [
+    "SHARE_MAX",
+    "END_FILE",
+    "EXPERIMENT_FILE",
+    "SCALARS_FILE",
+    "SESSION_FILE",
+    "RunsMonitor",
+    "SyncStats",
+]
 
 RunsCallback = Callable[..., Iterable[Run]]
-
-
-@dataclasses.dataclass
-class SyncStats:
-    """What one sync did."""
-
-    runs: int = 0
-    added: int = 0
-    removed: int = 0
-    updated: int = 0
-    sessions: int = 0
-    ended: int = 0
-    rewrites: int = 0  # sessions written anew in a new directory (see sessions.py)
-    experiment_written: bool = False
-    seconds: float = 0.0
-
-    @property
-    def resets(self) -> int:
-        """The old name of :attr:`rewrites`."""
-        return self.rewrites
-
-
-@dataclasses.dataclass
-class _RunState:
-    run: Run
-    manifest: Manifest
-    files: RunFiles
-    metrics: frozenset[tuple[str, str]] = frozenset()
-    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
-    scalar_counts: dict[str, int] = dataclasses.field(default_factory=dict)
-    own_time: bool = False  # its files have a root scalar `time` of their own
-    scalars_of: Run | None = None  # the Run object whose scalars are all written
-
-    @property
-    def name(self) -> str:
-        """The run's name: its row (session group) in the dashboard."""
-        return str(self.manifest.state.get("group") or self.manifest.name)
 
 
 class RunsMonitor:
@@ -120,11 +90,6 @@ class RunsMonitor:
         self.run_name_cb = run_name_cb or default_run_name
         self.watch = watch
         self.full_check_interval = full_check_interval
-        self.handover_delay = handover_delay
-        """Seconds the old directory of a rewritten run with large event files
-        stays beside the new one (two reloads of the TensorBoard reading the
-        logdir, and one more second): TensorBoard's data server shows a run
-        only once it has read all of it (see sessions.py)."""
         if reset_delay is not None:
             warnings.warn(
                 "RunsMonitor(reset_delay=...) is deprecated: sessions are rewritten with no "
@@ -132,7 +97,7 @@ class RunsMonitor:
                 DeprecationWarning,
                 stacklevel=2,
             )
-            self.handover_delay = reset_delay
+            handover_delay = reset_delay
         self.callback_timeout = callback_timeout
         self.fs = fs
         self.reporter = reporter or self.source.reporter
@@ -149,51 +114,57 @@ class RunsMonitor:
         self.last_stats = SyncStats()
 
         self._lock = threading.RLock()
-        self._runs: dict[str, _RunState] = {}
+        self._runs: dict[str, RunState] = {}
         self._columns = hparams.Columns()
         self._namer = RunNamer()
-        self._regen: set[str] = set()  # runs whose session must go to a new directory
-        self._vacated = sessions.Vacated()  # directory names deleted lately
-        # Old generations still there (name -> run id, manifest, when they may go).
-        self._leftovers: dict[str, tuple[str, Manifest, float]] = {}
-        self._experiment: tuple[str, bytes] | None = None  # (dirname, file bytes)
-        self._experiment_gen = 0
-        self._experiment_names: frozenset[Any] | None = None  # its columns, once written here
-        self._restored: dict[str, Manifest] = {}  # an earlier runsmon's runs, not yet seen
-        self._dirty: set[str] = set()  # runs whose session may need writing
-        self._kinds: dict[str, str] = {}  # column kinds the sessions were written for
-        self._created = 0.0
         self._last_runs: list[Run] = []
         self._pending_call: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._watcher: Watcher | None = None
-        self._unwatched: set[tuple[str, bool]] = set()
-        self._unsaved: set[str] = set()  # runs whose manifest is saved at the end of the sync
-        self._write_ok: set[str] = set()  # runs with a write that worked, in this sync
-        self._write_failed: set[str] = set()  # runs with a write that failed, in this sync
+        self.logdir.clean_tmp()
+        created = self.logdir.created()
+        self.writes = Writes(self.reporter)
+        """The writes of one sync, per run (warnings, manifests saved at its end)."""
+        self.mirror = Mirror(self.logdir, fs, self.reporter, self.writes)
+        """What a run's directory holds besides its session (links, copies, scalars)."""
+        self.writer = SessionWriter(
+            self.logdir,
+            self.reporter,
+            self.writes,
+            self.mirror,
+            self._namer,
+            created,
+            handover_delay,
+        )
+        """The sessions: written when due, rewritten as a new generation."""
+        self.experiment = ExperimentWriter(self.logdir, self.reporter, created)
         self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
         self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
-        self._wanted: dict[str, Run] = {}  # the last listing, by run id
+        self._listed: dict[str, Run] = {}  # the last listing, by run id
         self._last_out: object = None  # the list the callback returned last
-        self._same_listing = False  # the callback said "nothing changed" (the same list)
-        self._column_map: tuple[int, dict[str, hparams.Column]] = (-1, {})
-        self._experiment_key: tuple[int, hparams.Selection] | None = None
-        self._watch_keys: dict[str, frozenset[tuple[str, bool]]] = {}  # run id -> its watches
-        self._watch_count: Counter[tuple[str, bool]] = Counter()
-        self._watch_dirty = True
-        self._watched: set[tuple[str, bool]] = set()
-        self._recheck: set[str] = set()  # paths to re-check next (their watch was just set)
         self._synced = False  # a full check has been done
-        self._sweep: list[str] = []  # run dirs of this round of the safety net
-        self._sweep_pos = 0
-        self._sweep_share = 1
-        self._next_sweep = 0.0
+        self.changes = Changes(
+            self.source, interval, full_check_interval, self._lock, self._wake.set
+        )
+        """Where each poll looks: the feed of changed paths, the watches, the safety net."""
         self._metric_sets: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
-        self._restore()
+        self._restored = Restored(self.logdir, self._namer, self.writer.vacated)
+        """An earlier runsmon's runs in this logdir, until each is listed again."""
 
     # -- public API ------------------------------------------------------------
+
+    @property
+    def handover_delay(self) -> float:
+        """Seconds the old directory of a rewritten run with large event files
+        stays beside the new one (two reloads of the TensorBoard reading the
+        logdir, and one more second): TensorBoard's data server shows a run
+        only once it has read all of it (see sessions.py)."""
+        return self.writer.handover_delay
+
+    @handover_delay.setter
+    def handover_delay(self, seconds: float) -> None:
+        self.writer.handover_delay = seconds
 
     def run_once(self) -> SyncStats:
         """Sync the logdir now, checking every run (a full check)."""
@@ -219,26 +190,14 @@ class RunsMonitor:
         watched (no watcher, a network filesystem, an exhausted inotify
         limit) the roots and the runs that have not ended.  With ``sweep``
         (by default: once every ``interval``) it also re-checks the next
-        share of the safety net (see :meth:`_next_share`).  The first call
-        is a full check.
+        share of the safety net (see :meth:`Changes.next_paths`).  The first
+        call is a full check.
         """
         if not self._synced:
             stats = self.run_once()
-            self._update_watches()
-            return stats
-        changed = self._take_changes()
-        watcher = self._watcher
-        if watcher is None or not watcher.running:
-            changed |= self._polled_paths()
-        changed |= {path for path, _ in self._unwatched}
-        now = time.monotonic()
-        if sweep is None:
-            sweep = now >= self._next_sweep
-        if sweep:
-            self._next_sweep = now + self.interval
-            changed |= self._next_share()
-        stats = self._sync(changed=changed)
-        self._update_watches()
+        else:
+            stats = self._sync(changed=self.changes.next_paths(self._run_dirs, sweep))
+        self.changes.update_watches()
         return stats
 
     def start(self) -> RunsMonitor:
@@ -246,12 +205,7 @@ class RunsMonitor:
             return self
         self._stop.clear()
         if self.watch:
-            self._watcher = Watcher(ignore=[self.logdir.path], on_change=self._wake.set)
-            try:
-                self._watcher.start()
-            except Exception as e:  # no inotify here: polling does the job
-                log.info("file watching unavailable (%s); polling every %ss", e, self.interval)
-                self._watcher = None
+            self.changes.use(Watcher(ignore=[self.logdir.path], on_change=self._wake.set))
         self._thread = threading.Thread(target=self._loop, name="runsmon", daemon=True)
         self._thread.start()
         return self
@@ -262,9 +216,7 @@ class RunsMonitor:
         self._wake.set()
         thread, self._thread = self._thread, None
         deadline = time.monotonic() + timeout
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        self.changes.stop()
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -315,7 +267,7 @@ class RunsMonitor:
     def event_files(self) -> int:
         """Event files the logdir links or holds: TensorBoard keeps each one open."""
         with self._lock:
-            return (self._experiment is not None) + sum(
+            return self.experiment.written + sum(
                 len(m.links) + len(m.copies) + sum("tfevents" in f for f in m.files)
                 for m in (st.manifest for st in self._runs.values())
             )
@@ -341,105 +293,15 @@ class RunsMonitor:
         """Seconds to the next poll: ``interval``, or less when an old
         generation may go sooner."""
         with self._lock:
-            dues = [due for _, _, due in self._leftovers.values()]
-        if not dues:
+            due = self.writer.next_due()
+        if due is None:
             return self.interval
-        return max(0.05, min(self.interval, min(dues) - time.monotonic() + 0.01))
+        return max(0.05, min(self.interval, due - time.monotonic() + 0.01))
 
-    def _next_share(self) -> set[str]:
-        """The next share of the safety net: the paths to re-check on this poll.
-
-        The full check behind the watchers is spread over
-        ``full_check_interval``: a round lists the roots again (runs the
-        watchers missed), then each poll re-checks the next ``1/k`` of the
-        runs, ``k`` polls of ``interval`` to a round, at most
-        :data:`SHARE_MAX` runs a poll.  So a missed change is seen within
-        about ``full_check_interval`` (longer past ``k * SHARE_MAX`` runs) and
-        no poll pays for every run.
-        """
+    def _run_dirs(self) -> list[str]:
+        """The directories of the runs shown (the safety net's round)."""
         with self._lock:
-            if self._sweep_pos < len(self._sweep):
-                share = self._sweep[self._sweep_pos : self._sweep_pos + self._sweep_share]
-                self._sweep_pos += len(share)
-                return set(share)
-            self._sweep = [st.run.dir for st in self._runs.values()]
-            self._sweep_pos = 0
-            polls = max(1, math.ceil(self.full_check_interval / max(self.interval, 1e-3)))
-            self._sweep_share = max(1, min(SHARE_MAX, math.ceil(len(self._sweep) / polls)))
-            self._watch_dirty = True
-        if self._watcher is not None:
-            self._watcher.retry_failed()
-        return set(self._roots())
-
-    def _roots(self) -> list[str]:
-        return self.source.roots()
-
-    def _polled_paths(self) -> set[str]:
-        """What a poll re-checks where nothing is watched: roots, unended runs.
-
-        The runs that have not ended are those with a recursive watch key
-        (kept per run as they come and go): no pass over every run.
-        """
-        with self._lock:
-            paths = {path for path, recursive in self._watch_count if recursive}
-        return paths | set(self._roots())
-
-    def _take_changes(self) -> set[str]:
-        """The paths the watchers reported, and those whose watch was just set."""
-        watcher = self._watcher
-        changed = watcher.take() if watcher is not None else set()
-        with self._lock:
-            changed |= self._recheck
-            self._recheck = set()
-        return changed
-
-    def _watch_run(self, st: _RunState) -> None:
-        """Keep the watches one run needs: its tree while it has not ended."""
-        run = st.run
-        keys = set()
-        if not run.ended:
-            keys.add((run.dir, True))
-        if not self.source.knows_roots:
-            keys.add((os.path.dirname(os.path.normpath(run.dir)), False))
-        self._set_watch_keys(run.id, frozenset(keys))
-
-    def _set_watch_keys(self, run_id: str, keys: frozenset[tuple[str, bool]]) -> None:
-        old = self._watch_keys.get(run_id, frozenset())
-        if old == keys:
-            return
-        for key in old - keys:
-            self._watch_count[key] -= 1
-            if self._watch_count[key] <= 0:
-                del self._watch_count[key]
-        for key in keys - old:
-            self._watch_count[key] += 1
-        if keys:
-            self._watch_keys[run_id] = keys
-        else:
-            self._watch_keys.pop(run_id, None)
-        self._watch_dirty = True
-
-    def _update_watches(self) -> None:
-        """Bring the watches in line with the runs, when the runs' needs moved."""
-        watcher = self._watcher
-        if watcher is None:
-            return
-        with self._lock:
-            if not self._watch_dirty:
-                return
-            self._watch_dirty = False
-            wanted = set(self._watch_count)
-        wanted.update((r, False) for r in self._roots())
-        wanted = {w for w in wanted if os.path.isdir(w[0])}
-        self._unwatched = watcher.set_watches(wanted)
-        watched = wanted - self._unwatched
-        # What changed before a new watch was in place was not seen: look.
-        added = {path for path, _ in watched - self._watched}
-        self._watched = watched
-        if added:
-            with self._lock:
-                self._recheck |= added
-            self._wake.set()
+            return [st.run.dir for st in self._runs.values()]
 
     # -- one sync --------------------------------------------------------------
 
@@ -457,57 +319,53 @@ class RunsMonitor:
                 )
                 return stats
             self.reporter.clear("logdir", "unusable")
-            if recreated and (self._runs or self._experiment is not None):
+            if recreated and (self._runs or self.experiment.written):
                 # Deleted under us: nothing written is there any more.
                 log.info("logdir %s was deleted; writing it again", self.logdir.path)
                 for run_id in list(self._runs):
                     self._remove(run_id)
-                self._experiment = None
-                self._experiment_key = None
+                self.experiment.forget()
                 changed = None
-            runs = self._list_runs(changed)
-            if runs is None:
+            listing = self._list_runs(changed)
+            if listing is None:
                 return stats
-            same = self._same_listing
+            runs, same = listing
             if same and changed is not None:
-                wanted = self._wanted  # the source re-checked what changed: nothing
+                listed = self._listed  # the source re-checked what changed: nothing
             else:
-                wanted = self._wanted = self._dedupe(runs)
-                for run_id in [r for r in self._runs if r not in wanted]:
+                listed = self._listed = self._dedupe(runs)
+                for run_id in [r for r in self._runs if r not in listed]:
                     self._remove(run_id)
                     stats.removed += 1
-            touched = self._touched(wanted, changed, same)
+            touched = self._touched(listed, changed, same)
             if changed is None:
-                for i, run in enumerate(wanted.values()):
+                for i, run in enumerate(listed.values()):
                     if run.id in touched:
                         self._refresh(run, stats)
-                    if self.progress is not None and (i % 100 == 0 or i == len(wanted) - 1):
-                        self.progress(i + 1, len(wanted))
+                    if self.progress is not None and (i % 100 == 0 or i == len(listed) - 1):
+                        self.progress(i + 1, len(listed))
             else:
                 for run_id in sorted(touched):
-                    if run_id in wanted:
-                        self._refresh(wanted[run_id], stats)
-            self._write_sessions(stats)
-            if self._leftovers:
-                now = time.monotonic()
-                for run_id, manifest, due in list(self._leftovers.values()):
-                    if now >= due:
-                        self._remove_old(run_id, manifest)
+                    if run_id in listed:
+                        self._refresh(listed[run_id], stats)
+            self.writer.write_due(self._runs, self._columns, stats, self._new, self._remove)
+            added = self.experiment.write(self._columns, self.selection, stats)
+            if added is not None and self.on_new_columns is not None:
+                self.on_new_columns(*added)
+            self.writer.remove_due()
             self._save_manifests()
-            for run_id in self._write_ok - self._write_failed:
-                self.reporter.clear(run_id, "write")
-            self._write_ok.clear()
-            self._write_failed.clear()
+            self.writes.settle()
             if changed is None:
-                self._drop_unclaimed()
+                self._restored.drop_unclaimed()
                 self._synced = True
             stats.runs = len(self._runs)
             stats.seconds = time.monotonic() - t0
             self.last_stats = stats
             return stats
 
-    def _list_runs(self, changed: set[str] | None) -> list[Run] | None:
-        """Call the callback, time-limited; None when it failed."""
+    def _list_runs(self, changed: set[str] | None) -> tuple[list[Run], bool] | None:
+        """Call the callback, time-limited: the runs, and whether they are the
+        very list it handed back last (nothing changed); None when it failed."""
         if self._pending_call is not None and self._pending_call.is_alive():
             return None  # still stuck in an earlier call; reported already
         result: dict[str, Any] = {}
@@ -544,37 +402,36 @@ class RunsMonitor:
             return None
         self.reporter.clear("callback", "error")
         # Our sources hand back the very same list while nothing changed.
-        self._same_listing = result["out"] is self._last_out and cb.shares_unchanged
-        if self._same_listing:
-            return self._last_runs
+        if result["out"] is self._last_out and cb.shares_unchanged:
+            return self._last_runs, True
         self._last_out = result["out"]
         runs = [r for r in result["runs"] if isinstance(r, Run)]
         self._last_runs = runs
-        return runs
+        return runs, False
 
     def _dedupe(self, runs: list[Run]) -> dict[str, Run]:
-        wanted: dict[str, Run] = {}
+        listed: dict[str, Run] = {}
         for run in runs:
-            if run.id in wanted:
+            if run.id in listed:
                 self.reporter.warn(
                     run.id, "duplicate", f"run {run.id} listed twice; showing it once"
                 )
                 continue
-            wanted[run.id] = run
-        return wanted
+            listed[run.id] = run
+        return listed
 
     def _touched(
-        self, wanted: Mapping[str, Run], changed: set[str] | None, same: bool = False
+        self, listed: Mapping[str, Run], changed: set[str] | None, same: bool = False
     ) -> set[str]:
         """Runs to re-check: all on a full check, else new, changed or watched."""
         if changed is None:
-            return set(wanted)
-        touched = {r for r in self._regen if r in wanted}
-        if same and len(self._runs) < len(wanted):
+            return set(listed)
+        touched = {r for r in self.writer.rewrites_due if r in listed}
+        if same and len(self._runs) < len(listed):
             # Listed but not shown (a failed write, a name that failed): retry.
-            touched.update(r for r in wanted if r not in self._runs)
+            touched.update(r for r in listed if r not in self._runs)
         if not same:
-            for run in wanted.values():
+            for run in listed.values():
                 st = self._runs.get(run.id)
                 if st is None:
                     touched.add(run.id)
@@ -607,6 +464,7 @@ class RunsMonitor:
     # -- per run ----------------------------------------------------------------
 
     def _refresh(self, run: Run, stats: SyncStats) -> None:
+        """One run's step: its files, its name and state, its directory, what it shows."""
         st = self._runs.get(run.id)
         files_done = False
         if st is not None and st.run is run and self._written(st):
@@ -618,26 +476,55 @@ class RunsMonitor:
                 files_done = True
             except Exception:  # reported below
                 pass
+        asked = self._asked_name(run)
+        if asked is None:
+            return
+        st = self._state_for(run, asked, st, stats)
+        if st is None:
+            return
+        self._track(st, run)
+        if not files_done:
+            self._read_files(st)
+        runview.report_file_errors(self.reporter, run, st.name, st.files)
+        if run.id not in self._new:  # else linked once its directory is made, with its session
+            self._rewrite_if(st, self.mirror.sync_links(st))
+        self._rewrite_if(st, self.mirror.sync_scalars(st))
+        self._show(st)
+        self.writer.mark(run.id)
+
+    def _asked_name(self, run: Run) -> str | None:
+        """The name the naming callback gives ``run`` (None: it failed, reported)."""
         try:
-            wanted = safe_name(self.run_name_cb(run))
+            return safe_name(self.run_name_cb(run))
         except Exception as e:
             self.reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
-            return
-        if st is not None and st.manifest.state.get("wanted") != wanted:
+            return None
+
+    def _state_for(
+        self, run: Run, asked: str, st: RunState | None, stats: SyncStats
+    ) -> RunState | None:
+        """The run's state: the one kept, or for a run new here (or renamed)
+        one restored or named anew (None: it could not be)."""
+        if st is not None and st.manifest.state.asked != asked:
             self._remove(run.id)  # its name changed (a new label): a new directory
             st = None
         if st is None:
             # A run with scalars of its own writes them now: its directory
             # is made at once. Others get theirs with their session.
-            manifest = self._adopt(run.id, wanted, create=run.scalars is not None)
+            manifest = self._adopt(run.id, asked, create=run.scalars is not None)
             if manifest is None:
-                return
+                return None
             files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
-            st = self._runs[run.id] = _RunState(run, manifest, files)
+            st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
         elif st.run is not run and st.run != run:
             stats.updated += 1
+        return st
+
+    def _track(self, st: RunState, run: Run) -> None:
+        """Point a run's state at ``run`` as read now: its files' root, its
+        directory (paths reported map to it), its watches."""
         if st.run is not run and st.files.root != runview.files_root(run):
             st.files = RunFiles(runview.files_root(run), self.fs)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
@@ -646,22 +533,23 @@ class RunsMonitor:
         st.files.exclude = run.nested
         key = os.path.normpath(run.dir)
         self._by_dir[run.dir if key == run.dir else key] = run.id
-        self._watch_run(st)
+        self.changes.set_run(run)
+
+    def _read_files(self, st: RunState) -> None:
+        """Look at the run's event files again (appended bytes, new files)."""
         try:
-            if not files_done:
-                st.files.refresh()
+            st.files.refresh()
         except Exception as e:  # never let one run stop the sync
-            self.reporter.warn(run.id, "files", f"run {st.name}: {describe_error(e)}")
-        runview.report_file_errors(self.reporter, run, st.name, st.files)
-        self._sync_links(st)
-        self._sync_scalars(st)
-        outside = (tuple(m) for m in st.manifest.state.get("synth_metrics", []))
-        view = runview.view(run, st.files, outside)
+            self.reporter.warn(st.run.id, "files", f"run {st.name}: {describe_error(e)}")
+
+    def _show(self, st: RunState) -> None:
+        """What the dashboard shows of the run: its hparams and metrics, in the columns."""
+        outside = (tuple(m) for m in st.manifest.state.synth_metrics or ())
+        view = runview.view(st.run, st.files, outside)
         st.hparams = view.hparams
         st.own_time = view.own_time
         st.metrics = self._shared_metrics(view.metrics)
-        self._columns.set_run(run.id, st.hparams, st.metrics, view.user_hparams)
-        self._dirty.add(run.id)
+        self._columns.set_run(st.run.id, st.hparams, st.metrics, view.user_hparams)
 
     def _shared_metrics(self, metrics: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
         """One object for each distinct set of metrics: most runs share theirs."""
@@ -672,171 +560,24 @@ class RunsMonitor:
             shared = self._metric_sets[metrics] = metrics
         return shared
 
-    def _written(self, st: _RunState) -> bool:
+    def _written(self, st: RunState) -> bool:
         """Whether all a run needs is in the logdir (nothing to retry)."""
         state = st.manifest.state
         return (
             (st.run.scalars is None or st.scalars_of is st.run)
             and st.run.id not in self._new
-            and st.run.id not in self._regen
-            and state.get("session") is not None
-            and (not st.run.ended or state.get("end") is not None)
+            and st.run.id not in self.writer.rewrites_due
+            and state.session is not None
+            and (not st.run.ended or state.end is not None)
         )
-
-    def _link_targets(self, st: _RunState) -> dict[str, str]:
-        """rel path in the logdir -> what its link points to."""
-        local = self.fs.local_path
-        out = {}
-        for rel, path in st.files.placed(LINK).items():
-            target = local(path) or path
-            out[rel] = path if target == path else target  # one string, not two
-        return out
-
-    def _sync_links(self, st: _RunState) -> None:
-        if st.run.id in self._new:
-            return  # linked once its directory is made, with its session
-        wanted = self._link_targets(st)
-        manifest = st.manifest
-        current = {**manifest.links, **manifest.copies}
-        if current != wanted:
-            for rel in [r for r in current if r not in wanted]:
-                self._try(st, "link", lambda rel=rel: self.logdir.unlink(manifest, rel))
-            # The manifest names a link before it exists: a kill in between
-            # leaves nothing runsmon would not know to delete.
-            manifest.links.update({r: p for r, p in wanted.items() if r not in manifest.copies})
-            self._try(st, "manifest", lambda: self.logdir.save_manifest(manifest))
-            self._make_links(st, wanted)
-        self._sync_copies(st)
-
-    def _make_links(self, st: _RunState, wanted: Mapping[str, str], fresh: bool = False) -> None:
-        manifest = st.manifest
-        copies = dict(manifest.copies)
-        link = self.logdir.link
-        for rel, target in wanted.items():
-            self._try(st, "link", lambda r=rel, t=target: link(manifest, r, t, fresh=fresh))
-        if manifest.copies != copies:  # links impossible here: copies instead
-            self._unsaved.add(st.run.id)
-
-    def _sync_copies(self, st: _RunState) -> None:
-        manifest = st.manifest
-        for rel, path in manifest.copies.items():
-            self._try(st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p))
-        self._sync_filtered(st)
-
-    def _sync_filtered(self, st: _RunState) -> None:
-        """Keep copies, without hparams summaries, of files that hold some."""
-        placed = st.files.placed(FILTER)
-        if not placed and "filtered" not in st.manifest.state:
-            return
-        offsets: dict[str, int] = st.manifest.state.setdefault("filtered", {})
-        for rel, path in placed.items():
-            offset = offsets.get(rel, 0)
-            try:
-                size = os.path.getsize(path)
-                if size < offset:
-                    self._reset(st, f"event file {rel} was replaced")
-                    return
-                while offset < size:
-                    chunk = self.fs.read_bytes(path, offset, FILTER_CHUNK)
-                    split = events.split_records(chunk)
-                    kept = b"".join(
-                        events.encode_record(r)
-                        for r in split.records
-                        if HPARAMS_MARK not in r and not runview.is_placeholder_record(r)
-                    )
-                    if kept:
-                        self.logdir.append_file(st.manifest, rel, kept)
-                    if split.end == 0:
-                        break  # an incomplete record (or lost framing): later
-                    offset += split.end
-            except OSError as e:
-                self.reporter.warn(st.run.id, "copy", f"run {st.name}: {rel}: {describe_error(e)}")
-            offsets[rel] = offset
-
-    def _sync_scalars(self, st: _RunState) -> None:
-        """Write scalars a source knows outside event files (MLflow, wandb).
-
-        Points are appended per metric: the manifest counts what is written
-        of each tag in each group, so a value appended to any metric (not only
-        the last one a source lists) is written once, where it belongs.
-        """
-        points = runview.read_points(st.run, st.name, self.reporter)
-        if points is None:
-            return
-        by_group: dict[str, dict[str, list[ScalarPoint]]] = {}
-        for p in points:
-            # Each under the tag it was logged as: MLflow's "val/loss" is the
-            # tag "val/loss" at the run's root, as a SummaryWriter writes it.
-            tag, group = runview.point_metric(p)
-            by_group.setdefault(group, {}).setdefault(tag, []).append(p)
-        counts: dict[str, dict[str, int]] = {
-            g: dict(c) if isinstance(c, dict) else c
-            for g, c in st.manifest.state.get("scalars", {}).items()
-        }
-        if any(not isinstance(c, dict) or g not in by_group for g, c in counts.items()):
-            # Written by an older layout (or its scalars were rewritten).
-            self._reset(st, "its scalars were laid out anew")
-            return
-        before = ({g: dict(c) for g, c in counts.items()}, st.manifest.state.get("synth_metrics"))
-        synth: set[tuple[str, str]] = set()
-        # Sources hand out a new Run when its scalars moved: this one is done once all are written.
-        done: Run | None = st.run
-        for group, tags in by_group.items():
-            have = counts.get(group, {})
-            if any(len(tags.get(tag, ())) < n for tag, n in have.items()):
-                self._reset(st, "its scalars were rewritten")
-                return
-            synth.update((tag, group) for tag in tags)
-            new = [p for tag, tag_points in tags.items() for p in tag_points[have.get(tag, 0) :]]
-            if not new:
-                continue
-            rel = f"{group}/{SCALARS_FILE}" if group else SCALARS_FILE
-            data = events.encode_events(
-                [events.scalar_event(p.tag, p.value, p.step, p.wall_time) for p in new],
-                file_version=not have,
-            )
-            if self._try(
-                st,
-                "write",
-                lambda rel=rel, data=data: self.logdir.append_file(st.manifest, rel, data),
-            ):
-                counts[group] = {tag: len(tag_points) for tag, tag_points in tags.items()}
-            else:
-                done = None
-        st.scalars_of = done
-        st.manifest.state["scalars"] = counts
-        st.manifest.state["synth_metrics"] = sorted(synth)
-        if (counts, st.manifest.state["synth_metrics"]) != before:
-            self._unsaved.add(st.run.id)
-
-    def _try(self, st: _RunState, cause: str, action: Callable[[], object]) -> bool:
-        """Do one write of a run's; a failure is one warning line per run (any ``cause``).
-
-        The warning clears only after a sync in which every write of the run
-        succeeded, so writes that keep failing while others succeed (a full
-        disk: links work, files do not) do not print it again every poll.
-        """
-        try:
-            action()
-        except (OSError, LogdirError) as e:
-            self._write_failed.add(st.run.id)
-            message = f"run {st.name}: cannot write to the logdir: {describe_error(e)}"
-            self.reporter.warn(st.run.id, "write", message)
-            return False
-        self._write_ok.add(st.run.id)
-        return True
 
     def _remove(self, run_id: str) -> None:
         st = self._runs.pop(run_id, None)
-        for old_id, old, _ in list(self._leftovers.values()):
-            if old_id == run_id:
-                self._remove_old(run_id, old)
+        self.writer.forget(run_id)
         self._columns.remove_run(run_id)
         self._namer.release(run_id)
-        self._regen.discard(run_id)
-        self._dirty.discard(run_id)
-        self._unsaved.discard(run_id)
-        self._set_watch_keys(run_id, frozenset())
+        self.writes.unsaved.discard(run_id)
+        self.changes.drop_run(run_id)
         fresh = run_id in self._new
         self._new.discard(run_id)
         if st is not None:
@@ -846,492 +587,62 @@ class RunsMonitor:
         if st is not None and fresh:
             log.info("run removed: %s", st.name)  # nothing of it was written yet
         elif st is not None:
-            self._remove_manifest(st.manifest)
+            self.logdir.discard_run(st.manifest)
             self.reporter.clear(run_id)
             log.info("run removed: %s", st.name)
 
-    def _reset(self, st: _RunState, why: str) -> None:
-        """Have a run's session and files written anew, in a new directory, at
-        the end of this sync (see :meth:`_new_generation`)."""
-        if st.run.id not in self._regen:
-            log.info("run %s: %s; rewriting it", st.name, why)
-        self._regen.add(st.run.id)
-        self._dirty.add(st.run.id)
-
-    # -- sessions and the experiment -----------------------------------------
-
-    def _write_sessions(self, stats: SyncStats) -> None:
-        """Write the sessions and end infos that are due, then the experiment."""
-        version = self._columns.version
-        if self._column_map[0] == version:
-            columns = self._column_map[1]
-            kinds = self._kinds
-        else:
-            columns = {c.name: c for c in self._columns.columns()}
-            self._column_map = (version, columns)
-            kinds = {name: c.kind for name, c in columns.items()}
-        if kinds != self._kinds:
-            # A column changed kind (e.g. a string met a numeric column): every
-            # session holding it may now show its value differently.
-            moved = {
-                n for n in kinds.keys() | self._kinds.keys() if kinds.get(n) != self._kinds.get(n)
-            }
-            self._dirty.update(
-                rid for rid, st in self._runs.items() if moved.intersection(st.hparams)
-            )
-            self._kinds = kinds
-        dirty, self._dirty = self._dirty, set()
-        for run_id in dirty:
-            st = self._runs.get(run_id)
-            if st is not None:
-                self._write_session(st, columns, stats)
-        if self._experiment_key != (version, self.selection):
-            self._write_experiment(columns, stats)
-
-    def _write_session(
-        self, st: _RunState, columns: Mapping[str, hparams.Column], stats: SyncStats
-    ) -> None:
-        run, state = st.run, st.manifest.state
-        encoded = hparams.encode_hparams(st.hparams, columns)
-        written_end = state.get("end")
-        written = state.get("session")
-        end = sessions.shown_end(run)
-        # The key of a new run is worked out once its name is final (below).
-        key = None if run.id in self._new else _session_key(encoded, st.name, run.started)
-        if run.id not in self._new and (
-            run.id in self._regen
-            or (
-                written is not None
-                and (
-                    written != key
-                    or (written_end is None and end == RUNNING)
-                    or (
-                        written_end is not None
-                        and (written_end != end or state.get("stopped", run.stopped) != run.stopped)
-                    )
-                )
-            )
-        ):
-            # TensorBoard keeps what it read first of a session: a new one,
-            # in a new directory, then the old one goes.
-            if run.id not in self._regen:
-                log.info("run %s: its hparams, status or end changed; rewriting it", st.name)
-            self._regen.add(run.id)
-            self._new_generation(st, encoded, key, end, stats)
-            return
-        before = dict(state)
-        write_start = state.get("session") is None
-        # A final status can follow a session as an end file that sorts last;
-        # "running" only goes with the start info (an end file would stop
-        # TensorBoard's Python loader reading the run's growing files).
-        write_end = end is not None and written_end is None and (write_start or end != RUNNING)
-        # A run seen first when it has already ended gets one file holding
-        # its start and end: one file less to make for each run of a sweep.
-        end_file = SESSION_FILE if write_start and write_end else END_FILE
-        links = None
-        if run.id in self._new:
-            if not self._make_dir(st):
-                return
-            # One manifest write announces the session, end info and links
-            # before any of them exists (a restart trusts only what is on
-            # disk of them). The name is final now: the key follows it.
-            key = _session_key(encoded, st.name, run.started)
-            links = self._link_targets(st)
-            for rel in dict.fromkeys((SESSION_FILE, end_file) if write_end else (SESSION_FILE,)):
-                if rel not in st.manifest.files:
-                    st.manifest.files.append(rel)
-            st.manifest.links.update(links)
-            self.logdir.plan_parents(st.manifest, [*links], fresh=True)
-            state["session"] = key
-            if write_end:
-                state["end"] = end
-                state["end_file"] = end_file
-                state["stopped"] = run.stopped
-            if not self._try(st, "manifest", lambda: self.logdir.save_manifest(st.manifest)):
-                self._unsaved.add(run.id)
-            made = self._try(
-                st, "write", lambda: self.logdir.make_parents(st.manifest, [*links], fresh=True)
-            )
-            if not made:
-                self._unsaved.add(run.id)
-            before = dict(state)
-            state.pop("session")
-            state.pop("end", None)
-            state.pop("stopped", None)
-        end_events = self._end_events(st) if write_end else []
-        if write_start:
-            summary = hparams.session_start_summary(encoded, st.name, run.started)
-            wall = run.started if run.started is not None else self._created
-            evs = [events.summary_event(summary, wall_time=wall)]
-            if end_file == SESSION_FILE:
-                evs += end_events
-            data = events.encode_events(evs, file_version=True, wall_time=wall)
-            if self._try(
-                st, "write", lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)
-            ):
-                state["session"] = key
-                stats.sessions += 1
-                if end_file == SESSION_FILE:
-                    state["end"] = end
-                    state["end_file"] = SESSION_FILE
-                    state["stopped"] = run.stopped
-                    stats.ended += int(run.ended)
-        if write_end and end_file == END_FILE and state.get("session") is not None:
-            wall = run.stopped if run.stopped is not None else self._created
-            data = events.encode_events(end_events, file_version=True, wall_time=wall)
-            if self._try(st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)):
-                state["end"] = end
-                state["end_file"] = END_FILE
-                state["stopped"] = run.stopped
-                stats.ended += 1
-                log.info("run %s: %s", st.name, run.status)
-        if links is not None:
-            # After the session: TensorBoard's Python loader may skip a file
-            # whose name sorts before the one it is reading.
-            self._make_links(st, links, fresh=made)
-            self._sync_copies(st)
-        if state != before:
-            self._unsaved.add(run.id)
-
-    def _new_generation(
-        self, st: _RunState, encoded: Mapping[str, Any], key: str, end: str | None, stats: SyncStats
-    ) -> None:
-        """Write a run's session anew in a new directory, then delete the old one.
-
-        The new directory holds all the run shows (session with the same
-        group name, links, copies, scalars files) before the old one goes, so
-        TensorBoard always has the run's row (see sessions.py).  A kill in
-        between leaves two directories; the manifest's ``building`` mark
-        tells a restart which one is whole.  On a failure the old directory
-        stays and the rewrite is tried again at the next sync.
-        """
-        run, old = st.run, st.manifest
-        group = st.name
-        made = None
-        for _ in range(3):
-            dirname = sessions.next_dir(group, old.name, self._dir_usable(run.id))
-            try:
-                made = self.logdir.create_run(run.id, dirname, save=False)
-            except FileExistsError:
-                # Something runsmon did not make holds that name: leave it be.
-                self._namer.restore(f"\0foreign:{dirname}", dirname)
-                continue
-            except (OSError, LogdirError) as e:
-                self._write_failed.add(run.id)
-                message = f"run {group}: cannot write to the logdir: {describe_error(e)}"
-                self.reporter.warn(run.id, "write", message)
-                return
-            break
-        if made is None:
-            return
-        self._namer.reserve(run.id, dirname)
-        new = made
-        new.state = {
-            "wanted": old.state.get("wanted"),
-            "group": group,
-            "gen": sessions.generation(old) + 1,
-            "building": True,
-        }
-        if "synth_metrics" in old.state:
-            new.state["synth_metrics"] = old.state["synth_metrics"]
-        links = self._link_targets(st)
-        new.files.append(SESSION_FILE)
-        new.links.update(links)
-        self.logdir.plan_parents(new, [*links], fresh=True)
-        summary = hparams.session_start_summary(encoded, group, run.started)
-        wall = run.started if run.started is not None else self._created
-        evs = [events.summary_event(summary, wall_time=wall)]
-        if end is not None:
-            evs += self._end_events(st)
-        data = events.encode_events(evs, file_version=True, wall_time=wall)
-        st.manifest = new
-        ok = (
-            self._try(st, "manifest", lambda: self.logdir.save_manifest(new))
-            and self._try(st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True))
-            and self._try(st, "write", lambda: self.logdir.write_file(new, SESSION_FILE, data))
-        )
-        if not ok:
-            st.manifest = old
-            self._remove_manifest(new)
-            self._vacated.add(dirname)
-            if dirname != group:
-                self._namer.unreserve(run.id, dirname)
-            return
-        new.state["session"] = key
-        if end is not None:
-            new.state["end"] = end
-            new.state["end_file"] = SESSION_FILE
-            new.state["stopped"] = run.stopped
-        # After the session: TensorBoard's Python loader may skip a file
-        # whose name sorts before the one it is reading.
-        self._make_links(st, links, fresh=True)
-        self._sync_copies(st)
-        st.scalars_of = None
-        self._sync_scalars(st)
-        del new.state["building"]
-        if not self._try(st, "manifest", lambda: self.logdir.save_manifest(new)):
-            self._unsaved.add(run.id)  # whole on disk; a restart trusts what is there
-        if sessions.needs_handover(self._shown_bytes(st)):
-            # TensorBoard's data server shows the new directory only once it
-            # has read all of it: the old one stays meanwhile.
-            due = time.monotonic() + self.handover_delay
-            self._leftovers[old.name] = (run.id, old, due)
-        else:
-            self._remove_old(run.id, old)
-        self._regen.discard(run.id)
-        stats.rewrites += 1
-        stats.sessions += 1
-        stats.ended += int(run.ended and old.state.get("end") != end)
-        log.info("run %s: rewritten in %s", group, dirname)
-
-    def _shown_bytes(self, st: _RunState) -> int:
-        """Bytes of the event files a run's directory shows (what TensorBoard reads)."""
-        return sum(f.stat_key[0] for f in st.files.files.values() if f.stat_key is not None)
-
-    def _remove_old(self, run_id: str, manifest: Manifest) -> None:
-        """Delete a run's old generation; one that cannot go yet is tried again
-        at each sync (its name stays the run's meanwhile)."""
-        group = str(manifest.state.get("group") or manifest.name)
-        try:
-            self.logdir.remove_run(manifest)
-        except (OSError, LogdirError) as e:
-            self._leftovers[manifest.name] = (run_id, manifest, 0.0)
-            self.reporter.warn(
-                run_id,
-                "remove",
-                f"run {group}: cannot remove its old directory {manifest.name!r} from the "
-                f"logdir: {describe_error(e)}; trying again",
-            )
-            return
-        if self._leftovers.pop(manifest.name, None) is not None:
-            self.reporter.clear(run_id, "remove")
-        self._vacated.add(manifest.name)
-        if manifest.name != group:
-            self._namer.unreserve(run_id, manifest.name)
-
-    def _dir_usable(self, run_id: str) -> Callable[[str], bool]:
-        """Whether a name may hold a new directory of ``run_id`` now."""
-
-        def usable(name: str) -> bool:
-            owner = self._namer.owner(name)
-            return (
-                (owner is None or owner == run_id)
-                and not self._vacated.recent(name)
-                and not os.path.lexists(self.logdir.run_path(name))
-            )
-
-        return usable
-
-    def _end_events(self, st: _RunState) -> list[Any]:
-        """The session end info, and the run's duration as the `time` scalar."""
-        run = st.run
-        wall = run.stopped if run.stopped is not None else self._created
-        evs = [
-            events.summary_event(
-                hparams.session_end_summary(run.status, run.stopped), wall_time=wall
-            )
-        ]
-        if run.duration is not None and not st.own_time:
-            evs.append(events.scalar_event(hparams.TIME_METRIC, run.duration, 0, wall))
-        return evs
-
-    def _make_dir(self, st: _RunState) -> bool:
-        """Make a new run's directory (the name may move off one taken meanwhile)."""
-        run_id, manifest = st.run.id, st.manifest
-        for _ in range(3):
-            try:
-                self.logdir.create_run(run_id, manifest.name, save=False)
-            except FileExistsError:
-                # Something runsmon did not make holds that name: leave it be.
-                name = manifest.name
-                self._namer.release(run_id)
-                self._namer.restore(f"\0foreign:{name}", name)
-                manifest.name = self._namer.name_for(run_id, str(manifest.state["wanted"]))
-                continue
-            except (OSError, LogdirError) as e:
-                self.reporter.warn(
-                    run_id,
-                    "write",
-                    f"run {manifest.name}: cannot write to the logdir: {describe_error(e)}",
-                )
-                break
-            self._new.discard(run_id)
-            return True
-        self._remove(run_id)  # tried again as a new run at the next sync
-        return False
+    def _rewrite_if(self, st: RunState, why: str | None) -> None:
+        """Have the run written anew, at the end of this sync, when there is a ``why``."""
+        if why is not None:
+            self.writer.rewrite(st, why)
 
     def _save_manifests(self) -> None:
         """Save the manifests that changed in this sync: at most one write each."""
-        unsaved, self._unsaved = self._unsaved, set()
+        unsaved, self.writes.unsaved = self.writes.unsaved, set()
         for run_id in unsaved:
             st = self._runs.get(run_id)
             if st is not None and run_id not in self._new:
-                self._try(st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest))
+                self.writes.attempt(
+                    st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest)
+                )
 
-    def _write_experiment(self, columns: Mapping[str, hparams.Column], stats: SyncStats) -> None:
-        selected, metrics = self._columns.selected(self.selection)
-        summary = hparams.experiment_summary(
-            selected, metrics, self._created, differs=self._columns.differs
-        )
-        data = events.encode_events(
-            [events.summary_event(summary, wall_time=self._created)],
-            file_version=True,
-            wall_time=self._created,
-        )
-        if self._experiment is not None and self._experiment[1] == data:
-            self._experiment_key = (self._columns.version, self.selection)
-            self._new_columns(selected, metrics)
-            return
-        self._experiment_gen += 1
-        dirname = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
-        try:
-            os.makedirs(self.logdir.run_path(dirname), exist_ok=True)
-            self.logdir.write_atomic(self.logdir.run_path(dirname, EXPERIMENT_FILE), data)
-        except OSError as e:
-            self.reporter.warn(
-                "logdir", "experiment", f"cannot write the experiment: {describe_error(e)}"
-            )
-            return
-        self.reporter.clear("logdir", "experiment")
-        # The new experiment is in place before the old one goes, so
-        # TensorBoard always has one.
-        for old in self.logdir.experiment_dirs():
-            if old != dirname:
-                self.logdir.remove_experiment(old)
-        self._experiment = (dirname, data)
-        self._experiment_key = (self._columns.version, self.selection)
-        stats.experiment_written = True
-        self._new_columns(selected, metrics)
+    # -- a run new to this process ---------------------------------------------
 
-    def _new_columns(self, columns: list[hparams.Column], metrics: list[hparams.Metric]) -> None:
-        """Tell ``on_new_columns`` what the experiment now has that it had not."""
-        names = frozenset([*(c.name for c in columns), *metrics])
-        old, self._experiment_names = self._experiment_names, names
-        if old is not None and names - old and self.on_new_columns is not None:
-            self.on_new_columns(
-                [c.name for c in columns if c.name not in old], [m for m in metrics if m not in old]
-            )
-
-    # -- restart -----------------------------------------------------------------
-
-    def _restore(self) -> None:
-        """Pick up what an earlier runsmon wrote in this logdir (also after kill -9)."""
-        self.logdir.clean_tmp()
-        self._created = _logdir_created(self.logdir.path)
-        by_run: dict[str, list[Manifest]] = {}
-        for manifest in self.logdir.manifests():
-            by_run.setdefault(manifest.run_id, []).append(manifest)
-        for run_id, manifests in by_run.items():
-            manifest = manifests[0]
-            if len(manifests) > 1:
-                # A kill came during a rewrite: keep the whole generation.
-                manifest, others = sessions.pick_restored(manifests)
-                for other in others:
-                    self._remove_manifest(other)
-                    self._vacated.add(other.name)
-            group = str(manifest.state.get("group") or manifest.name)
-            self._namer.restore(run_id, group)
-            if group != manifest.name:
-                self._namer.reserve(run_id, manifest.name)
-            self._restored[run_id] = manifest
-        dirs = self.logdir.experiment_dirs()
-        gens = [
-            int(d[len(EXPERIMENT_PREFIX) :]) for d in dirs if d[len(EXPERIMENT_PREFIX) :].isdigit()
-        ]
-        if gens:
-            self._experiment_gen = max(gens)
-            newest = f"{EXPERIMENT_PREFIX}{self._experiment_gen:010d}"
-            try:
-                with open(self.logdir.run_path(newest, EXPERIMENT_FILE), "rb") as f:
-                    self._experiment = (newest, f.read())
-            except OSError:
-                pass
-
-    def _adopt(self, run_id: str, wanted: str, create: bool = True) -> Manifest | None:
+    def _adopt(self, run_id: str, asked: str, create: bool = True) -> Manifest | None:
         """The manifest for a run new to this process: restored or created.
 
         With ``create`` False a new run only gets its name: its directory is
         made with its session (see :meth:`_make_dir`).
         """
-        manifest = self._restored.pop(run_id, None)
-        if manifest is not None and manifest.state.get("wanted") != wanted:
-            self._namer.release(run_id)
-            self._remove_manifest(manifest)
-            manifest = None
+        manifest, cut_short = self._restored.claim(run_id, asked)
+        if cut_short:
+            self.writer.rewrites_due.add(run_id)  # written anew
         if manifest is not None:
-            # Trust only what is really on disk: a kill may have come between
-            # the manifest and the file it announces.
-            end_file = str(manifest.state.get("end_file", END_FILE))
-            for key, rel in (("session", SESSION_FILE), ("end", end_file)):
-                if not os.path.exists(self.logdir.run_path(manifest.name, rel)):
-                    manifest.state.pop(key, None)
-            if "end" in manifest.state and "session" not in manifest.state:
-                manifest.state.pop("end")
-            if manifest.state.pop("building", None) and "session" in manifest.state:
-                self._regen.add(run_id)  # cut short and the only one left: written anew
-            for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
-                del manifest.links[rel]  # announced, never made: made again
             return manifest
         if not create:
-            manifest = Manifest(run_id, self._namer.name_for(run_id, wanted))
-            manifest.state["wanted"] = wanted
+            manifest = Manifest(run_id, self._namer.name_for(run_id, asked))
+            manifest.state.asked = asked
             self._new.add(run_id)
             return manifest
-        for _ in range(3):
-            name = self._namer.name_for(run_id, wanted)
-            try:
-                manifest = self.logdir.create_run(run_id, name)
-            except FileExistsError:
-                # Something runsmon did not make holds that name: leave it be.
-                self._namer.release(run_id)
-                self._namer.restore(f"\0foreign:{name}", name)
-                continue
-            except (OSError, LogdirError) as e:
-                self.reporter.warn(
-                    run_id, "write", f"run {name}: cannot write to the logdir: {describe_error(e)}"
-                )
-                self._namer.release(run_id)
-                return None
-            manifest.state["wanted"] = wanted
-            return manifest
-        self._namer.release(run_id)
-        return None
+        tried: list[str] = []
 
-    def _exists(self, manifest: Manifest, rel: str) -> bool:
-        try:
-            return os.path.lexists(self.logdir.run_path(manifest.name, rel))
-        except LogdirError:
-            return False
+        def names() -> str:
+            tried.append(self._namer.name_for(run_id, asked))
+            return tried[-1]
 
-    def _remove_manifest(self, manifest: Manifest) -> None:
-        try:
-            self.logdir.remove_run(manifest)
-        except (OSError, LogdirError) as e:
-            log.warning(
-                "%s: cannot remove it from the logdir: %s", manifest.name, describe_error(e)
-            )
-
-    def _drop_unclaimed(self) -> None:
-        """After the first full sync: runs an earlier runsmon wrote that are gone."""
-        for run_id, manifest in list(self._restored.items()):
-            del self._restored[run_id]
+        def taken(name: str) -> None:
             self._namer.release(run_id)
-            self._remove_manifest(manifest)
+            self._namer.foreign(name)
 
-
-def _session_key(encoded: Mapping[str, Any], name: str, started: float | None) -> str:
-    """What a written session shows: a change means it must be written anew."""
-    return _digest([sorted(encoded.items()), name, started])
-
-
-def _digest(value: object) -> str:
-    return hashlib.sha1(json.dumps(value, default=str).encode()).hexdigest()
-
-
-def _logdir_created(path: str) -> float:
-    """A fixed time for synthesized events, so rewriting gives the same bytes."""
-    try:
-        with open(os.path.join(path, MARKER), encoding="utf-8") as f:
-            return float(json.load(f)["created"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+        try:
+            manifest = self.logdir.create_run_as(run_id, names, taken)
+        except (OSError, LogdirError) as e:
+            self.reporter.warn(
+                run_id, "write", f"run {tried[-1]}: cannot write to the logdir: {describe_error(e)}"
+            )
+            manifest = None
+        if manifest is None:
+            self._namer.release(run_id)
+            return None
+        manifest.state.asked = asked
+        return manifest

@@ -341,6 +341,10 @@ class RunNamer:
         self._take(run_id, name)
         return True
 
+    def foreign(self, name: str) -> None:
+        """Something runsmon did not make holds ``name`` in the logdir: never give it."""
+        self.restore(f"\0foreign:{name}", name)
+
     def names(self) -> dict[str, str]:
         """Run id -> name, for every name given."""
         return dict(self._by_id)

@@ -127,8 +127,7 @@ def next_dir(home: str, current: str, usable: Callable[[str], bool]) -> str:
 
 
 def generation(manifest: Manifest) -> int:
-    gen = manifest.state.get("gen", 0)
-    return gen if isinstance(gen, int) else 0
+    return manifest.state.gen
 
 
 def pick_restored(manifests: Sequence[Manifest]) -> tuple[Manifest, list[Manifest]]:
@@ -140,5 +139,5 @@ def pick_restored(manifests: Sequence[Manifest]) -> tuple[Manifest, list[Manifes
     (else the newest).
     """
     ordered = sorted(manifests, key=generation, reverse=True)
-    keep = next((m for m in ordered if "building" not in m.state), ordered[0])
+    keep = next((m for m in ordered if not m.state.building), ordered[0])
     return keep, [m for m in ordered if m is not keep]

@@ -50,6 +50,8 @@ class _Handler(FileSystemEventHandler):
 class Watcher:
     """Collects changed paths under a changing set of watched directories."""
 
+    watches = True  # a feed that sets watches (see changes.Feed)
+
     def __init__(self, ignore: Iterable[str] = (), on_change: Callable[[], None] | None = None):
         self._ignore = tuple(os.path.abspath(p) + os.sep for p in ignore)
         self._on_change = on_change

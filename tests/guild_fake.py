@@ -104,5 +104,5 @@ def logdir_rows(logdir: str | os.PathLike[str]) -> dict[str, str]:
             continue
         with open(path, encoding="utf-8") as f:
             manifest = Manifest.from_json(f.read())
-        out[manifest.run_id] = str(manifest.state.get("group") or name)
+        out[manifest.run_id] = str(manifest.state.group or name)
     return out

@@ -16,6 +16,7 @@ from runs_helpers import session_in
 
 from runsmon import GuildRuns, RunsMonitor
 from runsmon import events as ev
+from runsmon.changes import Polling
 from runsmon.fs import LOCAL, Entry, Stat
 from runsmon.monitor import SESSION_FILE
 from runsmon.testing import write_attr
@@ -218,22 +219,45 @@ def test_event_files_added_to_an_existing_run(tmp_path, runs):
 # -- what a poll costs ------------------------------------------------------------
 
 
+class FakeFeed(Polling):
+    """A change feed that reports what the test tells it (a watcher, minus inotify)."""
+
+    watches = True
+    running = True
+
+    def __init__(self) -> None:
+        self.reported: set[str] = set()
+        self.watched: set[tuple[str, bool]] = set()
+
+    def report(self, path: str) -> None:
+        self.reported.add(path)
+
+    def take(self) -> set[str]:
+        taken, self.reported = self.reported, set()
+        return taken
+
+    def set_watches(self, wanted):
+        self.watched = set(wanted)
+        return set()
+
+
 def test_a_watched_sync_rechecks_only_the_changed_run(tmp_path, runs):
     run_dirs = [make_run(runs, f"{i:032x}", lr=0.1 * (i + 1)) for i in range(8)]
     fs = CountingFS()
     monitor = monitor_for(tmp_path, runs, fs=fs)
     monitor.run_once()
-    with monitor:
-        assert wait_for(lambda: monitor._watcher is not None and monitor._watcher.running)
-        time.sleep(0.3)  # the loop's first pass
-        with monitor._lock:
-            fs.reset()
-            monitor.sync_changes()
-            assert sum(fs.stats.values()) == sum(fs.reads.values()) == 0  # nothing changed
-            event_file = os.path.join(run_dirs[3], "events.out.tfevents.1.host")
-            append(event_file, scalars("loss", [(2, 0.125)]))
-            monitor._recheck.add(event_file)  # as the watcher would report it
-            monitor.sync_changes()
+    feed = FakeFeed()
+    assert monitor.changes.use(feed)
+    monitor.sync_changes()  # the first poll: the watches are set
+    monitor.sync_changes()  # the next: what changed before they were set is looked at
+    assert feed.watched == {(root, False) for root in monitor.source.roots()}  # runs ended
+    fs.reset()
+    monitor.sync_changes()
+    assert sum(fs.stats.values()) == sum(fs.reads.values()) == 0  # nothing changed
+    event_file = os.path.join(run_dirs[3], "events.out.tfevents.1.host")
+    append(event_file, scalars("loss", [(2, 0.125)]))
+    feed.report(event_file)  # as a watcher would report it
+    monitor.sync_changes()
     touched = {p for p in [*fs.stats, *fs.reads] if p.startswith(runs)}
     assert touched and all(p.startswith(run_dirs[3]) for p in touched)
     assert last_loss(monitor, f"{3:032x}") == 0.125

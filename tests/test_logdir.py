@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from guild_fake import logdir_runs, make_guild_run
 
 from runsmon import RunsMonitor
-from runsmon.logdir import MANIFEST, MARKER, Logdir, LogdirError
+from runsmon.logdir import MANIFEST, MARKER, UNSET, Logdir, LogdirError, Manifest, RunRecord
 from runsmon.sources.guild import GuildRuns
 
 
@@ -98,11 +99,43 @@ def test_atomic_write_leaves_no_half_file_when_the_write_fails(tmp_path, monkeyp
 def test_manifests_are_read_back(tmp_path):
     logdir = Logdir(str(tmp_path))
     manifest = logdir.create_run("id1", "r1")
-    manifest.state["session"] = "abc"
+    manifest.state.session = "abc"
     logdir.save_manifest(manifest)
     (tmp_path / "foreign").mkdir()
     found = list(Logdir(str(tmp_path)).manifests())
-    assert [(m.run_id, m.name, m.state) for m in found] == [("id1", "r1", {"session": "abc"})]
+    assert [(m.run_id, m.name, m.state) for m in found] == [("id1", "r1", RunRecord(session="abc"))]
+
+
+def test_a_manifest_of_an_earlier_version_reads_and_writes_back_the_same(tmp_path):
+    # The "state" of a manifest as earlier versions wrote it (a plain dict).
+    state = {
+        "wanted": "a1b2c3d4 train",
+        "group": "a1b2c3d4 train",
+        "gen": 2,
+        "session": "0f" * 20,
+        "end": "completed",
+        "end_file": "events.out.tfevents.9999999999.runsmon-end",
+        "stopped": None,
+        "synth_metrics": [["loss", ""], ["acc", "val"]],
+        "scalars": {"": {"loss": 3}, "val": {"acc": 2}},
+        "filtered": {"events.out.tfevents.1.host": 120},
+        "later": {"kept": True},  # a key of a later version
+    }
+    text = json.dumps({"runsmon": 1, "id": "id1", "name": "a1b2c3d4 train~", "state": state})
+    manifest = Manifest.from_json(text)
+    record = manifest.state
+    assert (record.asked, record.gen, record.end, record.stopped) == (
+        "a1b2c3d4 train",
+        2,
+        "completed",
+        None,
+    )
+    assert record.synth_metrics == [["loss", ""], ["acc", "val"]]
+    assert json.loads(manifest.to_json())["state"] == state
+    # A record with nothing set writes nothing: an earlier version reads its defaults.
+    assert json.loads(Manifest("id2", "r").to_json())["state"] == {}
+    assert RunRecord.from_dict({"building": True}).building
+    assert RunRecord.from_dict({}).stopped is UNSET
 
 
 def test_temporary_logdir_is_destroyed_without_touching_link_targets(tmp_path):

@@ -161,7 +161,7 @@ def test_a_half_written_run_from_a_killed_monitor_is_completed(tmp_path):
     run = _make_run(tmp_path / "runs", "r1")
     logdir = Logdir(str(tmp_path / "logdir"))
     manifest = logdir.create_run("r1", "partial")
-    manifest.state["session"] = "claimed but never written"
+    manifest.state.session = "claimed but never written"
     logdir.save_manifest(manifest)
     (tmp_path / "logdir" / ".runsmon-tmp-abc").write_bytes(b"half")
     monitor = RunsMonitor(logdir, lambda: [run], run_name_cb=lambda r: "partial")
@@ -192,7 +192,7 @@ def test_a_changed_session_is_rewritten_at_once_in_a_new_directory(tmp_path):
     session = session_in(logdir / (name + "~2"))
     assert (session["group"], session["hparams"]) == (name, {"lr": 0.3})
     # Once it was left long enough, a run goes home again.
-    monitor._vacated = sessions.Vacated(reuse_after=0.0)
+    monitor.writer.vacated = sessions.Vacated(reuse_after=0.0)
     runs[0] = dataclasses.replace(run, flags={"lr": 0.4})
     assert monitor.run_once().rewrites == 1
     assert monitor.run_dirs["r1"] == name
