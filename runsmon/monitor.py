@@ -1,10 +1,12 @@
 """RunsMonitor: keeps a logdir in step with a run-listing callback.
 
 Each sync asks the callback for the runs, works out what changed (new,
-changed, ended or removed runs, new event files or tags) and writes only
-that: links to new event files, a session for a new run, an end info for a
-run that ended, a new experiment when a column or metric changed. See
-ARCHITECTURE.md for the logdir layout and why sessions are written once.
+changed, ended or removed runs, new event files or tags) and has the others
+write only that: where to look next (:mod:`runsmon.changes`), what a run's
+directory holds (:mod:`runsmon.mirror`), its session and the experiment
+(:mod:`runsmon.sessionwriter`: a session that must change gets a new
+directory under the same row name). See ARCHITECTURE.md for the logdir
+layout and the TensorBoard behaviour behind it.
 """
 
 from __future__ import annotations
