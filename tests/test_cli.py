@@ -675,6 +675,7 @@ def test_export_scalars_as_guild_writes_them(tmp_path):
     assert [r[:5] for r in rows[1:]] == [g for g in guild[1:] if g[0] in ids]
 
 
+@pytest.mark.slow  # a dozen CLI processes
 def test_guild_options_select_runs(tmp_path):
     """A Guild user's selection, program name replaced: filters, status flags and RUNs."""
     table = ("table", str(GUILD_RUNS), "--format", "json")

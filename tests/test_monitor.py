@@ -241,6 +241,7 @@ def test_the_deprecated_reset_delay_is_taken_as_the_handover_delay(tmp_path):
     assert monitor.handover_delay == 3.0
 
 
+@pytest.mark.slow  # waits out the handover
 def test_a_large_run_keeps_its_old_directory_until_the_handover(tmp_path):
     """TensorBoard's data server shows a new directory only once it has read all
     of it: a run with large event files keeps the old one a while beside it."""
