@@ -21,9 +21,10 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check runsmon tests benchmarks sample_projects
 	$(PY) -m pytest -q
 
-# The unit layer: no TensorBoard, browser, soak or slow test (markers in pyproject.toml).
+# The unit layer: no TensorBoard, browser, soak or slow test (markers in pyproject.toml),
+# spread over the machine's cores (pytest-xdist).
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not tb and not browser and not soak and not slow"
+	$(PY) -m pytest -q -n auto -m "not tb and not browser and not soak and not slow"
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check runsmon tests benchmarks sample_projects

@@ -221,6 +221,7 @@ def test_mixed_values_are_judged_as_text():
 # -- the forest -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_forest_sees_what_matters():
     pytest.importorskip("sklearn")
     rows = _known_rows(150)
@@ -359,6 +360,7 @@ def test_cli_without_scikit_learn(sweep, monkeypatch):
     assert out.splitlines()[-1] == f"no forest column: {importance.EXTRA_NOTE}"
 
 
+@pytest.mark.slow
 def test_console_script_runs_it(sweep):
     done = subprocess.run(
         [sys.executable, "-m", "runsmon", "table", sweep, "--importance", "val#loss"],

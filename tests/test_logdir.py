@@ -276,6 +276,7 @@ def _first_serving(tmp_path: Path, logdir: Path, runs: Path) -> subprocess.Popen
     raise AssertionError(f"the first runsmon did not start: {(tmp_path / 'first.err').read_text()}")
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_naming_the_first_and_touches_nothing(tmp_path):
     logdir = tmp_path / "logdir"
     mine = _runs(tmp_path / "mine", ["a" * 32, "b" * 32])

@@ -133,6 +133,7 @@ def test_mlflow_scalars_come_from_the_store(tmp_path):
             assert row.values[name] == pytest.approx(values[-1]), (row.run.id, name)
 
 
+@pytest.mark.slow
 def test_cli_table_writes_files_and_checks_arguments(tmp_path):
     root = str(tmp_path / "runs")
     yaml_experiment.make(root)
@@ -278,6 +279,7 @@ def test_sort_applies_before_limit(tmp_path):
     assert [r["id"] for r in json.loads(done.stdout)] == newest
 
 
+@pytest.mark.slow
 def test_output_format_follows_the_extension(tmp_path):
     root = str(tmp_path / "runs")
     yaml_experiment.make(root)
