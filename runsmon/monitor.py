@@ -23,6 +23,7 @@ from typing import Any
 from runsmon import hparams, runview
 from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
+from runsmon.listing import Lister
 from runsmon.logdir import (
     END_FILE,
     EXPERIMENT_FILE,
@@ -100,7 +101,6 @@ class RunsMonitor:
                 stacklevel=2,
             )
             handover_delay = reset_delay
-        self.callback_timeout = callback_timeout
         self.fs = fs
         self.reporter = reporter or self.source.reporter
         self.progress = progress
@@ -119,13 +119,13 @@ class RunsMonitor:
         self._runs: dict[str, RunState] = {}
         self._columns = hparams.Columns()
         self._namer = RunNamer()
-        self._last_runs: list[Run] = []
-        self._pending_call: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.logdir.clean_tmp()
         created = self.logdir.created()
+        self.lister = Lister(self.source, self.reporter, callback_timeout)
+        """Asks the source for its runs, time-limited."""
         self.writes = Writes(self.reporter)
         """The writes of one sync, per run (warnings, manifests saved at its end)."""
         self.mirror = Mirror(self.logdir, fs, self.reporter, self.writes)
@@ -143,8 +143,6 @@ class RunsMonitor:
         self.experiment = ExperimentWriter(self.logdir, self.reporter, created)
         self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
         self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
-        self._listed: dict[str, Run] = {}  # the last listing, by run id
-        self._last_out: object = None  # the list the callback returned last
         self._synced = False  # a full check has been done
         self.changes = Changes(
             self.source, interval, full_check_interval, self._lock, self._wake.set
@@ -328,18 +326,15 @@ class RunsMonitor:
                     self._remove(run_id)
                 self.experiment.forget()
                 changed = None
-            listing = self._list_runs(changed)
+            listing = self.lister.list(changed)
             if listing is None:
                 return stats
-            runs, same = listing
-            if same and changed is not None:
-                listed = self._listed  # the source re-checked what changed: nothing
-            else:
-                listed = self._listed = self._dedupe(runs)
+            listed = listing.runs
+            if not (listing.same and changed is not None):
                 for run_id in [r for r in self._runs if r not in listed]:
                     self._remove(run_id)
                     stats.removed += 1
-            touched = self._touched(listed, changed, same)
+            touched = self._touched(listed, changed, listing.same)
             if changed is None:
                 for i, run in enumerate(listed.values()):
                     if run.id in touched:
@@ -350,7 +345,10 @@ class RunsMonitor:
                 for run_id in sorted(touched):
                     if run_id in listed:
                         self._refresh(listed[run_id], stats)
-            self.writer.write_due(self._runs, self._columns, stats, self._new, self._remove)
+            made, unmade = self.writer.write_due(self._runs, self._columns, stats, self._new)
+            self._new -= made
+            for run_id in unmade:
+                self._remove(run_id)  # tried again as a new run at the next sync
             added = self.experiment.write(self._columns, self.selection, stats)
             if added is not None and self.on_new_columns is not None:
                 self.on_new_columns(*added)
@@ -365,70 +363,13 @@ class RunsMonitor:
             self.last_stats = stats
             return stats
 
-    def _list_runs(self, changed: set[str] | None) -> tuple[list[Run], bool] | None:
-        """Call the callback, time-limited: the runs, and whether they are the
-        very list it handed back last (nothing changed); None when it failed."""
-        if self._pending_call is not None and self._pending_call.is_alive():
-            return None  # still stuck in an earlier call; reported already
-        result: dict[str, Any] = {}
-        cb = self.source
-
-        def call() -> None:
-            try:
-                out = cb(changed)
-                result["out"] = out
-                result["runs"] = out if type(out) is list else list(out)
-            except BaseException as e:  # report whatever the callback raised
-                result["error"] = e
-
-        thread = threading.Thread(target=call, name="runsmon-list", daemon=True)
-        thread.start()
-        thread.join(self.callback_timeout)
-        if thread.is_alive():
-            self._pending_call = thread
-            self.reporter.warn(
-                "callback",
-                "hang",
-                f"run listing did not answer within {self.callback_timeout:g} s; "
-                "keeping the last list",
-            )
-            return None
-        self._pending_call = None
-        self.reporter.clear("callback", "hang")
-        if "error" in result:
-            self.reporter.warn(
-                "callback",
-                "error",
-                f"run listing failed: {describe_error(result['error'])}; keeping the last list",
-            )
-            return None
-        self.reporter.clear("callback", "error")
-        # Our sources hand back the very same list while nothing changed.
-        if result["out"] is self._last_out and cb.shares_unchanged:
-            return self._last_runs, True
-        self._last_out = result["out"]
-        runs = [r for r in result["runs"] if isinstance(r, Run)]
-        self._last_runs = runs
-        return runs, False
-
-    def _dedupe(self, runs: list[Run]) -> dict[str, Run]:
-        listed: dict[str, Run] = {}
-        for run in runs:
-            if run.id in listed:
-                self.reporter.warn(
-                    run.id, "duplicate", f"run {run.id} listed twice; showing it once"
-                )
-                continue
-            listed[run.id] = run
-        return listed
-
     def _touched(
         self, listed: Mapping[str, Run], changed: set[str] | None, same: bool = False
     ) -> set[str]:
         """Runs to re-check: all on a full check, else new, changed or watched."""
         if changed is None:
             return set(listed)
-        touched = {r for r in self.writer.rewrites_due if r in listed}
+        touched = {r for r in self.writer.rewrites() if r in listed}
         if same and len(self._runs) < len(listed):
             # Listed but not shown (a failed write, a name that failed): retry.
             touched.update(r for r in listed if r not in self._runs)
@@ -568,7 +509,7 @@ class RunsMonitor:
         return (
             (st.run.scalars is None or st.scalars_of is st.run)
             and st.run.id not in self._new
-            and st.run.id not in self.writer.rewrites_due
+            and not self.writer.rewriting(st.run.id)
             and state.session is not None
             and (not st.run.ended or state.end is not None)
         )
@@ -618,7 +559,7 @@ class RunsMonitor:
         """
         manifest, cut_short = self._restored.claim(run_id, asked)
         if cut_short:
-            self.writer.rewrites_due.add(run_id)  # written anew
+            self.writer.rewrite_id(run_id)  # written anew
         if manifest is not None:
             return manifest
         if not create:

@@ -4,7 +4,7 @@
 the `time` scalar) once, when it is due, and when a session must change
 writes a new *generation* of the run's directory and then deletes the old one
 (the rules are in :mod:`runsmon.sessions`). It keeps which runs are due
-(``mark``), which must be written anew (``rewrites_due``), the names vacated
+(``mark``), which must be written anew (``rewrite``), the names vacated
 lately and the old generations still in the logdir. :class:`ExperimentWriter`
 writes the logdir's one experiment anew when what it declares moved. Neither
 knows when a sync happens or where runs come from; the run's other files are
@@ -53,7 +53,7 @@ class SessionWriter:
         self.created = created
         """A fixed time for synthesized events (see :meth:`Logdir.created`)."""
         self.handover_delay = handover_delay
-        self.rewrites_due: set[str] = set()  # runs whose session must go to a new directory
+        self._rewrites: set[str] = set()  # runs whose session must go to a new directory
         self.vacated = sessions.Vacated()  # directory names deleted lately
         self._namer = namer
         # Old generations still there (name -> run id, manifest, when they may go).
@@ -69,10 +69,23 @@ class SessionWriter:
     def rewrite(self, st: RunState, why: str) -> None:
         """Have a run's session and files written anew, in a new directory, at
         the next :meth:`write_due` (see :meth:`_new_generation`)."""
-        if st.run.id not in self.rewrites_due:
+        if st.run.id not in self._rewrites:
             log.info("run %s: %s; rewriting it", st.name, why)
-        self.rewrites_due.add(st.run.id)
-        self._dirty.add(st.run.id)
+        self.rewrite_id(st.run.id)
+
+    def rewrite_id(self, run_id: str) -> None:
+        """Have ``run_id`` written anew at the next :meth:`write_due` (a run
+        restored cut short, before it has a state)."""
+        self._rewrites.add(run_id)
+        self._dirty.add(run_id)
+
+    def rewrites(self) -> frozenset[str]:
+        """The runs due to be written anew."""
+        return frozenset(self._rewrites)
+
+    def rewriting(self, run_id: str) -> bool:
+        """Whether ``run_id`` is due to be written anew."""
+        return run_id in self._rewrites
 
     def _rewrite_if(self, st: RunState, why: str | None) -> None:
         if why is not None:
@@ -83,7 +96,7 @@ class SessionWriter:
         for old_id, old, _ in list(self._leftovers.values()):
             if old_id == run_id:
                 self._remove_old(run_id, old)
-        self.rewrites_due.discard(run_id)
+        self._rewrites.discard(run_id)
         self._dirty.discard(run_id)
 
     def next_due(self) -> float | None:
@@ -104,14 +117,13 @@ class SessionWriter:
         runs: Mapping[str, RunState],
         all_columns: hparams.Columns,
         stats: SyncStats,
-        new: set[str],
-        unmade: Callable[[str], None],
-    ) -> None:
+        new: frozenset[str] | set[str],
+    ) -> tuple[set[str], set[str]]:
         """Write the sessions and end infos that are due.
 
         ``new``: runs named but not in the logdir yet (their directory is
-        made with their session, and they leave the set once it is);
-        ``unmade`` is told of a new run whose directory could not be made.
+        made with their session). Returns the new runs whose directory was
+        made, and those whose directory could not be made.
         """
         version = all_columns.version
         if self._column_map[0] == version:
@@ -130,28 +142,36 @@ class SessionWriter:
             self._dirty.update(rid for rid, st in runs.items() if moved.intersection(st.hparams))
             self._kinds = kinds
         dirty, self._dirty = self._dirty, set()
+        made: set[str] = set()
+        unmade: set[str] = set()
         for run_id in dirty:
             st = runs.get(run_id)
             if st is not None:
-                self._write_session(st, columns, stats, new, unmade)
+                fresh = run_id in new
+                if self._write_session(st, columns, stats, fresh) is False:
+                    unmade.add(run_id)
+                elif fresh:
+                    made.add(run_id)
+        return made, unmade
 
     def _write_session(
         self,
         st: RunState,
         columns: Mapping[str, hparams.Column],
         stats: SyncStats,
-        new: set[str],
-        unmade: Callable[[str], None],
-    ) -> None:
+        fresh: bool,
+    ) -> bool | None:
+        """Write what of the run's session is due. ``fresh``: its directory
+        is not made yet; False when it could not be."""
         run, state = st.run, st.manifest.state
         encoded = hparams.encode_hparams(st.hparams, columns)
         written_end = state.end
         written = state.session
         end = sessions.shown_end(run)
         # The key of a new run is worked out once its name is final (below).
-        key = None if run.id in new else session_key(encoded, st.name, run.started)
-        if run.id not in new and (
-            run.id in self.rewrites_due
+        key = None if fresh else session_key(encoded, st.name, run.started)
+        if not fresh and (
+            run.id in self._rewrites
             or (
                 written is not None
                 and (
@@ -166,11 +186,11 @@ class SessionWriter:
         ):
             # TensorBoard keeps what it read first of a session: a new one,
             # in a new directory, then the old one goes.
-            if run.id not in self.rewrites_due:
+            if run.id not in self._rewrites:
                 log.info("run %s: its hparams, status or end changed; rewriting it", st.name)
-            self.rewrites_due.add(run.id)
+            self._rewrites.add(run.id)
             self._new_generation(st, encoded, key, end, stats)
-            return
+            return None
         before = dataclasses.replace(state)
         write_start = state.session is None
         # A final status can follow a session as an end file that sorts last;
@@ -181,11 +201,9 @@ class SessionWriter:
         # its start and end: one file less to make for each run of a sweep.
         end_file = SESSION_FILE if write_start and write_end else END_FILE
         links = None
-        if run.id in new:
+        if fresh:
             if not self._make_dir(st):
-                unmade(run.id)  # tried again as a new run at the next sync
-                return
-            new.discard(run.id)
+                return False  # tried again as a new run at the next sync
             # One manifest write announces the session, end info and links
             # before any of them exists (a restart trusts only what is on
             # disk of them). The name is final now: the key follows it.
@@ -338,7 +356,7 @@ class SessionWriter:
             self._leftovers[old.name] = (run.id, old, due)
         else:
             self._remove_old(run.id, old)
-        self.rewrites_due.discard(run.id)
+        self._rewrites.discard(run.id)
         stats.rewrites += 1
         stats.sessions += 1
         stats.ended += int(run.ended and old.state.end != end)
