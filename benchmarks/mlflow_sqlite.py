@@ -30,41 +30,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from mlflow_bench import APPEND, MAKE, ms, report  # noqa: E402
 
 from runsmon import RunsMonitor  # noqa: E402
 from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns  # noqa: E402
 from sample_projects.layouts.mlflow_sqlite import run_mlflow  # noqa: E402
-
-MAKE = """
-import sys, time
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
-runs, metrics, steps = (int(a) for a in sys.argv[1:4])
-client = MlflowClient()
-exp = client.create_experiment("bench")
-t0 = int(time.time() * 1000) - runs * 60_000
-for i in range(runs):
-    start = t0 + i * 60_000
-    run = client.create_run(exp, start_time=start, run_name=f"run-{i}").info.run_id
-    params = [Param(k, str(v)) for k, v in
-              {"lr": 0.001 * (i % 10 + 1), "batch_size": 2 ** (i % 4 + 4), "seed": i,
-               "optimizer": ("adam", "sgd")[i % 2], "dropout": (i % 5) / 10}.items()]
-    points = [Metric(f"m{k}" if k % 2 else f"val/m{k}", 1.0 / (s + 1) + k, start + s * 1000, s)
-              for s in range(steps) for k in range(metrics)]
-    for j in range(0, len(points), 1000):
-        client.log_batch(run, metrics=points[j:j + 1000], params=params if j == 0 else [])
-    client.set_terminated(run, "FINISHED", start + steps * 1000)
-"""
-
-APPEND = """
-import sys
-from mlflow import MlflowClient
-MlflowClient().log_metric(sys.argv[1], "m1", 0.5, step=10_000)
-"""
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 def main() -> None:
@@ -72,6 +44,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--metrics", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
     cache = ROOT / ".bench" / f"mlflow-sqlite-{args.runs}x{args.metrics}x{args.steps}"
     if not (cache / "mlflow.db").is_file():
@@ -156,15 +129,19 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(
-        f"## MLflow SQLite store: {args.runs} runs x {args.metrics} metrics x {args.steps} steps\n"
+    report(
+        f"mlflow-sqlite-{args.runs}",
+        f"MLflow SQLite store (`mlflow.db`): {args.runs} runs x {args.metrics} metrics x "
+        f"{args.steps} steps",
+        f"Written by `python benchmarks/mlflow_sqlite.py --runs {args.runs} --write-results` "
+        "(MLflow itself writes the database once, under `.bench/`). Database "
+        f"{size / 1e6:.0f} MB; {points} metric points a run. Of a monitor's first sync, the "
+        "source's read is the smaller part; the rest is encoding the metric points as "
+        "scalar events in the logdir, as for the file store.",
+        ["measure", "measured"],
+        [list(r) for r in rows],
+        args.write_results,
     )
-    print(f"Database {size / 1e6:.0f} MB; {points} metric points a run.\n")
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'measure':<{width}} | measured |")
-    print(f"|{'-' * (width + 2)}|----------|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value} |")
 
 
 if __name__ == "__main__":

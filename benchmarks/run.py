@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import struct
@@ -845,10 +846,12 @@ def write_results(sections: dict[str, str]) -> None:
         "open-files",
         "rewrite",
     ]
-    for key in order:
-        start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
-        if start in old and end in old:
-            kept[key] = old[old.index(start) + len(start) : old.index(end)].strip("\n")
+    # Every section of the file is kept (other benchmarks write theirs), the
+    # known ones in this order and the others after them as they stand.
+    for m in re.finditer(r"<!-- ([\w.-]+) -->\n(.*?)\n<!-- /\1 -->", old, re.S):
+        kept[m.group(1)] = m.group(2).strip("\n")
+        if m.group(1) not in order:
+            order.append(m.group(1))
     for key, body in sections.items():
         kept[key] = body
         if key not in order:
