@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from runsmon import hparams, runview
+from runsmon import layout as layouts
 from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
+from runsmon.layout import AUTO, LAYOUTS
 from runsmon.logdir import (
     END_FILE,
     EXPERIMENT_FILE,
@@ -84,6 +86,8 @@ class RunsMonitor:
         selection: hparams.Selection | None = None,
         freeze_heap: bool = False,
         on_new_columns: Callable[[list[str], list[hparams.Metric]], None] | None = None,
+        layout: str = AUTO,
+        open_files_limit: int | None = None,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
@@ -114,6 +118,15 @@ class RunsMonitor:
         """Called with the hparams and metrics an experiment adds to the one
         before it (a dashboard already open shows them only once reloaded)."""
         self.last_stats = SyncStats()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
+        self.layout: str | None = None if layout == AUTO else layout
+        """``linked`` or ``compact`` (see runsmon/layout.py); under ``auto``,
+        None until the first listing chose it (then it stays)."""
+        self.layout_note = ""
+        """Why ``auto`` chose the layout (one line), once it did."""
+        self.open_files_limit = open_files_limit
+        """The open-file limit ``auto`` chooses by (None: this process's soft limit)."""
 
         self._lock = threading.RLock()
         self._runs: dict[str, RunState] = {}
@@ -153,6 +166,9 @@ class RunsMonitor:
         self._metric_sets: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
         self._restored = Restored(self.logdir, self._namer, self.writer.vacated)
         """An earlier runsmon's runs in this logdir, until each is listed again."""
+        self._walked: dict[str, RunFiles] = {}  # runs' files listed to choose the layout
+        if self.layout is not None:
+            self._use_layout(self.layout)
 
     # -- public API ------------------------------------------------------------
 
@@ -332,6 +348,8 @@ class RunsMonitor:
             if listing is None:
                 return stats
             runs, same = listing
+            if self.layout is None:
+                self._choose_layout(self._dedupe(runs))
             if same and changed is not None:
                 listed = self._listed  # the source re-checked what changed: nothing
             else:
@@ -359,6 +377,7 @@ class RunsMonitor:
             self.writes.settle()
             if changed is None:
                 self._restored.drop_unclaimed()
+                self._walked.clear()
                 self._synced = True
             stats.runs = len(self._runs)
             stats.seconds = time.monotonic() - t0
@@ -513,10 +532,14 @@ class RunsMonitor:
         if st is None:
             # A run with scalars of its own writes them now: its directory
             # is made at once. Others get theirs with their session.
-            manifest = self._adopt(run.id, asked, create=run.scalars is not None)
+            manifest = self._adopt(
+                run.id, asked, create=run.scalars is not None and self.mirror.compact is None
+            )
             if manifest is None:
                 return None
-            files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
+            files = self._walked.pop(run.id, None) or RunFiles(
+                runview.files_root(run), self.fs, exclude=run.nested
+            )
             st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
@@ -607,6 +630,33 @@ class RunsMonitor:
                 self.writes.attempt(
                     st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest)
                 )
+
+    # -- the layout ----------------------------------------------------------------
+
+    def _choose_layout(self, listed: Mapping[str, Run]) -> None:
+        """``auto``: choose the layout by the first listing (once per process)."""
+        counted = []
+        for run in listed.values():
+            files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
+            try:
+                counted.append((run, files.count()))
+            except OSError:
+                counted.append((run, 0))
+            self._walked[run.id] = files
+        limit = self.open_files_limit
+        if limit is None:
+            limit = layouts.open_files_limit()
+        chosen, self.layout_note = layouts.choose(
+            layouts.linked_event_files(counted), len(counted), limit
+        )
+        log.info("%s", self.layout_note)
+        self._use_layout(chosen)
+
+    def _use_layout(self, chosen: str) -> None:
+        self.layout = chosen
+        self.mirror.use_layout(chosen)
+        self.experiment.compact = self.mirror.compact is not None
+        self._restored.layout = self.mirror.layout
 
     # -- a run new to this process ---------------------------------------------
 
