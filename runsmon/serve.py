@@ -209,10 +209,11 @@ def open_files_advice(
             f"file open), more than the {limit}; raise it first ({how}), "
             "or show fewer runs (--since, --limit)"
         )
+    fewer = ", or show fewer runs (--since, --limit)" if "hard" in limit else ""
     return (
         f"these runs need about {needed} open files in TensorBoard's fast loader, more than "
         f"the {limit}; serving them with its Python loader instead (slower to load); "
-        f"for the fast one, raise the limit first ({how})"
+        f"for the fast one, raise the limit first ({how}){fewer}"
     )
 
 

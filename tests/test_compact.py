@@ -330,7 +330,8 @@ def test_restart_from_linked_to_compact_rewrites_each_run_once(tmp_path):
         points = _points(_only_file(compact, run_id))
         assert ("train/loss", 1, 1.0) in points and ("val/acc", 0, 0.5) in points
         manifest = os.path.join(compact.logdir.path, compact.run_dirs[run_id], MANIFEST)
-        assert '"layout": "compact"' in open(manifest).read()
+        with open(manifest) as f:
+            assert '"layout": "compact"' in f.read()
     assert compact.run_once().rewrites == 0
     compact.logdir.release()
     del compact
