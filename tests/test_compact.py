@@ -83,6 +83,14 @@ def _newest(directory) -> str:
     return os.path.join(directory, names[-1])
 
 
+def _running(tmp_path) -> tuple[RunsMonitor, str, list[tuple[str, int, float]]]:
+    """A running run synced once: its monitor, its file and the points in it."""
+    monitor = _monitor(tmp_path, [_guild_like(tmp_path / "runs", status="running")])
+    monitor.run_once()
+    path = _only_file(monitor)
+    return monitor, path, _points(path)
+
+
 def test_one_file_a_run_with_groups_in_the_tags(tmp_path):
     run = _guild_like(tmp_path / "runs")
     monitor = _monitor(tmp_path, [run])
@@ -151,11 +159,7 @@ def test_only_scalars_are_copied(tmp_path):
 
 
 def test_appended_bytes_only(tmp_path):
-    run = _guild_like(tmp_path / "runs", status="running")
-    monitor = _monitor(tmp_path, [run])
-    monitor.run_once()
-    path = _only_file(monitor)
-    before = _points(path)
+    monitor, path, before = _running(tmp_path)
     _append_raw(
         _newest(tmp_path / "runs" / "r1" / "train"), [events.scalar_event("loss", 0.25, 2, T0)]
     )
@@ -168,11 +172,7 @@ def test_appended_bytes_only(tmp_path):
 
 
 def test_a_cut_record_waits_for_the_rest(tmp_path):
-    run = _guild_like(tmp_path / "runs", status="running")
-    monitor = _monitor(tmp_path, [run])
-    monitor.run_once()
-    path = _only_file(monitor)
-    before = _points(path)
+    monitor, path, before = _running(tmp_path)
     source = _newest(tmp_path / "runs" / "r1" / "val")
     record = events.encode_record(events.scalar_event("acc", 0.75, 1, T0).SerializeToString())
     with open(source, "ab") as f:
@@ -186,11 +186,7 @@ def test_a_cut_record_waits_for_the_rest(tmp_path):
 
 
 def test_a_corrupt_record_is_skipped_with_one_warning(tmp_path, caplog):
-    run = _guild_like(tmp_path / "runs", status="running")
-    monitor = _monitor(tmp_path, [run])
-    monitor.run_once()
-    path = _only_file(monitor)
-    before = _points(path)
+    monitor, path, before = _running(tmp_path)
     source = _newest(tmp_path / "runs" / "r1" / "train")
     bad = bytearray(
         events.encode_record(events.scalar_event("loss", 9.0, 2, T0).SerializeToString())
