@@ -29,7 +29,7 @@ one place the dashboard's names differ from the linked layout's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from google.protobuf import message as pb_message
 from tensorboard.compat.proto import event_pb2
@@ -108,48 +108,173 @@ def scalar_records(
 ) -> list[bytes]:
     """The framed records to append for ``records`` of one event file: scalar
     summary values only (``plugins``: the plugin of each tag, as the scanner
-    found it at the tag's first occurrence), tagged :func:`compact_tag`."""
-    scalars = events.SCALARS_PLUGIN
+    found it at the tag's first occurrence), tagged :func:`compact_tag`.
+
+    Records of the usual shape (wall time, step, a summary whose values name
+    their tag first) are rewritten byte by byte; others are parsed.
+    """
     raw_ok = not group and not drop_placeholder
     if raw_ok:
-        raw_ok = all(p == scalars for p in plugins.values())
+        raw_ok = all(p == events.SCALARS_PLUGIN for p in plugins.values())
+    prefix = f"{group}/".encode() if group else b""
+    heads = _heads_for(plugins, prefix)
+
+    def renamed(tag: bytes) -> bytes | None:
+        text = tag.decode("utf-8", "replace")
+        keep = plugins.get(text) == events.SCALARS_PLUGIN and not text.startswith("_hparams_/")
+        return prefix + tag if keep else None
+
     out = []
     encode = events.encode_record
     for data in records:
         if raw_ok and summary_only(data):
             out.append(encode(data))  # every tag is a scalar at the root: as it is
             continue
-        try:
-            event = event_pb2.Event.FromString(data)
-        except pb_message.DecodeError:
-            continue
-        if not event.HasField("summary"):
-            continue
-        values = event.summary.value
-        keep = [
-            v
-            for v in values
-            if plugins.get(v.tag) == scalars
-            and not v.tag.startswith("_hparams_/")
-            and not (
-                drop_placeholder
-                and v.tag == PLACEHOLDER_TAG
-                and event.step == 0
-                and events.scalar_value(v) == PLACEHOLDER_VALUE
-            )
-        ]
-        if not keep:
-            continue
-        if not group and len(keep) == len(values):
-            out.append(encode(data))
-            continue
-        new = event_pb2.Event(wall_time=event.wall_time, step=event.step)
-        new.summary.value.extend(keep)
-        if group:
-            for v in new.summary.value:
-                v.tag = f"{group}/{v.tag}"
-        out.append(encode(new.SerializeToString()))
+        new = None if drop_placeholder else _rewritten(data, renamed, heads)
+        if new is None:
+            new = _parsed(data, group, plugins, drop_placeholder)
+        if new:
+            out.append(encode(new))
     return out
+
+
+# (plugins of a file's tags, group prefix) -> (those plugins, value head -> its
+# head renamed, b"" to drop the value). Files with the same tags share one
+# plugins dict (the scanner shares them): most runs share their caches.
+_HEAD_CACHES: dict[tuple[int, bytes], tuple[dict[str, str], dict[bytes, bytes]]] = {}
+
+
+def _heads_for(plugins: dict[str, str], prefix: bytes) -> dict[bytes, bytes]:
+    """The cache of renamed value heads for files with these ``plugins`` in this group."""
+    key = (id(plugins), prefix)
+    found = _HEAD_CACHES.get(key)
+    if found is None or found[0] is not plugins:
+        if len(_HEAD_CACHES) >= 1024:
+            _HEAD_CACHES.clear()
+        found = _HEAD_CACHES[key] = (plugins, {})
+    return found[1]
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _rewritten(
+    data: bytes, renamed: Callable[[bytes], bytes | None], heads: dict[bytes, bytes]
+) -> bytes | None:
+    """An Event of the usual shape with its summary values renamed (or
+    dropped) by ``renamed``: b"" when none is left, None for any other shape.
+
+    >>> ev = events.scalar_event("loss", 1.0, 2, 5.0)
+    >>> data = ev.SerializeToString()
+    >>> out = event_pb2.Event.FromString(_rewritten(data, lambda t: b"v/" + t, {}))
+    >>> out.summary.value[0].tag, out.step, out.summary.value[0].simple_value
+    ('v/loss', 2, 1.0)
+    >>> _rewritten(data, lambda t: None, {})
+    b''
+    """
+    n = len(data)
+    try:
+        pos = 9 if data[0] == 0x09 else 0  # wall_time, fixed64
+        if data[pos] == 0x10:  # step, varint
+            pos += 1
+            while data[pos] & 0x80:
+                pos += 1
+            pos += 1
+        if data[pos] != 0x2A:  # summary
+            return None
+        head = data[:pos]
+        length, pos = _varint(data, pos + 1)
+        if pos + length != n:
+            return None
+        values = []
+        while pos < n:
+            # Summary.value: 0x0A, its length, then its tag first: 0x0A, length, tag.
+            vlen = data[pos + 1]
+            if data[pos] != 0x0A or vlen & 0x80:
+                return None
+            tlen = data[pos + 3]
+            if data[pos + 2] != 0x0A or tlen & 0x80:
+                return None
+            key = data[pos : pos + 4 + tlen]
+            end = pos + 2 + vlen
+            new = heads.get(key)
+            if new is None:
+                tag = key[4:]
+                name = renamed(tag)
+                if name is None:
+                    new = b""
+                elif name == tag:
+                    new = key
+                else:
+                    tag_head = b"\n" + _encode_varint(len(name)) + name
+                    value = len(tag_head) + vlen - 2 - tlen  # the value's length, renamed
+                    new = b"\n" + _encode_varint(value) + tag_head
+                if len(heads) < 4096:
+                    heads[key] = new
+                else:
+                    heads.clear()
+            if new:
+                values.append(new)
+                values.append(data[pos + 4 + tlen : end])
+            pos = end
+        if pos != n:
+            return None
+    except IndexError:
+        return None
+    if not values:
+        return b""
+    summary = b"".join(values)
+    return head + b"\x2a" + _encode_varint(len(summary)) + summary
+
+
+def _parsed(data: bytes, group: str, plugins: dict[str, str], drop_placeholder: bool) -> bytes:
+    """:func:`scalar_records` for one record of any shape, through protobuf (b"": nothing kept)."""
+    try:
+        event = event_pb2.Event.FromString(data)
+    except pb_message.DecodeError:
+        return b""
+    if not event.HasField("summary"):
+        return b""
+    values = event.summary.value
+    keep = [
+        v
+        for v in values
+        if plugins.get(v.tag) == events.SCALARS_PLUGIN
+        and not v.tag.startswith("_hparams_/")
+        and not (
+            drop_placeholder
+            and v.tag == PLACEHOLDER_TAG
+            and event.step == 0
+            and events.scalar_value(v) == PLACEHOLDER_VALUE
+        )
+    ]
+    if not keep:
+        return b""
+    if not group and len(keep) == len(values):
+        return data
+    new = event_pb2.Event(wall_time=event.wall_time, step=event.step)
+    new.summary.value.extend(keep)
+    if group:
+        for v in new.summary.value:
+            v.tag = f"{group}/{v.tag}"
+    return new.SerializeToString()
 
 
 class CompactWriter:
