@@ -22,7 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from runsmon.compact import COMPACT
+from runsmon.fs import FileSystem
 from runsmon.run import Run
+from runsmon.runfiles import RunFiles
+from runsmon.runview import files_root
 from runsmon.serve import open_files_needed
 from runsmon.sessions import known_running
 
@@ -79,3 +82,24 @@ def choose(linked_files: int, runs: int, limit: int | None) -> tuple[str, str]:
         f"linked ({linked_files} event files), more than half the open-file limit of "
         f"{limit}; one file a run, scalars only (no images or histograms)"
     )
+
+
+def choose_for(
+    runs: Iterable[Run], fs: FileSystem, limit: int | None
+) -> tuple[str, str, dict[str, RunFiles]]:
+    """``auto``'s choice for ``runs`` (their directories listed, not read)
+    under the open-file ``limit`` (None: this process's soft limit): the
+    layout, the line that says why, and each run's :class:`RunFiles` as
+    listed (for the first sync to go on from)."""
+    walked: dict[str, RunFiles] = {}
+    counted = []
+    for run in runs:
+        files = walked[run.id] = RunFiles(files_root(run), fs, exclude=run.nested)
+        try:
+            counted.append((run, files.count()))
+        except OSError:
+            counted.append((run, 0))
+    if limit is None:
+        limit = open_files_limit()
+    chosen, note = choose(linked_event_files(counted), len(counted), limit)
+    return chosen, note, walked

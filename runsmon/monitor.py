@@ -5,8 +5,10 @@ changed, ended or removed runs, new event files or tags) and has the others
 write only that: where to look next (:mod:`runsmon.changes`), what a run's
 directory holds (:mod:`runsmon.mirror`), its session and the experiment
 (:mod:`runsmon.sessionwriter`: a session that must change gets a new
-directory under the same row name). See ARCHITECTURE.md for the logdir
-layout and the TensorBoard behaviour behind it.
+directory under the same row name). The logdir's layout (linked, or compact:
+one file a run, :mod:`runsmon.compact`) is chosen once, by
+:mod:`runsmon.layout`, at the first listing. See ARCHITECTURE.md for the
+logdir layouts and the TensorBoard behaviour behind them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from runsmon import hparams, runview
 from runsmon import layout as layouts
 from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
-from runsmon.layout import AUTO, LAYOUTS
 from runsmon.logdir import (
     END_FILE,
     EXPERIMENT_FILE,
@@ -66,6 +67,8 @@ class RunsMonitor:
     ``run_once()`` syncs synchronously; ``start()``/``stop()`` run syncs in a
     background thread every ``interval`` seconds and at once when a watched
     file changes. Usable as a context manager (started on enter).
+    ``layout``: ``linked``, ``compact`` or ``auto`` (by ``open_files_limit``,
+    default this process's soft limit; see :mod:`runsmon.layout`).
     """
 
     def __init__(
@@ -86,7 +89,7 @@ class RunsMonitor:
         selection: hparams.Selection | None = None,
         freeze_heap: bool = False,
         on_new_columns: Callable[[list[str], list[hparams.Metric]], None] | None = None,
-        layout: str = AUTO,
+        layout: str = layouts.AUTO,
         open_files_limit: int | None = None,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
@@ -118,9 +121,9 @@ class RunsMonitor:
         """Called with the hparams and metrics an experiment adds to the one
         before it (a dashboard already open shows them only once reloaded)."""
         self.last_stats = SyncStats()
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
-        self.layout: str | None = None if layout == AUTO else layout
+        if layout not in layouts.LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(layouts.LAYOUTS)}")
+        self.layout: str | None = None if layout == layouts.AUTO else layout
         """``linked`` or ``compact`` (see runsmon/layout.py); under ``auto``,
         None until the first listing chose it (then it stays)."""
         self.layout_note = ""
@@ -635,19 +638,8 @@ class RunsMonitor:
 
     def _choose_layout(self, listed: Mapping[str, Run]) -> None:
         """``auto``: choose the layout by the first listing (once per process)."""
-        counted = []
-        for run in listed.values():
-            files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
-            try:
-                counted.append((run, files.count()))
-            except OSError:
-                counted.append((run, 0))
-            self._walked[run.id] = files
-        limit = self.open_files_limit
-        if limit is None:
-            limit = layouts.open_files_limit()
-        chosen, self.layout_note = layouts.choose(
-            layouts.linked_event_files(counted), len(counted), limit
+        chosen, self.layout_note, self._walked = layouts.choose_for(
+            listed.values(), self.fs, self.open_files_limit
         )
         log.info("%s", self.layout_note)
         self._use_layout(chosen)
