@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import select
 import shutil
 import subprocess
 import sys
@@ -110,12 +108,7 @@ def served(runs_dir: str, n: int, layout: str, fast: bool, poll: float) -> dict[
     )
     out: dict[str, Any] = {"layout": layout, "loader": "data server" if fast else "Python"}
     try:
-        assert proc.stdout is not None
-        url = None
-        while url is None and time.monotonic() - t0 < 600 and proc.poll() is None:
-            if select.select([proc.stdout], [], [], 1)[0]:
-                m = re.search(r"TensorBoard at (\S+)#hparams", proc.stdout.readline())
-                url = m.group(1) if m else None
+        url = open_files.served_url(proc, t0)
         out["url_after_s"] = round(time.monotonic() - t0, 1)
         all_at = None
         deadline = time.monotonic() + poll
@@ -128,12 +121,7 @@ def served(runs_dir: str, n: int, layout: str, fast: bool, poll: float) -> dict[
         out["all_listed_after_s"] = None if all_at is None else round(all_at, 1)
         out["data_server_fds"] = max(fds) if fds and fast else None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        open_files.stop(proc)
     return out
 
 
