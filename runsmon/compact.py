@@ -115,7 +115,10 @@ def scalar_records(
     """
     raw_ok = not group and not drop_placeholder
     if raw_ok:
-        raw_ok = all(p == events.SCALARS_PLUGIN for p in plugins.values())
+        raw_ok = all(
+            p == events.SCALARS_PLUGIN and not t.startswith("_hparams_/")
+            for t, p in plugins.items()
+        )
     prefix = f"{group}/".encode() if group else b""
     heads = _heads_for(plugins, prefix)
 

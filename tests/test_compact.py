@@ -10,7 +10,7 @@ import pytest
 from runs_helpers import session_in, write_scalars
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from runsmon import Run, RunsMonitor, events, layout
+from runsmon import Run, RunsMonitor, events, hparams, layout
 from runsmon.compact import compact_metrics
 from runsmon.logdir import MANIFEST, SESSION_FILE
 from runsmon.run import ScalarPoint
@@ -372,3 +372,104 @@ def test_auto_rule():
 def test_unknown_layout_is_refused(tmp_path):
     with pytest.raises(ValueError, match="layout must be one of"):
         _monitor(tmp_path, [], layout="flat")
+
+
+def _tensor_scalar(tag: str, value: float, meta: bool) -> summary_pb2.Summary.Value:
+    import numpy as np
+    from tensorboard.plugins.scalar import metadata as scalar_metadata
+    from tensorboard.util import tensor_util
+
+    v = summary_pb2.Summary.Value(
+        tag=tag, tensor=tensor_util.make_tensor_proto(np.array(value, dtype=np.float32))
+    )
+    if meta:
+        v.metadata.CopyFrom(
+            scalar_metadata.create_summary_metadata(display_name="", description="")
+        )
+        v.metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
+    return v
+
+
+def _histogram(tag: str) -> summary_pb2.Summary.Value:
+    import numpy as np
+    from tensorboard.plugins.histogram import metadata as histogram_metadata
+    from tensorboard.util import tensor_util
+
+    meta = histogram_metadata.create_summary_metadata(display_name=tag, description="")
+    data = np.array([[0.0, 1.0, 2.0]], dtype=np.float64)
+    return summary_pb2.Summary.Value(
+        tag=tag, metadata=meta, tensor=tensor_util.make_tensor_proto(data)
+    )
+
+
+def test_tensor_scalars_keep_their_metadata_and_histograms_go(tmp_path):
+    # TF2's writers: a scalar is a tensor whose first value carries the plugin.
+    run_dir = tmp_path / "runs" / "r1" / "val"
+    run_dir.mkdir(parents=True)
+    path = str(run_dir / "events.out.tfevents.1.host")
+    evs = [events.file_version_event(T0)]
+    for step in range(3):
+        ev = event_pb2.Event(wall_time=T0, step=step)
+        ev.summary.value.extend([_tensor_scalar("acc", 0.1 * step, step == 0), _histogram("w")])
+        evs.append(ev)
+    with open(path, "wb") as f:
+        f.write(events.encode_events(evs))
+    monitor = _monitor(tmp_path, [_run(tmp_path / "runs")])
+    monitor.run_once()
+    out = [e for e in read_events(_only_file(monitor)) if e.summary.value]
+    copied = [(e.step, v) for e in out for v in e.summary.value if v.tag.startswith("val/")]
+    assert [(step, v.tag) for step, v in copied] == [(0, "val/acc"), (1, "val/acc"), (2, "val/acc")]
+    assert copied[0][1].metadata.plugin_data.plugin_name == "scalars"
+    assert round(events.scalar_value(copied[2][1]), 6) == 0.2
+    assert ("val/w" not in _tags(_only_file(monitor))) and ("w" not in _tags(_only_file(monitor)))
+
+
+def test_a_file_with_hparams_of_its_own_gives_its_scalars_only(tmp_path):
+    # Lightning: hparams summaries and curves in one file, and hp_metric = -1 at step 0.
+    run_dir = tmp_path / "runs" / "r1"
+    hp = hparams.session_start_summary({"lr": 0.5}, "theirs", None)
+    path = write_scalars(run_dir, {"hp_metric": [(0, -1.0)], "loss": [(0, 1.0), (1, 0.5)]})
+    _append_raw(path, [event_pb2.Event(wall_time=T0, step=0, summary=hp)])
+    monitor = _monitor(tmp_path, [_run(tmp_path / "runs")])
+    monitor.run_once()
+    file = _only_file(monitor)
+    assert [p for p in _points(file) if p[0] != "time"] == [("loss", 0, 1.0), ("loss", 1, 0.5)]
+    assert _tags(file).count("_hparams_/session_start_info") == 1
+    assert session_in(os.path.dirname(file))["hparams"] == {"lr": 0.1}
+
+
+def test_a_record_larger_than_a_chunk_is_stepped_over(tmp_path, monkeypatch):
+    from runsmon import compact
+
+    monkeypatch.setattr(compact, "CHUNK", 256)
+    run_dir = tmp_path / "runs" / "r1"
+    path = write_scalars(run_dir / "train", {"loss": [(0, 1.0)]})
+    big = summary_pb2.Summary(
+        value=[
+            summary_pb2.Summary.Value(
+                tag="img", image=summary_pb2.Summary.Image(encoded_image_string=b"x" * 1000)
+            )
+        ]
+    )
+    _append_raw(
+        path,
+        [
+            event_pb2.Event(wall_time=T0, step=1, summary=big),
+            events.scalar_event("loss", 0.5, 1, T0),
+        ],
+    )
+    monitor = _monitor(tmp_path, [_run(tmp_path / "runs")])
+    monitor.run_once()
+    points = [p for p in _points(_only_file(monitor)) if p[0] != "time"]
+    assert points == [("train/loss", 0, 1.0), ("train/loss", 1, 0.5)]
+
+
+def test_a_restart_goes_on_from_where_it_was(tmp_path):
+    monitor, path, before = _running(tmp_path)
+    run = monitor._listed["r1"]
+    monitor.logdir.release()
+    del monitor
+    _append_raw(_newest(tmp_path / "runs" / "r1" / "val"), [events.scalar_event("acc", 0.9, 1, T0)])
+    again = _monitor(tmp_path, [run])
+    assert again.run_once().rewrites == 0
+    assert _points(_only_file(again)) == [*before, ("val/acc", 1, 0.9)]
