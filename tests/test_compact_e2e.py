@@ -10,6 +10,8 @@ monitor: every row stays at every poll while each run is written anew.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from runs_helpers import write_scalars
 from tb import wait_without_gap
@@ -114,3 +116,28 @@ def test_a_linked_logdir_goes_compact_without_a_gap(tmp_path, tensorboard, load_
     assert {n: r["hparams"] for n, r in after.items()} == {
         n: r["hparams"] for n, r in before.items()
     }
+
+
+@LOADERS
+def test_an_end_info_appended_to_the_one_file_is_shown(tmp_path, tensorboard, load_fast):
+    # A status guessed from idleness: no end info while it runs, then one appended.
+    runs = _runs(tmp_path / "runs")[:1]
+    runs[0] = dataclasses.replace(
+        runs[0], status="running", stopped=None, attrs={"status_rule": "idle"}
+    )
+    monitor = RunsMonitor(str(tmp_path / "logdir"), lambda: runs, layout="compact", watch=False)
+    monitor.run_once()
+    tb = tensorboard(monitor.logdir.path, load_fast=load_fast)
+    first = tb.wait_for(_complete(1, 4), timeout=60, what="the running run")
+    assert next(iter(first.values()))["status"] == "STATUS_UNKNOWN"
+    runs[0] = dataclasses.replace(runs[0], status="completed", stopped=T0 + 100)
+    assert monitor.run_once().rewrites == 0
+    shown = tb.wait_for(
+        lambda t: (
+            next(iter(t.values()))["status"] == "STATUS_SUCCESS"
+            and ("time", "") in next(iter(t.values()))["metrics"]
+        ),
+        timeout=30,
+        what="its end",
+    )
+    assert next(iter(shown.values()))["metrics"][("time", "")] == 100
