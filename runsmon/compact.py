@@ -377,9 +377,12 @@ class CompactWriter:
             start = offset
             plugins = f.scan.tags
             drop = f.scan.has_hparams
+            # The scanner verified every checksum up to where it read: only
+            # a file where it met a bad record is verified again.
+            verify = bool(f.scan.bad_records or f.scan.framing_lost)
             while offset < size:
                 chunk = self.fs.read_bytes(f.path, offset, min(CHUNK, size - offset))
-                split = events.split_records(chunk)
+                split = events.split_records(chunk, verify=verify)
                 parts.extend(scalar_records(split.records, group, plugins, drop))
                 if split.end == 0:
                     skip = _oversized(chunk, offset, size)
