@@ -108,10 +108,10 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def measure(n: int, limit: int, fast: bool, poll: float) -> dict[str, Any]:
+def measure(n: int, limit: int, fast: bool, poll: float, layout: str = "linked") -> dict[str, Any]:
     path = runs_dir(n)
     err_path = os.path.join(bench.BENCH_DIR, f"open-files-{n}-{limit}.err")
-    cmd = [sys.executable, "-m", "runsmon", "serve", "--port", "0", path]
+    cmd = [sys.executable, "-m", "runsmon", "serve", "--port", "0", "--layout", layout, path]
     if fast:
         cmd[4:4] = ["-O", "load_fast=true"]
 
@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("cases", nargs="+", metavar="RUNS:LIMIT[:fast]")
     p.add_argument("--poll", type=float, default=20.0, help="seconds of polling (default 20)")
+    p.add_argument(
+        "--layout",
+        choices=("linked", "compact", "auto"),
+        default="linked",
+        help="runsmon serve --layout (default linked: the layout this table was made for)",
+    )
     p.add_argument("--write-results", action="store_true")
     args = p.parse_args(argv)
     results = []
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         n, limit, *rest = case.split(":")
         polls = [float(r) for r in rest if r.replace(".", "", 1).isdigit()]
         poll = polls[0] if polls else args.poll
-        results.append(measure(int(n), int(limit), "fast" in rest, poll))
+        results.append(measure(int(n), int(limit), "fast" in rest, poll, args.layout))
         print(json.dumps(results[-1]), flush=True)
     text = table(results)
     print(text)

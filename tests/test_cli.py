@@ -357,7 +357,8 @@ def test_runs_past_the_open_files_limit_are_served_by_the_python_loader(tmp_path
         resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runsmon", "serve", "--port", "0", str(runs)],
+        [sys.executable, "-m", "runsmon", "serve", "--port", "0", "--layout", "linked",
+         str(runs)],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
     )  # fmt: skip
