@@ -102,13 +102,13 @@ class Mirror:
         impossible) and copies without HParams summaries. Returns why the
         run must be written anew in a new directory, if it must.
 
-        In the compact layout: what the run's event files and its scalars
-        outside them added, appended to its file.
+        In the compact layout: what the run's event files added, appended
+        to its file (:meth:`sync_scalars` appends its scalars outside them).
         """
         if self._other_layout(st):
             return None
         if self.compact is not None:
-            return self._sync_compact(st) or self.sync_scalars(st)
+            return self._sync_compact(st)
         manifest = st.manifest
         for rel, path in manifest.copies.items():
             self.writes.attempt(

@@ -256,10 +256,11 @@ class SessionWriter:
             # After the session: TensorBoard's Python loader may skip a file
             # whose name sorts before the one it is reading.
             self.mirror.make_links(st, links, fresh=made)
+        if links is not None or (compact is not None and write_start):
             self._rewrite_if(st, self.mirror.sync_copies(st))
-        elif compact is not None and write_start:
-            # The scalars follow the session in the run's one file.
-            self._rewrite_if(st, self.mirror.sync_copies(st))
+            if compact is not None:
+                # The run's scalars follow its session in its one file.
+                self._rewrite_if(st, self.mirror.sync_scalars(st))
         if state != before:
             self.writes.unsaved.add(run.id)
 
