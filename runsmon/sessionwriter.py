@@ -483,9 +483,11 @@ class ExperimentWriter:
         if self._key == (columns.version, selection):
             return None
         selected, metrics = columns.selected(selection)
+        if self.compact:
+            metrics = compact_metrics(metrics)  # named as the dashboard shows them
         summary = hparams.experiment_summary(
             selected,
-            compact_metrics(metrics) if self.compact else metrics,
+            metrics,
             self.created,
             differs=columns.differs,
         )
