@@ -87,10 +87,31 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def measure(n: int, limit: int, fast: bool, poll: float) -> dict[str, Any]:
+def served_url(proc: subprocess.Popen[str], t0: float, timeout: float = 600) -> str | None:
+    """The URL ``runsmon serve`` prints once TensorBoard lists the runs (None: it did not)."""
+    assert proc.stdout is not None
+    while time.monotonic() - t0 < timeout and proc.poll() is None:
+        if select.select([proc.stdout], [], [], 1)[0]:
+            m = re.search(r"TensorBoard at (\S+)#hparams", proc.stdout.readline())
+            if m:
+                return m.group(1)
+    return None
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Stop ``runsmon serve`` (and so its TensorBoard)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(n: int, limit: int, fast: bool, poll: float, layout: str = "linked") -> dict[str, Any]:
     path = runs_dir(n)
     err_path = os.path.join(bench.BENCH_DIR, f"open-files-{n}-{limit}.err")
-    cmd = [sys.executable, "-m", "runsmon", "serve", "--port", "0", path]
+    cmd = [sys.executable, "-m", "runsmon", "serve", "--port", "0", "--layout", layout, path]
     if fast:
         cmd[4:4] = ["-O", "load_fast=true"]
 
@@ -110,12 +131,7 @@ def measure(n: int, limit: int, fast: bool, poll: float) -> dict[str, Any]:
         )
     out: dict[str, Any] = {"runs": n, "limit": limit, "loader": "fast" if fast else "runsmon's"}
     try:
-        assert proc.stdout is not None
-        url = None
-        while url is None and time.monotonic() - t0 < 600 and proc.poll() is None:
-            if select.select([proc.stdout], [], [], 1)[0]:
-                m = re.search(r"TensorBoard at (\S+)#hparams", proc.stdout.readline())
-                url = m.group(1) if m else None
+        url = served_url(proc, t0)
         seen: list[int | str] = []
         all_at = None
         deadline = time.monotonic() + poll
@@ -135,12 +151,7 @@ def measure(n: int, limit: int, fast: bool, poll: float) -> dict[str, Any]:
             listed_min=min((s for s in after if isinstance(s, int)), default=None),
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     with open(err_path) as f:
         text = f.read()
     out["too_many_open_files_lines"] = text.count("Too many open files")
@@ -178,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("cases", nargs="+", metavar="RUNS:LIMIT[:fast]")
     p.add_argument("--poll", type=float, default=20.0, help="seconds of polling (default 20)")
+    p.add_argument(
+        "--layout",
+        choices=("linked", "compact", "auto"),
+        default="linked",
+        help="runsmon serve --layout (default linked: the layout this table was made for)",
+    )
     p.add_argument("--write-results", action="store_true")
     args = p.parse_args(argv)
     results = []
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         n, limit, *rest = case.split(":")
         polls = [float(r) for r in rest if r.replace(".", "", 1).isdigit()]
         poll = polls[0] if polls else args.poll
-        results.append(measure(int(n), int(limit), "fast" in rest, poll))
+        results.append(measure(int(n), int(limit), "fast" in rest, poll, args.layout))
         print(json.dumps(results[-1]), flush=True)
     text = table(results)
     print(text)

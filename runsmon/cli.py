@@ -421,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
         "default: a temporary one, removed at exit)",
     )
     serve.add_argument(
+        "--layout",
+        choices=("linked", "compact", "auto"),
+        default="auto",
+        help="linked: each run's directory links all its event files (every dashboard); "
+        "compact: one event file a run, its scalars only (no images or histograms), for "
+        "thousands of runs; auto (default): linked while its event files take at most half "
+        "the open-file limit, else compact, said in one line",
+    )
+    serve.add_argument(
         "--interval",
         "--refresh-interval",
         type=_positive_float,
@@ -857,6 +866,7 @@ def serve(
             handover_delay=handover_delay(RELOAD_INTERVAL) if serving else 11.0,
             progress=progress,
             selection=_selection(args),
+            layout=getattr(args, "layout", "auto"),
         )
         level = log.level
         log.setLevel(max(level, logging.WARNING))  # "run added" x N: the summary says it
@@ -868,6 +878,8 @@ def serve(
             if progress is not None:
                 progress.finish()
                 _handler.progress = None
+        if monitor.layout_note and monitor.layout == "compact":
+            _say(args, f"runsmon: {monitor.layout_note}")
         columns, metrics = monitor.experiment_columns()
         _say(
             args,

@@ -89,6 +89,8 @@ class RunRecord:
     synth_metrics: list[Any] | None = None  # (tag, group) of the scalars files
     scalars: dict[str, Any] | None = None  # group -> tag -> points written
     filtered: dict[str, int] | None = None  # filtered copy -> bytes of its source read
+    layout: str | None = None  # "compact", or None: linked (see runsmon.layout)
+    compact: dict[str, Any] | None = None  # compact layout: its file's size, sources read
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of other versions
 
     _KEYS: ClassVar[dict[str, str]] = {"asked": "wanted"}
@@ -458,6 +460,20 @@ class Logdir:
             with contextlib.suppress(OSError), open(path, "ab") as f:
                 f.truncate(size)
             raise
+
+    def read_file(self, manifest: Manifest, rel: str) -> bytes:
+        """The bytes of a file runsmon wrote in a run directory."""
+        if rel not in manifest.files:
+            raise LogdirError(f"not a file runsmon wrote: {rel}")
+        with open(self.run_path(manifest.name, rel), "rb") as f:
+            return f.read()
+
+    def truncate_file(self, manifest: Manifest, rel: str, size: int) -> None:
+        """Cut a file of runsmon's own back to ``size`` bytes (what its
+        manifest says was whole: a kill came after an append)."""
+        if rel not in manifest.files:
+            raise LogdirError(f"not a file runsmon wrote: {rel}")
+        os.truncate(self.run_path(manifest.name, rel), size)
 
     # -- reading back --------------------------------------------------------
 

@@ -4,8 +4,10 @@
 :class:`~runsmon.runfiles.RunFiles` places them (``LINK``; copies where
 links are impossible), copies without HParams summaries of files that hold
 some (``FILTER``), and the scalars files of runs whose source knows scalars
-outside event files (MLflow, wandb). Every write goes through the sync's
-:class:`~runsmon.runstate.Writes`. It knows nothing of sessions, of the
+outside event files (MLflow, wandb). In the compact layout
+(:mod:`runsmon.compact`) it instead has the :class:`~runsmon.compact.CompactWriter`
+append the scalars of both to the run's one file. Every write goes through
+the sync's :class:`~runsmon.runstate.Writes`. It knows nothing of sessions, of the
 experiment or of when a sync happens; where a run's files can no longer be
 kept in step in place (an event file replaced, scalars rewritten) it says
 why, and the monitor has the run written anew.
@@ -17,6 +19,7 @@ import os
 from collections.abc import Mapping
 
 from runsmon import events, runview
+from runsmon.compact import COMPACT, HPARAMS_MARK, CompactWriter, compact_tag
 from runsmon.fs import FileSystem
 from runsmon.logdir import SCALARS_FILE, Logdir
 from runsmon.report import Reporter, describe_error
@@ -25,8 +28,6 @@ from runsmon.runfiles import FILTER, LINK
 from runsmon.runstate import RunState, Writes
 
 FILTER_CHUNK = 16 << 20
-#: Bytes found in every record of an HParams summary (the tags' prefix).
-HPARAMS_MARK = b"_hparams_/"
 
 
 class Mirror:
@@ -37,9 +38,26 @@ class Mirror:
         self.fs = fs
         self.reporter = reporter
         self.writes = writes
+        self.compact: CompactWriter | None = None
+        """The compact layout's writer; None in the linked layout."""
+
+    def use_layout(self, layout: str) -> None:
+        """Write ``layout`` ("compact", or else linked) from now on."""
+        self.compact = CompactWriter(self.logdir, self.fs) if layout == COMPACT else None
+
+    @property
+    def layout(self) -> str | None:
+        """The layout a run's manifest records for what this mirror writes (None: linked)."""
+        return COMPACT if self.compact is not None else None
+
+    def _other_layout(self, st: RunState) -> bool:
+        """Whether the run's directory is of the other layout (it is to be written anew)."""
+        return st.manifest.state.layout != self.layout
 
     def link_targets(self, st: RunState) -> dict[str, str]:
         """rel path in the logdir -> what its link points to."""
+        if self.compact is not None:
+            return {}
         local = self.fs.local_path
         out = {}
         for rel, path in st.files.placed(LINK).items():
@@ -51,6 +69,10 @@ class Mirror:
         """Links (or copies) to the run's event files as they are now, and
         its copies brought up to date; see :meth:`sync_copies` for what it
         returns."""
+        if self._other_layout(st):
+            return None
+        if self.compact is not None:
+            return self._sync_compact(st)
         targets = self.link_targets(st)
         manifest = st.manifest
         current = {**manifest.links, **manifest.copies}
@@ -78,13 +100,41 @@ class Mirror:
     def sync_copies(self, st: RunState) -> str | None:
         """Bring the run's copies up to date: plain copies (where links are
         impossible) and copies without HParams summaries. Returns why the
-        run must be written anew in a new directory, if it must."""
+        run must be written anew in a new directory, if it must.
+
+        In the compact layout: what the run's event files added, appended
+        to its file (:meth:`sync_scalars` appends its scalars outside them).
+        """
+        if self._other_layout(st):
+            return None
+        if self.compact is not None:
+            return self._sync_compact(st)
         manifest = st.manifest
         for rel, path in manifest.copies.items():
             self.writes.attempt(
                 st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p)
             )
         return self._sync_filtered(st)
+
+    def _sync_compact(self, st: RunState) -> str | None:
+        """Append what the run's event files added to its compact file."""
+        compact = self.compact
+        if compact is None or not compact.ready(st):
+            return None
+        try:
+            found = compact.sync(st)
+        except OSError as e:
+            self.reporter.warn(st.run.id, "copy", f"run {st.name}: {describe_error(e)}")
+            return None
+        if isinstance(found, str):
+            return found
+        data, offsets = found
+        if offsets and (
+            not data or self.writes.attempt(st, "write", lambda: compact.append(st, data))
+        ):
+            st.manifest.state.compact["read"].update(offsets)  # type: ignore[index]
+            self.writes.unsaved.add(st.run.id)
+        return None
 
     def _sync_filtered(self, st: RunState) -> str | None:
         """Keep copies, without hparams summaries, of files that hold some."""
@@ -126,6 +176,11 @@ class Mirror:
         of each tag in each group, so a value appended to any metric (not only
         the last one a source lists) is written once, where it belongs.
         """
+        if self._other_layout(st):
+            return None
+        compact = self.compact
+        if compact is not None and not compact.ready(st):
+            return None  # written with its session
         points = runview.read_points(st.run, st.name, self.reporter)
         if points is None:
             return None
@@ -154,16 +209,23 @@ class Mirror:
             new = [p for tag, tag_points in tags.items() for p in tag_points[have.get(tag, 0) :]]
             if not new:
                 continue
-            rel = f"{group}/{SCALARS_FILE}" if group else SCALARS_FILE
-            data = events.encode_events(
-                [events.scalar_event(p.tag, p.value, p.step, p.wall_time) for p in new],
-                file_version=not have,
-            )
-            if self.writes.attempt(
-                st,
-                "write",
-                lambda rel=rel, data=data: self.logdir.append_file(st.manifest, rel, data),
-            ):
+            if compact is not None:
+                # One file: the tag tells the groups apart.
+                data = events.encode_events(
+                    events.scalar_event(compact_tag(p.tag, group), p.value, p.step, p.wall_time)
+                    for p in new
+                )
+                action = lambda data=data: compact.append(st, data)  # noqa: E731
+            else:
+                rel = f"{group}/{SCALARS_FILE}" if group else SCALARS_FILE
+                data = events.encode_events(
+                    [events.scalar_event(p.tag, p.value, p.step, p.wall_time) for p in new],
+                    file_version=not have,
+                )
+                action = lambda rel=rel, data=data: self.logdir.append_file(  # noqa: E731
+                    st.manifest, rel, data
+                )
+            if self.writes.attempt(st, "write", action):
                 counts[group] = {tag: len(tag_points) for tag, tag_points in tags.items()}
             else:
                 done = None

@@ -5,8 +5,10 @@ changed, ended or removed runs, new event files or tags) and has the others
 write only that: where to look next (:mod:`runsmon.changes`), what a run's
 directory holds (:mod:`runsmon.mirror`), its session and the experiment
 (:mod:`runsmon.sessionwriter`: a session that must change gets a new
-directory under the same row name). See ARCHITECTURE.md for the logdir
-layout and the TensorBoard behaviour behind it.
+directory under the same row name). The logdir's layout (linked, or compact:
+one file a run, :mod:`runsmon.compact`) is chosen once, by
+:mod:`runsmon.layout`, at the first listing. See ARCHITECTURE.md for the
+logdir layouts and the TensorBoard behaviour behind them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from runsmon import hparams, runview
+from runsmon import layout as layouts
 from runsmon.changes import SHARE_MAX, Changes
 from runsmon.fs import LOCAL, FileSystem
 from runsmon.listing import Lister
@@ -65,6 +68,8 @@ class RunsMonitor:
     ``run_once()`` syncs synchronously; ``start()``/``stop()`` run syncs in a
     background thread every ``interval`` seconds and at once when a watched
     file changes. Usable as a context manager (started on enter).
+    ``layout``: ``linked``, ``compact`` or ``auto`` (by ``open_files_limit``,
+    default this process's soft limit; see :mod:`runsmon.layout`).
     """
 
     def __init__(
@@ -85,6 +90,8 @@ class RunsMonitor:
         selection: hparams.Selection | None = None,
         freeze_heap: bool = False,
         on_new_columns: Callable[[list[str], list[hparams.Metric]], None] | None = None,
+        layout: str = layouts.AUTO,
+        open_files_limit: int | None = None,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
@@ -114,6 +121,15 @@ class RunsMonitor:
         """Called with the hparams and metrics an experiment adds to the one
         before it (a dashboard already open shows them only once reloaded)."""
         self.last_stats = SyncStats()
+        if layout not in layouts.LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(layouts.LAYOUTS)}")
+        self.layout: str | None = None if layout == layouts.AUTO else layout
+        """``linked`` or ``compact`` (see runsmon/layout.py); under ``auto``,
+        None until the first listing chose it (then it stays)."""
+        self.layout_note = ""
+        """Why ``auto`` chose the layout (one line), once it did."""
+        self.open_files_limit = open_files_limit
+        """The open-file limit ``auto`` chooses by (None: this process's soft limit)."""
 
         self._lock = threading.RLock()
         self._runs: dict[str, RunState] = {}
@@ -151,6 +167,9 @@ class RunsMonitor:
         self._metric_sets: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
         self._restored = Restored(self.logdir, self._namer, self.writer.vacated)
         """An earlier runsmon's runs in this logdir, until each is listed again."""
+        self._walked: dict[str, RunFiles] = {}  # runs' files listed to choose the layout
+        if self.layout is not None:
+            self._use_layout(self.layout)
 
     # -- public API ------------------------------------------------------------
 
@@ -330,6 +349,8 @@ class RunsMonitor:
             if listing is None:
                 return stats
             listed = listing.runs
+            if self.layout is None:
+                self._choose_layout(listed)
             if not (listing.same and changed is not None):
                 for run_id in [r for r in self._runs if r not in listed]:
                     self._remove(run_id)
@@ -357,6 +378,7 @@ class RunsMonitor:
             self.writes.settle()
             if changed is None:
                 self._restored.drop_unclaimed()
+                self._walked.clear()
                 self._synced = True
             stats.runs = len(self._runs)
             stats.seconds = time.monotonic() - t0
@@ -454,10 +476,14 @@ class RunsMonitor:
         if st is None:
             # A run with scalars of its own writes them now: its directory
             # is made at once. Others get theirs with their session.
-            manifest = self._adopt(run.id, asked, create=run.scalars is not None)
+            manifest = self._adopt(
+                run.id, asked, create=run.scalars is not None and self.mirror.compact is None
+            )
             if manifest is None:
                 return None
-            files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
+            files = self._walked.pop(run.id, None) or RunFiles(
+                runview.files_root(run), self.fs, exclude=run.nested
+            )
             st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
@@ -548,6 +574,22 @@ class RunsMonitor:
                 self.writes.attempt(
                     st, "manifest", lambda st=st: self.logdir.save_manifest(st.manifest)
                 )
+
+    # -- the layout ----------------------------------------------------------------
+
+    def _choose_layout(self, listed: Mapping[str, Run]) -> None:
+        """``auto``: choose the layout by the first listing (once per process)."""
+        chosen, self.layout_note, self._walked = layouts.choose_for(
+            listed.values(), self.fs, self.open_files_limit
+        )
+        log.info("%s", self.layout_note)
+        self._use_layout(chosen)
+
+    def _use_layout(self, chosen: str) -> None:
+        self.layout = chosen
+        self.mirror.use_layout(chosen)
+        self.experiment.compact = self.mirror.compact is not None
+        self._restored.layout = self.mirror.layout
 
     # -- a run new to this process ---------------------------------------------
 

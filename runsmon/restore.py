@@ -4,17 +4,22 @@ At start (also after ``kill -9``) the monitor reads every manifest in the
 logdir: of two directories of one run (a kill came during a rewrite) the
 whole generation is kept and the other deleted, and each run gets its names
 back. A run listed again *claims* its manifest, which is trusted only for
-what is really on disk. After the first full check, the runs no one claimed
-(gone from the sources meanwhile) are deleted.
+what is really on disk. A run written in the other layout (see
+:mod:`runsmon.layout`) is written anew, once, as a new generation. After the
+first full check, the runs no one claimed (gone from the sources meanwhile)
+are deleted.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 from runsmon import sessions
 from runsmon.logdir import END_FILE, SESSION_FILE, Logdir, LogdirError, Manifest
 from runsmon.naming import RunNamer
+
+log = logging.getLogger("runsmon")
 
 
 class Restored:
@@ -23,6 +28,8 @@ class Restored:
     def __init__(self, logdir: Logdir, namer: RunNamer, vacated: sessions.Vacated) -> None:
         self.logdir = logdir
         self._namer = namer
+        self.layout: str | None = None
+        """The layout runs are written in now, as a manifest records it (None: linked)."""
         self._manifests: dict[str, Manifest] = {}  # run id -> its manifest
         by_run: dict[str, list[Manifest]] = {}
         for manifest in logdir.manifests():
@@ -69,7 +76,34 @@ class Restored:
         building, state.building = state.building, False
         for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
             del manifest.links[rel]  # announced, never made: made again
+        if state.layout is not None and state.compact is None:
+            state.session = state.end = None  # announced, never written
+        if state.session is not None and state.compact is not None:
+            self._cut_to_whole(manifest)
+        if state.layout != self.layout and state.session is not None:
+            log.info(
+                "run %s: written in the %s layout; rewriting it",
+                manifest.state.group or manifest.name,
+                state.layout or "linked",
+            )
+            return manifest, True
         return manifest, building and state.session is not None
+
+    def _cut_to_whole(self, manifest: Manifest) -> None:
+        """A compact file longer than its manifest says (a kill came after an
+        append, before the manifest): cut back to what the manifest counts.
+        Shorter: written again whole."""
+        state = manifest.state
+        size = int((state.compact or {}).get("size", 0))
+        try:
+            have = os.path.getsize(self.logdir.run_path(manifest.name, SESSION_FILE))
+            if have > size:
+                self.logdir.truncate_file(manifest, SESSION_FILE, size)
+        except (OSError, LogdirError):
+            have = 0
+        if have < size:
+            state.session = None
+            state.end = None
 
     def drop_unclaimed(self) -> None:
         """After the first full check: delete the runs no one claimed."""

@@ -83,6 +83,15 @@ class RunFiles:
                 changed = True
         return changed
 
+    def count(self) -> int:
+        """How many event files the run has, listing its directories only
+        (kept: the next :meth:`refresh` lists again only what moved)."""
+        seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
+        event_paths: dict[str, str] = {}
+        self._walk("", 0, seen, event_paths)
+        self._dirs = seen
+        return len(event_paths)
+
     def _walk(
         self,
         rel: str,

@@ -184,6 +184,11 @@ def open_files_advice(
     these runs need about 30000 open files in TensorBoard (it keeps every event file open),
     more than the hard limit of 20000; raise it first (as root: ulimit -Hn 30000, or
     /etc/security/limits.conf), or show fewer runs (--since, --limit)
+    >>> print(open_files_advice(16565, 1024, 1024))
+    these runs need about 16565 open files in TensorBoard's fast loader, more than the hard
+    limit of 1024; serving them with its Python loader instead (slower to load); for the fast
+    one, raise the limit first (as root: ulimit -Hn 16565, or /etc/security/limits.conf), or
+    show fewer runs (--since, --limit)
     >>> open_files_advice(900, 1024, 4096) is None
     True
     """
@@ -209,10 +214,11 @@ def open_files_advice(
             f"file open), more than the {limit}; raise it first ({how}), "
             "or show fewer runs (--since, --limit)"
         )
+    fewer = ", or show fewer runs (--since, --limit)" if "hard" in limit else ""
     return (
         f"these runs need about {needed} open files in TensorBoard's fast loader, more than "
         f"the {limit}; serving them with its Python loader instead (slower to load); "
-        f"for the fast one, raise the limit first ({how})"
+        f"for the fast one, raise the limit first ({how}){fewer}"
     )
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runsmon import events, hparams, sessions
+from runsmon.compact import compact_metrics
 from runsmon.logdir import END_FILE, SESSION_FILE, UNSET, Logdir, LogdirError, Manifest, RunRecord
 from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer
@@ -199,7 +200,9 @@ class SessionWriter:
         write_end = end is not None and written_end is None and (write_start or end != RUNNING)
         # A run seen first when it has already ended gets one file holding
         # its start and end: one file less to make for each run of a sweep.
-        end_file = SESSION_FILE if write_start and write_end else END_FILE
+        compact = self.mirror.compact
+        # In the compact layout the end info is appended to the run's one file.
+        end_file = SESSION_FILE if (write_start and write_end) or compact else END_FILE
         links = None
         if fresh:
             if not self._make_dir(st):
@@ -214,6 +217,7 @@ class SessionWriter:
                     st.manifest.files.append(rel)
             st.manifest.links.update(links)
             self.logdir.plan_parents(st.manifest, [*links], fresh=True)
+            state.layout = self.mirror.layout
             state.session = key
             if write_end:
                 state.end = end
@@ -237,27 +241,32 @@ class SessionWriter:
             summary = hparams.session_start_summary(encoded, st.name, run.started)
             wall = run.started if run.started is not None else self.created
             evs = [events.summary_event(summary, wall_time=wall)]
-            if end_file == SESSION_FILE:
+            if write_end:
                 evs += end_events
             data = events.encode_events(evs, file_version=True, wall_time=wall)
-            if self.writes.attempt(
-                st, "write", lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)
-            ):
+            if compact is not None:
+                action = lambda: compact.start(st.manifest, data)  # noqa: E731
+            else:
+                action = lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)  # noqa: E731
+            if self.writes.attempt(st, "write", action):
                 state.session = key
                 stats.sessions += 1
-                if end_file == SESSION_FILE:
+                if write_end:
                     state.end = end
                     state.end_file = SESSION_FILE
                     state.stopped = run.stopped
                     stats.ended += int(run.ended)
-        if write_end and end_file == END_FILE and state.session is not None:
+        if write_end and not write_start and state.session is not None:
             wall = run.stopped if run.stopped is not None else self.created
-            data = events.encode_events(end_events, file_version=True, wall_time=wall)
-            if self.writes.attempt(
-                st, "write", lambda: self.logdir.write_file(st.manifest, END_FILE, data)
-            ):
+            if compact is not None:
+                data = events.encode_events(end_events)
+                action = lambda: compact.append(st, data)  # noqa: E731
+            else:
+                data = events.encode_events(end_events, file_version=True, wall_time=wall)
+                action = lambda: self.logdir.write_file(st.manifest, END_FILE, data)  # noqa: E731
+            if self.writes.attempt(st, "write", action):
                 state.end = end
-                state.end_file = END_FILE
+                state.end_file = end_file
                 state.stopped = run.stopped
                 stats.ended += 1
                 log.info("run %s: %s", st.name, run.status)
@@ -265,7 +274,11 @@ class SessionWriter:
             # After the session: TensorBoard's Python loader may skip a file
             # whose name sorts before the one it is reading.
             self.mirror.make_links(st, links, fresh=made)
+        if links is not None or (compact is not None and write_start):
             self._rewrite_if(st, self.mirror.sync_copies(st))
+            if compact is not None:
+                # The run's scalars follow its session in its one file.
+                self._rewrite_if(st, self.mirror.sync_scalars(st))
         if state != before:
             self.writes.unsaved.add(run.id)
 
@@ -315,18 +328,27 @@ class SessionWriter:
         summary = hparams.session_start_summary(encoded, group, run.started)
         wall = run.started if run.started is not None else self.created
         evs = [events.summary_event(summary, wall_time=wall)]
-        if end is not None:
-            evs += self._end_events(st)
-        data = events.encode_events(evs, file_version=True, wall_time=wall)
+        compact = self.mirror.compact
+        head = events.encode_events(evs, file_version=True, wall_time=wall)
+        tail = events.encode_events(self._end_events(st)) if end is not None else b""
+        if compact is not None:
+            # The run's one file: its scalars so far come from the old one (ours).
+            body, carried = compact.carried(old, st.own_time)
+            if carried is not None:
+                new.state.compact = {"read": carried["read"]}
+                new.state.scalars = carried["scalars"]
+            data = head + body + tail
+            action = lambda: compact.start(new, data, carried=carried is not None)  # noqa: E731
+        else:
+            data = head + tail
+            action = lambda: self.logdir.write_file(new, SESSION_FILE, data)  # noqa: E731
         st.manifest = new
         ok = (
             self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new))
             and self.writes.attempt(
                 st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True)
             )
-            and self.writes.attempt(
-                st, "write", lambda: self.logdir.write_file(new, SESSION_FILE, data)
-            )
+            and self.writes.attempt(st, "write", action)
         )
         if not ok:
             st.manifest = old
@@ -456,6 +478,9 @@ class ExperimentWriter:
         )
         self._key: tuple[int, hparams.Selection] | None = None  # what it was written for
         self._names: frozenset[Any] | None = None  # its columns, once written here
+        self.compact = False
+        """Whether runs are written in the compact layout: its metrics are
+        named as there (:func:`runsmon.compact.compact_metrics`)."""
 
     @property
     def written(self) -> bool:
@@ -476,8 +501,13 @@ class ExperimentWriter:
         if self._key == (columns.version, selection):
             return None
         selected, metrics = columns.selected(selection)
+        if self.compact:
+            metrics = compact_metrics(metrics)  # named as the dashboard shows them
         summary = hparams.experiment_summary(
-            selected, metrics, self.created, differs=columns.differs
+            selected,
+            metrics,
+            self.created,
+            differs=columns.differs,
         )
         data = events.encode_events(
             [events.summary_event(summary, wall_time=self.created)],

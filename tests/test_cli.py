@@ -293,7 +293,7 @@ def test_runs_needing_more_open_files_than_the_hard_limit_are_said_once(tmp_path
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "runsmon", "serve", "--no-tensorboard", "--include-batch",
-         str(GUILD_RUNS)],
+         "--layout", "linked", str(GUILD_RUNS)],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
     )  # fmt: skip
@@ -311,6 +311,37 @@ def test_runs_needing_more_open_files_than_the_hard_limit_are_said_once(tmp_path
     assert "more than the hard limit of 64 here; raise it (as root: ulimit -Hn 81" in lines[0]
 
 
+def test_auto_layout_goes_compact_past_half_the_limit_and_says_so(tmp_path):
+    import resource
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runsmon", "serve", "--no-tensorboard", "--include-batch",
+         str(GUILD_RUNS)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
+    )  # fmt: skip
+    out = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if "in step" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    said = [line for line in out if "layout" in line]
+    assert len(said) == 1 and said[0].startswith("runsmon: layout compact: 8 runs would need")
+    assert "more than half the open-file limit of 64" in said[0]
+    # Even one file a run is past this limit: one line says what to do.
+    lines = (tmp_path / "err").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert "more than the hard limit of 64 here; raise it" in lines[0]
+
+
 @pytest.mark.tb
 def test_runs_past_the_open_files_limit_are_served_by_the_python_loader(tmp_path):
     """Today's default loader keeps every event file open: past the limit it
@@ -326,7 +357,8 @@ def test_runs_past_the_open_files_limit_are_served_by_the_python_loader(tmp_path
         resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runsmon", "serve", "--port", "0", str(runs)],
+        [sys.executable, "-m", "runsmon", "serve", "--port", "0", "--layout", "linked",
+         str(runs)],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=(tmp_path / "err").open("w"), text=True, preexec_fn=lower,
     )  # fmt: skip
