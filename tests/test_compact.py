@@ -466,7 +466,7 @@ def test_a_record_larger_than_a_chunk_is_stepped_over(tmp_path, monkeypatch):
 
 def test_a_restart_goes_on_from_where_it_was(tmp_path):
     monitor, path, before = _running(tmp_path)
-    run = monitor._listed["r1"]
+    run = next(row["run"] for row in monitor.table() if row["run"].id == "r1")
     monitor.logdir.release()
     del monitor
     _append_raw(_newest(tmp_path / "runs" / "r1" / "val"), [events.scalar_event("acc", 0.9, 1, T0)])
