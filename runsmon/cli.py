@@ -446,7 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--skip-images",
         action="store_true",
-        help="accepted for Guild's command lines: runsmon shows no run images yet",
+        help="leave out the runs' image files (png, jpg, gif, tiff), which otherwise "
+        "show in the Images tab as Guild shows them",
+    )
+    serve.add_argument(
+        "--skip-hparams",
+        action="store_true",
+        help="write no HParams summaries: the logdir links the runs' files only (no HPARAMS rows)",
     )
     serve.add_argument(
         "--no-tensorboard",
@@ -857,6 +863,8 @@ def serve(
             handover_delay=handover_delay(RELOAD_INTERVAL) if serving else 11.0,
             progress=progress,
             selection=_selection(args),
+            images=not args.skip_images,
+            hparams_summaries=not args.skip_hparams,
         )
         level = log.level
         log.setLevel(max(level, logging.WARNING))  # "run added" x N: the summary says it

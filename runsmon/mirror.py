@@ -3,8 +3,9 @@
 :class:`Mirror` keeps, for one run: links to its event files at the paths
 :class:`~runsmon.runfiles.RunFiles` places them (``LINK``; copies where
 links are impossible), copies without HParams summaries of files that hold
-some (``FILTER``), and the scalars files of runs whose source knows scalars
-outside event files (MLflow, wandb). Every write goes through the sync's
+some (``FILTER``), the scalars files of runs whose source knows scalars
+outside event files (MLflow, wandb) and the image summaries of the run's
+image files (:mod:`runsmon.images`). Every write goes through the sync's
 :class:`~runsmon.runstate.Writes`. It knows nothing of sessions, of the
 experiment or of when a sync happens; where a run's files can no longer be
 kept in step in place (an event file replaced, scalars rewritten) it says
@@ -18,7 +19,8 @@ from collections.abc import Mapping
 
 from runsmon import events, runview
 from runsmon.fs import FileSystem
-from runsmon.logdir import SCALARS_FILE, Logdir
+from runsmon.images import ImageSync
+from runsmon.logdir import SCALARS_FILE, Logdir, Manifest
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run, ScalarPoint
 from runsmon.runfiles import FILTER, LINK
@@ -37,6 +39,7 @@ class Mirror:
         self.fs = fs
         self.reporter = reporter
         self.writes = writes
+        self.images = ImageSync(logdir, fs, reporter, writes)
 
     def link_targets(self, st: RunState) -> dict[str, str]:
         """rel path in the logdir -> what its link points to."""
@@ -75,16 +78,18 @@ class Mirror:
         if manifest.copies != copies:  # links impossible here: copies instead
             self.writes.unsaved.add(st.run.id)
 
-    def sync_copies(self, st: RunState) -> str | None:
+    def sync_copies(self, st: RunState, previous: Manifest | None = None) -> str | None:
         """Bring the run's copies up to date: plain copies (where links are
-        impossible) and copies without HParams summaries. Returns why the
-        run must be written anew in a new directory, if it must."""
+        impossible), copies without HParams summaries and the image summaries.
+        Returns why the run must be written anew in a new directory, if it
+        must. ``previous``: the directory a new one replaces (what it holds
+        of unchanged images is copied, not made again)."""
         manifest = st.manifest
         for rel, path in manifest.copies.items():
             self.writes.attempt(
                 st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p)
             )
-        return self._sync_filtered(st)
+        return self._sync_filtered(st) or self.images.sync(st, previous)
 
     def _sync_filtered(self, st: RunState) -> str | None:
         """Keep copies, without hparams summaries, of files that hold some."""

@@ -84,6 +84,8 @@ class RunsMonitor:
         selection: hparams.Selection | None = None,
         freeze_heap: bool = False,
         on_new_columns: Callable[[list[str], list[hparams.Metric]], None] | None = None,
+        images: bool = True,
+        hparams_summaries: bool = True,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
@@ -114,6 +116,8 @@ class RunsMonitor:
         """Called with the hparams and metrics an experiment adds to the one
         before it (a dashboard already open shows them only once reloaded)."""
         self.last_stats = SyncStats()
+        self.images = images  # runs' image files in the Images tab (not with --skip-images)
+        self.hparams_summaries = hparams_summaries  # False: links only (--skip-hparams)
 
         self._lock = threading.RLock()
         self._runs: dict[str, RunState] = {}
@@ -138,9 +142,10 @@ class RunsMonitor:
             self._namer,
             created,
             handover_delay,
+            hparams_summaries,
         )
         """The sessions: written when due, rewritten as a new generation."""
-        self.experiment = ExperimentWriter(self.logdir, self.reporter, created)
+        self.experiment = ExperimentWriter(self.logdir, self.reporter, created, hparams_summaries)
         self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
         self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
         self._listed: dict[str, Run] = {}  # the last listing, by run id
@@ -516,7 +521,7 @@ class RunsMonitor:
             manifest = self._adopt(run.id, asked, create=run.scalars is not None)
             if manifest is None:
                 return None
-            files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
+            files = self._files_of(run)
             st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
@@ -528,7 +533,7 @@ class RunsMonitor:
         """Point a run's state at ``run`` as read now: its files' root, its
         directory (paths reported map to it), its watches."""
         if st.run is not run and st.files.root != runview.files_root(run):
-            st.files = RunFiles(runview.files_root(run), self.fs)
+            st.files = self._files_of(run)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run
@@ -536,6 +541,10 @@ class RunsMonitor:
         key = os.path.normpath(run.dir)
         self._by_dir[run.dir if key == run.dir else key] = run.id
         self.changes.set_run(run)
+
+    def _files_of(self, run: Run) -> RunFiles:
+        root, h = runview.files_root(run), self.hparams_summaries
+        return RunFiles(root, self.fs, exclude=run.nested, images=self.images, hparams=h)
 
     def _read_files(self, st: RunState) -> None:
         """Look at the run's event files again (appended bytes, new files)."""

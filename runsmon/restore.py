@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from runsmon import sessions
+from runsmon.images import IMAGES_FILE
 from runsmon.logdir import END_FILE, SESSION_FILE, Logdir, LogdirError, Manifest
 from runsmon.naming import RunNamer
 
@@ -66,6 +67,8 @@ class Restored:
             state.end = None
         if state.end is not None and state.session is None:
             state.end = None
+        if state.images and not os.path.exists(self.logdir.run_path(manifest.name, IMAGES_FILE)):
+            state.images = None
         building, state.building = state.building, False
         for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
             del manifest.links[rel]  # announced, never made: made again
