@@ -188,37 +188,31 @@ class ImageSync:
         if gone:
             return f"image {gone[0]} was deleted"
         old = (previous.state.images or {}) if previous is not None else {}
-        offset = self._size(st.manifest) if written else 0
-        chunks: list[bytes] = [] if written else [events.encode_events([], file_version=True)]
-        offset += len(chunks[0]) if chunks else 0
-        new = {rel: list(rec) for rel, rec in written.items()}
+        records: list[tuple[str, list[int], bytes]] = []  # rel, its entry, its record
         for rel, (path, size, mtime_ns) in listed.items():
-            have = new.get(rel)
+            have = written.get(rel)
             if have is not None and (have[SIZE], have[MTIME]) == (size, mtime_ns):
                 continue
-            record = None
+            record, step = None, have[STEP] + 1 if have is not None else 0
             before = old.get(rel)
-            if (
-                have is None
-                and before is not None
-                and (before[SIZE], before[MTIME])
-                == (
-                    size,
-                    mtime_ns,
-                )
-            ):
-                record = self._copy(previous, before)  # type: ignore[arg-type]
-                step = before[STEP]
+            if have is None and before is not None and before[:2] == [size, mtime_ns]:
+                record, step = self._copy(previous, before), before[STEP]  # type: ignore[arg-type]
             if record is None:
-                step = have[STEP] + 1 if have is not None else 0
                 record = self._encode(st, rel, path, (size, mtime_ns), step)
                 if record is None:
                     continue
-            new[rel] = [size, mtime_ns, step, offset, len(record)]
+            records.append((rel, [size, mtime_ns, step], record))
+        if not records:
+            return None
+        # Offsets from what the file holds: whatever a kill left there.
+        offset = self._size(st.manifest)
+        chunks = [] if offset else [events.encode_events([], file_version=True)]
+        offset += len(chunks[0]) if chunks else 0
+        new = {rel: list(entry) for rel, entry in written.items()}
+        for rel, entry, record in records:
+            new[rel] = [*entry, offset, len(record)]
             chunks.append(record)
             offset += len(record)
-        if len(chunks) == (0 if written else 1):
-            return None
         data = b"".join(chunks)
         if self.writes.attempt(
             st, "write", lambda: self.logdir.append_file(st.manifest, IMAGES_FILE, data)
