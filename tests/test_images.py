@@ -244,3 +244,38 @@ def test_images_follow_the_run_live(tmp_path, tensorboard, load_fast):
     assert list(tags) == [images_run()]
     assert _latest_image(tb, images_run(), "images/red.png") == green
     assert (Path(logdir) / images_run() / IMAGES_FILE.rpartition("/")[2]).exists()
+
+
+def _records_at_offsets(logdir: Path) -> dict[str, str]:
+    """rel -> the tag of the record the manifest says is its own."""
+    from tensorboard.compat.proto import event_pb2
+
+    from runsmon import events
+
+    state = _manifest_state(logdir, IMAGES_RUN)
+    data = (_run_dir(logdir, IMAGES_RUN) / IMAGES_FILE).read_bytes()
+    out = {}
+    for rel, (_, _, _, offset, length) in state["images"].items():
+        [record] = events.split_records(data[offset : offset + length]).records
+        out[rel] = event_pb2.Event.FromString(record).summary.value[0].tag
+    return out
+
+
+def test_offsets_follow_the_file_whatever_the_manifest_lost(tmp_path):
+    """A kill between an append and the manifest's save: the images are written
+    again, after what the file holds, and the manifest points at them."""
+    import json
+
+    runs = tmp_path / "runs"
+    shutil.copytree(HOME / "runs", runs, symlinks=True)
+    logdir = tmp_path / "logdir"
+    RunsMonitor(str(logdir), GuildRuns(str(runs))).run_once()
+    assert _records_at_offsets(logdir) == {tag: tag for tag in GUILD_TAGS}
+    manifest = _run_dir(logdir, IMAGES_RUN) / ".runsmon-run.json"
+    data = json.loads(manifest.read_text())
+    del data["state"]["images"]
+    manifest.write_text(json.dumps(data))
+    size = (_run_dir(logdir, IMAGES_RUN) / IMAGES_FILE).stat().st_size
+    RunsMonitor(str(logdir), GuildRuns(str(runs))).run_once()
+    assert _records_at_offsets(logdir) == {tag: tag for tag in GUILD_TAGS}
+    assert min(e[3] for e in _manifest_state(logdir, IMAGES_RUN)["images"].values()) == size
