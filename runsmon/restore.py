@@ -61,9 +61,10 @@ class Restored:
         # the manifest and the file it announces.
         state = manifest.state
         end_file = str(state.end_file or END_FILE)
-        if not os.path.exists(self.logdir.run_path(manifest.name, SESSION_FILE)):
+        links_only = state.session == sessions.LINKS_ONLY  # no session file to look for
+        if not links_only and not os.path.exists(self.logdir.run_path(manifest.name, SESSION_FILE)):
             state.session = None
-        if not os.path.exists(self.logdir.run_path(manifest.name, end_file)):
+        if not links_only and not os.path.exists(self.logdir.run_path(manifest.name, end_file)):
             state.end = None
         if state.end is not None and state.session is None:
             state.end = None

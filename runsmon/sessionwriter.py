@@ -38,8 +38,7 @@ from runsmon.runstate import RunState, SyncStats, Writes
 
 log = logging.getLogger("runsmon")
 
-#: ``state.session`` (and ``state.end``) of a run written without HParams summaries.
-LINKS_ONLY = "links-only"
+LINKS_ONLY = sessions.LINKS_ONLY
 
 
 class SessionWriter:
