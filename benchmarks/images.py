@@ -120,7 +120,9 @@ def main() -> None:
         "",
         "In-process `RunsMonitor.run_once()`, logdir in memory, no watches"
         " (`benchmarks/images.py`). PNGs go in as they are: an image is read once,"
-        " when it is new or changed, never at an unchanged sync or a restart. Times vary by half from one try to the next on this shared 2-core machine (two tries: unchanged sync 65 and 67 ms with images, 67 and 47 ms without); the counts are exact.",
+        " when it is new or changed, never at an unchanged sync or a restart."
+        " Times vary by half from one try to the next on this shared 2-core"
+        " machine; the counts are exact.",
         "",
         "| | images | `--skip-images` |",
         "|---|---|---|",
