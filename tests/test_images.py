@@ -209,41 +209,36 @@ def test_images_tab_serves_the_run_files(tmp_path, tensorboard, load_fast):
 
 @pytest.mark.parametrize("load_fast", [False, True], ids=["python-loader", "rust-loader"])
 def test_images_follow_the_run_live(tmp_path, tensorboard, load_fast):
-    """A changed image shows its new bytes, a new one appears, a deleted one goes."""
+    """A changed image shows its new bytes, a new one appears, a deleted one goes,
+    while the monitor runs (the run has ended: its safety-net round finds them)."""
     runs = tmp_path / "runs"
     shutil.copytree(HOME / "runs", runs, symlinks=True)
     run = runs / IMAGES_RUN
     logdir = tmp_path / "logdir"
-    monitor = RunsMonitor(str(logdir), GuildRuns(str(runs)), watch=False)
-    monitor.run_once()
-    tb = tensorboard(logdir, load_fast=load_fast)
 
     def images_run() -> str:
         return f"{_run_dir(logdir, IMAGES_RUN).name}/.images"
 
-    tb.wait_for(lambda t: images_run() in t, fetch=lambda: _image_tags(tb), timeout=30)
-    green = png(5, 3, (0, 255, 0))
-    (run / "images" / "red.png").write_bytes(green)
-    os.utime(run / "images" / "red.png", ns=(1, 1_800_000_000 * 10**9))
-    monitor.run_once()
-    tb.wait_for(
-        lambda b: b == green, fetch=lambda: _latest_image(tb, images_run(), "images/red.png")
-    )
-    blue = png(2, 2, (0, 0, 255))
-    (run / "images" / "new.png").write_bytes(blue)
-    monitor.run_once()
-    tb.wait_for(
-        lambda t: "images/new.png" in t.get(images_run(), ()), fetch=lambda: _image_tags(tb)
-    )
-    assert _latest_image(tb, images_run(), "images/new.png") == blue
-    (run / "gray.jpg").unlink()
-    monitor.run_once()  # written anew in a new directory
-    monitor.run_once()
-    want = (GUILD_TAGS - {"gray.jpg"}) | {"images/new.png"}
-    tags = tb.wait_for(lambda t: list(t.values()) == [want], fetch=lambda: _image_tags(tb))
-    assert list(tags) == [images_run()]
-    assert _latest_image(tb, images_run(), "images/red.png") == green
-    assert (Path(logdir) / images_run() / IMAGES_FILE.rpartition("/")[2]).exists()
+    source = GuildRuns(str(runs))
+    with RunsMonitor(str(logdir), source, interval=0.2, full_check_interval=0.6):
+        tb = tensorboard(logdir, load_fast=load_fast)
+        tb.wait_for(lambda t: images_run() in t, fetch=lambda: _image_tags(tb), timeout=30)
+        green = png(5, 3, (0, 255, 0))
+        (run / "images" / "red.png").write_bytes(green)
+        tb.wait_for(
+            lambda b: b == green, fetch=lambda: _latest_image(tb, images_run(), "images/red.png")
+        )
+        blue = png(2, 2, (0, 0, 255))
+        (run / "images" / "new.png").write_bytes(blue)
+        tb.wait_for(
+            lambda t: "images/new.png" in t.get(images_run(), ()), fetch=lambda: _image_tags(tb)
+        )
+        assert _latest_image(tb, images_run(), "images/new.png") == blue
+        (run / "gray.jpg").unlink()  # the run is written anew, in a new directory
+        want = (GUILD_TAGS - {"gray.jpg"}) | {"images/new.png"}
+        tags = tb.wait_for(lambda t: list(t.values()) == [want], fetch=lambda: _image_tags(tb))
+        assert list(tags) == [images_run()]
+        assert _latest_image(tb, images_run(), "images/red.png") == green
 
 
 def _records_at_offsets(logdir: Path) -> dict[str, str]:
