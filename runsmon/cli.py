@@ -877,10 +877,14 @@ def serve(
                 progress.finish()
                 _handler.progress = None
         columns, metrics = monitor.experiment_columns()
+        shown = (
+            f"{stats.sessions} sessions, {len(columns)} hparams, {len(metrics)} metrics"
+            if not args.skip_hparams
+            else "links only (--skip-hparams)"
+        )
         _say(
             args,
-            f"runsmon: {stats.runs} runs, {stats.sessions} sessions, {len(columns)} hparams, "
-            f"{len(metrics)} metrics in {stats.seconds:.1f}s; logdir {logdir.path}",
+            f"runsmon: {stats.runs} runs, {shown} in {stats.seconds:.1f}s; logdir {logdir.path}",
         )
         _check_run_name_flags(args, monitor)
         if args.once:

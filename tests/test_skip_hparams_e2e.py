@@ -17,7 +17,7 @@ from runsmon.sources.guild import GuildRuns
 HOME = Path(__file__).parent / "data" / "guild-0.9" / "attrs-home"
 
 
-def _serve_once(logdir: Path, *args: str) -> None:
+def _serve_once(logdir: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "runsmon", "serve", "--once", "--no-tensorboard",
          "--logdir", str(logdir), *args, str(HOME)],
@@ -26,6 +26,7 @@ def _serve_once(logdir: Path, *args: str) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    return done.stdout
 
 
 def _written(logdir: Path) -> tuple[int, int, int]:
@@ -41,7 +42,8 @@ def test_skip_hparams_and_back_on_one_logdir(tmp_path):
     shown = len(GuildRuns(str(HOME / "runs"))()) - 1  # the batch run is left out
     _serve_once(logdir)
     assert _written(logdir) == (shown, shown, 1)
-    _serve_once(logdir, "--skip-hparams")  # sessions and experiment go; links stay
+    said = _serve_once(logdir, "--skip-hparams")  # sessions and experiment go; links stay
+    assert f"runsmon: {shown} runs, links only (--skip-hparams) in " in said
     assert _written(logdir) == (shown, 0, 0)
     links = sorted(p.name for p in logdir.glob("*/events.out.tfevents.*.vm.*"))
     assert len(links) == shown
