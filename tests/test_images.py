@@ -274,3 +274,11 @@ def test_offsets_follow_the_file_whatever_the_manifest_lost(tmp_path):
     RunsMonitor(str(logdir), GuildRuns(str(runs))).run_once()
     assert _records_at_offsets(logdir) == {tag: tag for tag in GUILD_TAGS}
     assert min(e[3] for e in _manifest_state(logdir, IMAGES_RUN)["images"].values()) == size
+
+
+def test_skip_images_shows_none_in_the_images_tab(tmp_path, tensorboard):
+    logdir = tmp_path / "logdir"
+    _serve_once(logdir, "--skip-images", "-Fo", "images.py")
+    tb = tensorboard(logdir, load_fast=True)
+    tb.wait_for(lambda t: len(t) == 1, fetch=lambda: tb.get("/data/plugin/scalars/tags"))
+    assert _image_tags(tb) == {}
