@@ -455,7 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--skip-images",
         action="store_true",
-        help="accepted for Guild's command lines: runsmon shows no run images yet",
+        help="leave out the runs' image files (png, jpg, gif, tiff), which otherwise "
+        "show in the Images tab as Guild shows them",
+    )
+    serve.add_argument(
+        "--skip-hparams",
+        action="store_true",
+        help="write no HParams summaries: the logdir links the runs' files only (no HPARAMS rows)",
     )
     serve.add_argument(
         "--no-tensorboard",
@@ -838,6 +844,8 @@ def serve(
     progress: Progress | None = None
     try:
         _check_logdir_arg(args, paths)
+        if args.skip_hparams and getattr(args, "layout", "auto") == "compact":
+            raise UsageError("--skip-hparams writes links only: it goes with --layout linked")
         source, filters, sources = _make_source(args, paths)
         if getattr(args, "export_scalars", None):
             return _export_scalars(args, source)
@@ -867,6 +875,8 @@ def serve(
             progress=progress,
             selection=_selection(args),
             layout=getattr(args, "layout", "auto"),
+            images=not args.skip_images,
+            hparams_summaries=not args.skip_hparams,
         )
         level = log.level
         log.setLevel(max(level, logging.WARNING))  # "run added" x N: the summary says it
@@ -881,10 +891,14 @@ def serve(
         if monitor.layout_note and monitor.layout == "compact":
             _say(args, f"runsmon: {monitor.layout_note}")
         columns, metrics = monitor.experiment_columns()
+        shown = (
+            f"{stats.sessions} sessions, {len(columns)} hparams, {len(metrics)} metrics"
+            if not args.skip_hparams
+            else "links only (--skip-hparams)"
+        )
         _say(
             args,
-            f"runsmon: {stats.runs} runs, {stats.sessions} sessions, {len(columns)} hparams, "
-            f"{len(metrics)} metrics in {stats.seconds:.1f}s; logdir {logdir.path}",
+            f"runsmon: {stats.runs} runs, {shown} in {stats.seconds:.1f}s; logdir {logdir.path}",
         )
         _check_run_name_flags(args, monitor)
         if args.once:

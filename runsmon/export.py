@@ -33,7 +33,7 @@ def scalar_rows(
 ) -> Iterator[tuple[str, str, str, float, int, float]]:
     """(run, path, tag, value, step, wall_time) of every scalar point of ``run``,
     file by file (the run's own directory first), in each file's order."""
-    files = RunFiles(run.dir, fs, exclude=run.nested)
+    files = RunFiles(run.dir, fs, exclude=run.nested, images=False)
     files.refresh()
     root = run.dir.rstrip("/")
     entries = []

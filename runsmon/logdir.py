@@ -91,6 +91,7 @@ class RunRecord:
     filtered: dict[str, int] | None = None  # filtered copy -> bytes of its source read
     layout: str | None = None  # "compact", or None: linked (see runsmon.layout)
     compact: dict[str, Any] | None = None  # compact layout: its file's size, sources read
+    images: dict[str, list[int]] | None = None  # image rel path -> what is written (images.py)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of other versions
 
     _KEYS: ClassVar[dict[str, str]] = {"asked": "wanted"}

@@ -3,11 +3,12 @@
 :class:`Mirror` keeps, for one run: links to its event files at the paths
 :class:`~runsmon.runfiles.RunFiles` places them (``LINK``; copies where
 links are impossible), copies without HParams summaries of files that hold
-some (``FILTER``), and the scalars files of runs whose source knows scalars
-outside event files (MLflow, wandb). In the compact layout
+some (``FILTER``), the scalars files of runs whose source knows scalars
+outside event files (MLflow, wandb) and the image summaries of the run's
+image files (:mod:`runsmon.images`). In the compact layout
 (:mod:`runsmon.compact`) it instead has the :class:`~runsmon.compact.CompactWriter`
-append the scalars of both to the run's one file. Every write goes through
-the sync's :class:`~runsmon.runstate.Writes`. It knows nothing of sessions, of the
+append the scalars of both to the run's one file (no images). Every write
+goes through the sync's :class:`~runsmon.runstate.Writes`. It knows nothing of sessions, of the
 experiment or of when a sync happens; where a run's files can no longer be
 kept in step in place (an event file replaced, scalars rewritten) it says
 why, and the monitor has the run written anew.
@@ -21,7 +22,8 @@ from collections.abc import Mapping
 from runsmon import events, runview
 from runsmon.compact import COMPACT, HPARAMS_MARK, CompactWriter, compact_tag
 from runsmon.fs import FileSystem
-from runsmon.logdir import SCALARS_FILE, Logdir
+from runsmon.images import ImageSync
+from runsmon.logdir import SCALARS_FILE, Logdir, Manifest
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run, ScalarPoint
 from runsmon.runfiles import FILTER, LINK
@@ -38,6 +40,7 @@ class Mirror:
         self.fs = fs
         self.reporter = reporter
         self.writes = writes
+        self.images = ImageSync(logdir, fs, reporter, writes)
         self.compact: CompactWriter | None = None
         """The compact layout's writer; None in the linked layout."""
 
@@ -97,10 +100,12 @@ class Mirror:
         if manifest.copies != copies:  # links impossible here: copies instead
             self.writes.unsaved.add(st.run.id)
 
-    def sync_copies(self, st: RunState) -> str | None:
+    def sync_copies(self, st: RunState, previous: Manifest | None = None) -> str | None:
         """Bring the run's copies up to date: plain copies (where links are
-        impossible) and copies without HParams summaries. Returns why the
-        run must be written anew in a new directory, if it must.
+        impossible), copies without HParams summaries and the image summaries.
+        Returns why the run must be written anew in a new directory, if it
+        must. ``previous``: the directory a new one replaces (what it holds
+        of unchanged images is copied, not made again).
 
         In the compact layout: what the run's event files added, appended
         to its file (:meth:`sync_scalars` appends its scalars outside them).
@@ -114,7 +119,7 @@ class Mirror:
             self.writes.attempt(
                 st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p)
             )
-        return self._sync_filtered(st)
+        return self._sync_filtered(st) or self.images.sync(st, previous)
 
     def _sync_compact(self, st: RunState) -> str | None:
         """Append what the run's event files added to its compact file."""

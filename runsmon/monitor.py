@@ -92,6 +92,8 @@ class RunsMonitor:
         on_new_columns: Callable[[list[str], list[hparams.Metric]], None] | None = None,
         layout: str = layouts.AUTO,
         open_files_limit: int | None = None,
+        images: bool = True,
+        hparams_summaries: bool = True,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
@@ -123,6 +125,11 @@ class RunsMonitor:
         self.last_stats = SyncStats()
         if layout not in layouts.LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(layouts.LAYOUTS)}")
+        if not hparams_summaries:
+            # Links only is the linked layout without sessions: nothing to compact into.
+            if layout == layouts.COMPACT:
+                raise ValueError("the compact layout holds sessions: it needs hparams_summaries")
+            layout = layouts.LINKED
         self.layout: str | None = None if layout == layouts.AUTO else layout
         """``linked`` or ``compact`` (see runsmon/layout.py); under ``auto``,
         None until the first listing chose it (then it stays)."""
@@ -130,6 +137,8 @@ class RunsMonitor:
         """Why ``auto`` chose the layout (one line), once it did."""
         self.open_files_limit = open_files_limit
         """The open-file limit ``auto`` chooses by (None: this process's soft limit)."""
+        self.images = images  # runs' image files in the Images tab (not with --skip-images)
+        self.hparams_summaries = hparams_summaries  # False: links only (--skip-hparams)
 
         self._lock = threading.RLock()
         self._runs: dict[str, RunState] = {}
@@ -154,9 +163,10 @@ class RunsMonitor:
             self._namer,
             created,
             handover_delay,
+            hparams_summaries,
         )
         """The sessions: written when due, rewritten as a new generation."""
-        self.experiment = ExperimentWriter(self.logdir, self.reporter, created)
+        self.experiment = ExperimentWriter(self.logdir, self.reporter, created, hparams_summaries)
         self._new: set[str] = set()  # runs named but not in the logdir yet (made with the session)
         self._by_dir: dict[str, str] = {}  # normalised run dir -> run id
         self._synced = False  # a full check has been done
@@ -481,9 +491,7 @@ class RunsMonitor:
             )
             if manifest is None:
                 return None
-            files = self._walked.pop(run.id, None) or RunFiles(
-                runview.files_root(run), self.fs, exclude=run.nested
-            )
+            files = self._walked.pop(run.id, None) or self._files_of(run)
             st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
@@ -495,7 +503,7 @@ class RunsMonitor:
         """Point a run's state at ``run`` as read now: its files' root, its
         directory (paths reported map to it), its watches."""
         if st.run is not run and st.files.root != runview.files_root(run):
-            st.files = RunFiles(runview.files_root(run), self.fs)
+            st.files = self._files_of(run)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run
@@ -503,6 +511,10 @@ class RunsMonitor:
         key = os.path.normpath(run.dir)
         self._by_dir[run.dir if key == run.dir else key] = run.id
         self.changes.set_run(run)
+
+    def _files_of(self, run: Run) -> RunFiles:
+        root, h = runview.files_root(run), self.hparams_summaries
+        return RunFiles(root, self.fs, exclude=run.nested, images=self.images, hparams=h)
 
     def _read_files(self, st: RunState) -> None:
         """Look at the run's event files again (appended bytes, new files)."""

@@ -16,6 +16,7 @@ import logging
 import os
 
 from runsmon import sessions
+from runsmon.images import IMAGES_FILE
 from runsmon.logdir import END_FILE, SESSION_FILE, Logdir, LogdirError, Manifest
 from runsmon.naming import RunNamer
 
@@ -67,12 +68,15 @@ class Restored:
         # the manifest and the file it announces.
         state = manifest.state
         end_file = str(state.end_file or END_FILE)
-        if not os.path.exists(self.logdir.run_path(manifest.name, SESSION_FILE)):
+        links_only = state.session == sessions.LINKS_ONLY  # no session file to look for
+        if not links_only and not os.path.exists(self.logdir.run_path(manifest.name, SESSION_FILE)):
             state.session = None
-        if not os.path.exists(self.logdir.run_path(manifest.name, end_file)):
+        if not links_only and not os.path.exists(self.logdir.run_path(manifest.name, end_file)):
             state.end = None
         if state.end is not None and state.session is None:
             state.end = None
+        if state.images and not os.path.exists(self.logdir.run_path(manifest.name, IMAGES_FILE)):
+            state.images = None
         building, state.building = state.building, False
         for rel in [r for r in manifest.links if not self._exists(manifest, r)]:
             del manifest.links[rel]  # announced, never made: made again

@@ -4,6 +4,8 @@
 directory whose mtime moved, and only re-scans an event file whose size or
 mtime moved (reading just the appended bytes). Symlinked directories are never
 followed (Guild links dependencies, whole datasets among them, into runs).
+The same listing names the run's image files (:mod:`runsmon.images`), whose
+size and mtime it keeps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 
 from runsmon.events import FileScan
 from runsmon.fs import FileSystem
+from runsmon.images import MAX_IMAGES, is_image_file
 
 #: Guild keeps the scalars it parsed from a run's output here.
 GUILD_DIR = ".guild"
@@ -37,6 +40,10 @@ class EventFile:
         return posixpath.dirname(self.rel)
 
 
+#: One directory's listing: (mtime, subdirectories, event files, image files).
+Listing = tuple[int, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+_NONE: tuple[str, ...] = ()
+
 #: How an event file reaches the logdir.
 LINK = "link"  # a symlink to the run's file
 FILTER = "filter"  # a copy without its hparams summaries (they would fight runsmon's)
@@ -47,7 +54,14 @@ class RunFiles:
     """The event files under one run directory, kept up to date cheaply."""
 
     def __init__(
-        self, root: str, fs: FileSystem, max_depth: int = 32, exclude: frozenset[str] = frozenset()
+        self,
+        root: str,
+        fs: FileSystem,
+        max_depth: int = 32,
+        exclude: frozenset[str] = frozenset(),
+        *,
+        images: bool = True,
+        hparams: bool = True,
     ) -> None:
         self.root = root
         #: Directories (relative to ``root``) left out: runs nested in this one.
@@ -55,22 +69,28 @@ class RunFiles:
         self._prefix = root if root.endswith("/") else root + "/"
         self.fs = fs
         self.max_depth = max_depth
-        self._dirs: dict[
-            str, tuple[int, tuple[str, ...], tuple[str, ...]]
-        ] = {}  # rel -> (mtime, subdirs, files)
+        self._dirs: dict[str, Listing] = {}  # rel -> its listing
         self.files: dict[str, EventFile] = {}  # path -> file
         self.errors: dict[str, str] = {}  # path -> why it could not be read
+        self.list_images = images
+        """Whether image files are listed (``--skip-images``: not)."""
+        self.images: dict[str, tuple[str, int, int]] = {}
+        """rel path -> (path, size, mtime_ns) of its image files, by rel path, at
+        most :data:`~runsmon.images.MAX_IMAGES` (symlinks left out, as Guild does)."""
+        self.filter_hparams = hparams
+        """Whether files with hparams summaries of their own are copied without
+        them (``--skip-hparams``: linked as they are, as Guild does)."""
 
     def refresh(self) -> bool:
         """Re-list changed directories and re-scan changed files.
 
         Returns True when the set of files or anything they hold changed.
         """
-        seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
+        seen: dict[str, Listing] = {}
         event_paths: dict[str, str] = {}  # path -> rel in logdir
         self._walk("", 0, seen, event_paths)
         self._dirs = seen
-        changed = False
+        changed = self._stat_images(seen) if self.list_images else False
         for path in [p for p in self.files if p not in event_paths]:
             del self.files[path]
             changed = True
@@ -86,17 +106,32 @@ class RunFiles:
     def count(self) -> int:
         """How many event files the run has, listing its directories only
         (kept: the next :meth:`refresh` lists again only what moved)."""
-        seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
+        seen: dict[str, Listing] = {}
         event_paths: dict[str, str] = {}
         self._walk("", 0, seen, event_paths)
         self._dirs = seen
         return len(event_paths)
 
+    def _stat_images(self, seen: dict[str, Listing]) -> bool:
+        """Size and mtime of the listed image files; True when they moved."""
+        rels = sorted(
+            f"{rel}/{name}" if rel else name for rel, listing in seen.items() for name in listing[3]
+        )[:MAX_IMAGES]
+        images = {}
+        for rel in rels:
+            path = self._prefix + rel
+            st = self.fs.stat(path)
+            if st is not None and st.is_file:
+                images[rel] = (path, st.size, st.mtime_ns)
+        changed = images != self.images
+        self.images = images
+        return changed
+
     def _walk(
         self,
         rel: str,
         depth: int,
-        seen: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]],
+        seen: dict[str, Listing],
         event_paths: dict[str, str],
     ) -> None:
         path = self._prefix + rel if rel else self.root
@@ -115,11 +150,16 @@ class RunFiles:
                 sys.intern(e.name) for e in entries if e.is_dir and not e.name.startswith(".")
             )
             files = sorted(e.name for e in entries if is_event_file(e.name) and not e.is_dir)
+            images = (
+                tuple(sorted(e.name for e in entries if e.is_file and is_image_file(e.name)))
+                if self.list_images and rel != GUILD_DIR
+                else _NONE
+            )
             if rel == "" and any(e.name == GUILD_DIR and e.is_dir for e in entries):
                 subdirs.append(GUILD_DIR)
-            listing = (st.mtime_ns, tuple(subdirs), tuple(files))
+            listing = (st.mtime_ns, tuple(subdirs), tuple(files), images or _NONE)
         seen[rel] = listing
-        _, subdirs, files = listing
+        _, subdirs, files, _ = listing
         base = f"{self._prefix}{rel}/" if rel else self._prefix
         for name in files:
             # Guild's output scalars belong to the run's root.
@@ -160,8 +200,9 @@ class RunFiles:
         out: a link to a FIFO would block TensorBoard's reader.
         """
         errors = self.errors
+        own = self.filter_hparams
         return {
-            path: SKIP if path in errors else FILTER if f.scan.has_hparams else LINK
+            path: SKIP if path in errors else FILTER if own and f.scan.has_hparams else LINK
             for path, f in self.files.items()
         }
 

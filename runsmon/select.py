@@ -317,7 +317,9 @@ class _Scalars:
         for run in runs:
             rf = self._files.get(run.dir)
             if rf is None:
-                rf = self._files[run.dir] = RunFiles(run.dir, self.fs, exclude=run.nested)
+                rf = self._files[run.dir] = RunFiles(
+                    run.dir, self.fs, exclude=run.nested, images=False
+                )
             if rf.refresh() or run.dir not in self._values:
                 self._values[run.dir] = self._entries(rf, run.dir)
 

@@ -35,6 +35,9 @@ from runsmon.logdir import Manifest
 from runsmon.run import IDLE_RULE, RUNNING, STATUS_RULE, Run
 
 #: What a run's second directory adds to its name.
+#: ``state.session`` (and ``state.end``) of a run written without HParams
+#: summaries (``--skip-hparams``): its directory holds no session file.
+LINKS_ONLY = "links-only"
 TWIN_SUFFIX = "~"
 #: Bytes of event files past which a rewritten run's old directory stays a
 #: while beside the new one (``RunsMonitor.handover_delay``): TensorBoard's

@@ -9,6 +9,12 @@ lately and the old generations still in the logdir. :class:`ExperimentWriter`
 writes the logdir's one experiment anew when what it declares moved. Neither
 knows when a sync happens or where runs come from; the run's other files are
 the :class:`~runsmon.mirror.Mirror`'s.
+
+With ``hparams`` False (``--skip-hparams``, as ``guild tensorboard
+--skip-hparams``) neither writes HParams summaries: a run's directory holds
+its links (and copies, scalars and images) only, its session is marked
+:data:`LINKS_ONLY` in the manifest, and no experiment is written (one an
+earlier runsmon wrote is deleted).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from runsmon.runstate import RunState, SyncStats, Writes
 
 log = logging.getLogger("runsmon")
 
+LINKS_ONLY = sessions.LINKS_ONLY
+
 
 class SessionWriter:
     """Writes the sessions that are due (see the module's docstring)."""
@@ -46,11 +54,14 @@ class SessionWriter:
         namer: RunNamer,
         created: float,
         handover_delay: float,
+        hparams: bool = True,
     ) -> None:
         self.logdir = logdir
         self.reporter = reporter
         self.writes = writes
         self.mirror = mirror
+        self.hparams = hparams
+        """Whether sessions are written (False: links only, ``--skip-hparams``)."""
         self.created = created
         """A fixed time for synthesized events (see :meth:`Logdir.created`)."""
         self.handover_delay = handover_delay
@@ -164,6 +175,8 @@ class SessionWriter:
     ) -> bool | None:
         """Write what of the run's session is due. ``fresh``: its directory
         is not made yet; False when it could not be."""
+        if not self.hparams:
+            return self._write_links_only(st, stats, fresh)
         run, state = st.run, st.manifest.state
         encoded = hparams.encode_hparams(st.hparams, columns)
         written_end = state.end
@@ -282,6 +295,36 @@ class SessionWriter:
         if state != before:
             self.writes.unsaved.add(run.id)
 
+    def _write_links_only(self, st: RunState, stats: SyncStats, fresh: bool) -> bool | None:
+        """A run's directory without HParams summaries: made with its links
+        (a new run; False when it could not be), written anew (a rewrite due,
+        or a session written by an earlier runsmon), or left as it is."""
+        run, state = st.run, st.manifest.state
+        if not fresh and (run.id in self._rewrites or state.session not in (None, LINKS_ONLY)):
+            self._rewrites.add(run.id)
+            self._new_generation(st, {}, LINKS_ONLY, None, stats)
+            return None
+        before = dataclasses.replace(state)
+        if fresh:
+            if not self._make_dir(st):
+                return False  # tried again as a new run at the next sync
+            links = self.mirror.link_targets(st)
+            st.manifest.links.update(links)
+            self.logdir.plan_parents(st.manifest, [*links], fresh=True)
+            if not self.writes.attempt(
+                st, "manifest", lambda: self.logdir.save_manifest(st.manifest)
+            ):
+                self.writes.unsaved.add(run.id)
+            made = self.writes.attempt(
+                st, "write", lambda: self.logdir.make_parents(st.manifest, [*links], fresh=True)
+            )
+            self.mirror.make_links(st, links, fresh=made)
+            self._rewrite_if(st, self.mirror.sync_copies(st))
+        state.session = LINKS_ONLY
+        state.end = LINKS_ONLY if run.ended else None
+        if state != before:
+            self.writes.unsaved.add(run.id)
+
     def _new_generation(
         self, st: RunState, encoded: Mapping[str, Any], key: str, end: str | None, stats: SyncStats
     ) -> None:
@@ -322,7 +365,9 @@ class SessionWriter:
             synth_metrics=old.state.synth_metrics,
         )
         links = self.mirror.link_targets(st)
-        new.files.append(SESSION_FILE)
+        links_only = key == LINKS_ONLY
+        if not links_only:
+            new.files.append(SESSION_FILE)
         new.links.update(links)
         self.logdir.plan_parents(new, [*links], fresh=True)
         summary = hparams.session_start_summary(encoded, group, run.started)
@@ -348,7 +393,7 @@ class SessionWriter:
             and self.writes.attempt(
                 st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True)
             )
-            and self.writes.attempt(st, "write", action)
+            and (links_only or self.writes.attempt(st, "write", action))
         )
         if not ok:
             st.manifest = old
@@ -362,10 +407,12 @@ class SessionWriter:
             new.state.end = end
             new.state.end_file = SESSION_FILE
             new.state.stopped = run.stopped
+        elif links_only and run.ended:
+            new.state.end = LINKS_ONLY
         # After the session: TensorBoard's Python loader may skip a file
         # whose name sorts before the one it is reading.
         self.mirror.make_links(st, links, fresh=True)
-        self._rewrite_if(st, self.mirror.sync_copies(st))
+        self._rewrite_if(st, self.mirror.sync_copies(st, old))
         st.scalars_of = None
         self._rewrite_if(st, self.mirror.sync_scalars(st))
         new.state.building = False
@@ -467,10 +514,13 @@ class ExperimentWriter:
     """The logdir's one experiment, written anew (a new generation) when what
     it declares moved."""
 
-    def __init__(self, logdir: Logdir, reporter: Reporter, created: float) -> None:
+    def __init__(
+        self, logdir: Logdir, reporter: Reporter, created: float, hparams: bool = True
+    ) -> None:
         self.logdir = logdir
         self.reporter = reporter
         self.created = created
+        self.hparams = hparams  # False: no experiment (``--skip-hparams``)
         self._gen, newest, data = logdir.newest_experiment()
         # (dirname, file bytes) of the one in the logdir
         self._written: tuple[str, bytes] | None = (
@@ -499,6 +549,10 @@ class ExperimentWriter:
         since it was written. Returns the hparams and metrics it declares
         now that it did not before (None when nothing is new)."""
         if self._key == (columns.version, selection):
+            return None
+        if not self.hparams:
+            self._remove_written()
+            self._key = (columns.version, selection)
             return None
         selected, metrics = columns.selected(selection)
         if self.compact:
@@ -530,6 +584,17 @@ class ExperimentWriter:
         self._key = (columns.version, selection)
         stats.experiment_written = True
         return self._new_columns(selected, metrics)
+
+    def _remove_written(self) -> None:
+        """Delete the experiment an earlier runsmon wrote here (``--skip-hparams``)."""
+        for dirname in self.logdir.experiment_dirs():
+            try:
+                self.logdir.remove_experiment(dirname)
+            except OSError as e:
+                self.reporter.warn(
+                    "logdir", "experiment", f"cannot remove {dirname}: {describe_error(e)}"
+                )
+        self._written = None
 
     def _new_columns(
         self, columns: list[hparams.Column], metrics: list[hparams.Metric]

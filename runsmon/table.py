@@ -193,7 +193,7 @@ def _view(
     run: Run, name: str, fs: FileSystem, reporter: Reporter
 ) -> tuple[runview.RunView, dict[hparams.Metric, float]]:
     """One run's view and last values, by the monitor's own rules."""
-    files = RunFiles(runview.files_root(run), fs, exclude=run.nested)
+    files = RunFiles(runview.files_root(run), fs, exclude=run.nested, images=False)
     try:
         files.refresh()
     except Exception as e:  # one bad run never stops the table

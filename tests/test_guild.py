@@ -409,6 +409,26 @@ def test_tags_comments_marked_digest_and_batch(tmp_path: Path) -> None:
     assert by_id["5daef5b6ee8b4896a3e76cb82989f2c3"].attrs["sourcecode_digest"] == digest.strip()
 
 
+ATTRS_HOME = Path(__file__).parent / "data" / "guild-0.9" / "attrs-home" / "runs"
+
+
+def test_tags_comments_marked_and_batch_as_guild_wrote_them() -> None:
+    """The attributes `guild tag`, `guild mark`, `guild comment` and `guild label`
+    wrote (tests/data/make_guild_fixture.sh), and a batch kept with its trials."""
+    by_id = {r.id[:8]: r for r in GuildRuns(str(ATTRS_HOME))()}
+    tagged, commented = by_id["0014b529"], by_id["84e07190"]
+    assert (ATTRS_HOME / tagged.id / ".guild/attrs/tags").read_bytes() == GUILD_TAGS
+    assert (ATTRS_HOME / tagged.id / ".guild/attrs/marked").read_bytes() == GUILD_MARKED
+    assert tagged.attrs["tags"] == ["best", "v2"] and tagged.attrs["marked"] is True
+    assert [c["body"] for c in commented.attrs["comments"]] == ["Looks good"]
+    assert commented.attrs["comments"][0]["user"] == "ana"
+    assert isinstance(commented.attrs["comments"][0]["time"], int)
+    assert commented.label == "tuned lr" and by_id["cd2c2171"].label == "first try"
+    assert "marked" not in commented.attrs and "tags" not in commented.attrs
+    batch = [r for r in by_id.values() if r.attrs.get("batch")]
+    assert [(r.id[:8], r.operation) for r in batch] == [("ab926b11", "train.py+")]
+
+
 def test_tags_rewritten_in_place_are_read_again(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     source = GuildRuns(str(tmp_path))

@@ -197,6 +197,25 @@ def test_names_of_real_guild_runs_match_guilds(utc: None) -> None:
         assert names[short_id] == name
 
 
+#: The run directories `guild tensorboard` (Guild 0.9.0) made for the runs of
+#: tests/data/guild-0.9/attrs-home: a label set by `guild label` or `guild run
+#: -l` ends the name, as Guild's default label (the flags) does.
+GUILD_NAMES_ATTRS_HOME = {
+    "0014b529 train.py 2026-11-30 11:25:42 epochs=2 lr=0.2",
+    "7d51b121 train.py 2026-11-30 11:25:46 epochs=2 lr=0.1",
+    "84e07190 train.py 2026-11-30 11:25:40 tuned lr",
+    "a16d8600 train.py 2026-11-30 11:25:47 epochs=2 lr=0.01",
+    "cd2c2171 train.py 2026-11-30 11:25:44 first try",
+    "fb3d8ee0 images.py 2026-11-30 11:25:49 size=8",
+}
+
+
+def test_labels_in_names_as_guild_writes_them(utc: None) -> None:
+    home = Path(__file__).parent / "data" / "guild-0.9" / "attrs-home" / "runs"
+    runs = [r for r in GuildRuns(str(home))() if not r.attrs.get("batch")]
+    assert {safe_name(default_run_name(r)) for r in runs} == GUILD_NAMES_ATTRS_HOME
+
+
 # -- runs of directory trees: what tells them apart comes first ---------------------------
 
 #: What the dashboard's Trial ID column shows of a name.

@@ -163,3 +163,38 @@ def test_a_file_that_cannot_be_read_is_left_out_with_its_cause(tmp_path):
     assert [f.path for f, _ in files.shown()] == [good]
     os.remove(fifo)
     assert files.refresh() and fifo not in files.files
+
+
+def test_with_skip_hparams_a_runs_own_hparams_are_linked_as_they_are(tmp_path):
+    """As `guild tensorboard --skip-hparams` does: runsmon writes no sessions,
+    so nothing of the run's own needs leaving out."""
+    run = tmp_path / "run"
+    path = _hparams_file(run / "version_0", {"val_loss": 0.2})
+    files = RunFiles(str(run), LOCAL, hparams=False)
+    files.refresh()
+    assert files.modes()[path] == LINK
+    assert files.placed(LINK) == {f"version_0/{os.path.basename(path)}": path}
+
+
+def test_image_files_come_from_the_listing_with_size_and_mtime(tmp_path):
+    run = tmp_path / "run"
+    (run / "plots").mkdir(parents=True)
+    (run / "plots" / "a.png").write_bytes(b"x" * 3)
+    (run / "b.JPG").write_bytes(b"y")
+    (run / "notes.txt").write_bytes(b"z")
+    (run / "link.png").symlink_to(run / "b.JPG")  # links are left out, as Guild does
+    (run / ".hidden").mkdir()
+    (run / ".hidden" / "c.png").write_bytes(b"w")
+    files = RunFiles(str(run), LOCAL)
+    assert files.refresh()
+    assert {rel: size for rel, (_, size, _) in files.images.items()} == {
+        "b.JPG": 1,
+        "plots/a.png": 3,
+    }
+    assert not files.refresh()  # nothing moved
+    (run / "plots" / "a.png").write_bytes(b"x" * 4)  # rewritten in place: no new listing
+    assert files.refresh() and files.images["plots/a.png"][1] == 4
+    (run / "b.JPG").unlink()
+    assert files.refresh() and set(files.images) == {"plots/a.png"}
+    assert RunFiles(str(run), LOCAL, images=False).refresh() is False
+    assert not RunFiles(str(run), LOCAL, images=False).images

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
+import json
 import logging
 import os
 import shutil
@@ -373,6 +376,49 @@ def test_guild_filter_grammar():
     for bad in ("a >", "a = (1)", "a = 1 b = 2", "(a = 1", "a @ 1"):
         with pytest.raises(guildselect.FilterSyntaxError):
             guildselect.parse_filter(bad)
+
+
+#: A second Guild home, its attributes written by `guild tag`, `guild mark`,
+#: `guild comment` and `guild label` (tests/data/make_guild_fixture.sh).
+ATTRS_HOME = os.path.join(os.path.dirname(__file__), "data", "guild-0.9", "attrs-home")
+#: What Guild 0.9.0 selected on it: the runs `guild tensorboard --test-logdir ARGS`
+#: put in its logdir (the first group), then those `guild runs ARGS` listed (which
+#: lists the batch run too, so it is left out here as `guild tensorboard` does).
+GUILD_SELECTS = {
+    (): ["0014b529", "7d51b121", "84e07190", "a16d8600", "cd2c2171", "fb3d8ee0"],
+    ("--include-batch",): [
+        "0014b529",
+        "7d51b121",
+        "84e07190",
+        "a16d8600",
+        "ab926b11",
+        "cd2c2171",
+        "fb3d8ee0",
+    ],
+    ("-Fu",): [],
+    ("-Fu", "--include-batch"): ["ab926b11"],
+    ("-Fn",): ["7d51b121", "84e07190", "a16d8600", "cd2c2171", "fb3d8ee0"],
+    ("-Fm",): ["0014b529"],
+    ("-Ft", "best"): ["0014b529"],
+    ("-Fc", "good"): ["84e07190"],
+    ("-Fl", "tuned"): ["84e07190"],
+    # guild runs ARGS
+    ("-Ft", "v2"): ["0014b529"],
+    ("-Fc", "ana"): ["84e07190"],
+    ("-Fl", "lr=0.1"): ["7d51b121"],
+    ("-Fl", "first", "-Fm"): [],
+}
+
+
+@pytest.mark.parametrize("args", list(GUILD_SELECTS), ids=" ".join)
+def test_guild_options_select_what_guild_selects(args):
+    from runsmon.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["table", ATTRS_HOME, "--format", "json", *args]) == 0
+    rows = json.loads(out.getvalue()) if out.getvalue().strip() else []
+    assert sorted(row["run"][:8] for row in rows) == GUILD_SELECTS[args]
 
 
 def test_guild_filters_apply_live(guild_runs):
