@@ -19,13 +19,11 @@ the fast loader runs out, and the layout is not chosen anew at each start.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from runsmon.compact import COMPACT
-from runsmon.fs import FileSystem
 from runsmon.run import Run
 from runsmon.runfiles import RunFiles
-from runsmon.runview import files_root
 from runsmon.serve import open_files_needed
 from runsmon.sessions import known_running
 
@@ -85,16 +83,17 @@ def choose(linked_files: int, runs: int, limit: int | None) -> tuple[str, str]:
 
 
 def choose_for(
-    runs: Iterable[Run], fs: FileSystem, limit: int | None
+    runs: Iterable[Run], files_of: Callable[[Run], RunFiles], limit: int | None
 ) -> tuple[str, str, dict[str, RunFiles]]:
-    """``auto``'s choice for ``runs`` (their directories listed, not read)
-    under the open-file ``limit`` (None: this process's soft limit): the
-    layout, the line that says why, and each run's :class:`RunFiles` as
-    listed (for the first sync to go on from)."""
+    """``auto``'s choice for ``runs`` (their directories listed, not read,
+    through the :class:`RunFiles` that ``files_of`` makes) under the
+    open-file ``limit`` (None: this process's soft limit): the layout, the
+    line that says why, and each run's :class:`RunFiles` as listed (for the
+    first sync to go on from)."""
     walked: dict[str, RunFiles] = {}
     counted = []
     for run in runs:
-        files = walked[run.id] = RunFiles(files_root(run), fs, exclude=run.nested)
+        files = walked[run.id] = files_of(run)
         try:
             counted.append((run, files.count()))
         except OSError:

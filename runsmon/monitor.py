@@ -592,7 +592,7 @@ class RunsMonitor:
     def _choose_layout(self, listed: Mapping[str, Run]) -> None:
         """``auto``: choose the layout by the first listing (once per process)."""
         chosen, self.layout_note, self._walked = layouts.choose_for(
-            listed.values(), self.fs, self.open_files_limit
+            listed.values(), self._files_of, self.open_files_limit
         )
         log.info("%s", self.layout_note)
         self._use_layout(chosen)
