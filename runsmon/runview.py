@@ -1,6 +1,7 @@
 """A run as the dashboard shows it: the one definition the monitor and ``runsmon table`` share.
 
-A run's view is its hparams (the flags, flattened), the ones a user set, and
+A run's view is its hparams (the flags, flattened, then its tags as
+``tag:NAME`` true and its note as ``note``), the ones a user set, and
 its metrics as ``(tag, group)`` with their last values:
 
 - every scalar tag of every event file the run shows (see
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from tensorboard.compat.proto import event_pb2
 
 from runsmon.events import scalar_value
 from runsmon.hparams import TIME_METRIC, Metric
 from runsmon.report import Reporter, describe_error
-from runsmon.run import FlagValue, Run, ScalarPoint
+from runsmon.run import TAG_PREFIX, FlagValue, Run, ScalarPoint, tag_hparams
 from runsmon.runfiles import RunFiles
 
 TIME: Metric = (TIME_METRIC, "")
@@ -57,6 +58,8 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     """The view of ``run`` given its scanned ``files`` and the metrics of its
     scalars outside event files (``outside``, see :func:`point_metric`)."""
     hparams = run.hparams()
+    if run.tags or run.note:
+        hparams.update(tag_hparams(run.tags, run.note))
     found = files.metrics()
     own_time = TIME in found
     found.update(outside)
@@ -67,6 +70,53 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     if run.duration is not None or (own_time and declared is not None):
         metrics.add(TIME)
     return RunView(hparams, user_hparams(run, hparams), frozenset(metrics), own_time)
+
+
+class KnownTags:
+    """The tag names of the runs shown, counted, so each session can say
+    ``tag:NAME`` false for a tag it lacks: the dashboard's checkbox filters
+    let a run with no value through whatever is checked."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}
+        self._of: dict[str, frozenset[str]] = {}
+
+    def set_run(self, run_id: str, tags: frozenset[str]) -> bool:
+        """Record a run's tags; whether the set of names changed."""
+        old = self._of.get(run_id, frozenset())
+        if old == tags:
+            return False
+        if tags:
+            self._of[run_id] = tags
+        else:
+            self._of.pop(run_id, None)
+        return self._count(old, -1) | self._count(tags, +1)
+
+    def remove_run(self, run_id: str) -> bool:
+        return self._count(self._of.pop(run_id, frozenset()), -1)
+
+    def _count(self, tags: frozenset[str], sign: int) -> bool:
+        moved = False
+        for t in tags:
+            n = self.names.get(t, 0) + sign
+            moved |= n <= 0 or n == sign
+            if n <= 0:
+                self.names.pop(t, None)
+            else:
+                self.names[t] = n
+        return moved
+
+    def fill(self, hparams: Mapping[str, FlagValue]) -> dict[str, FlagValue]:
+        """``hparams`` with ``tag:NAME`` false for every known tag it lacks.
+
+        >>> k = KnownTags(); _ = k.set_run("a", frozenset({"baseline"}))
+        >>> k.fill({"lr": 0.1})
+        {'lr': 0.1, 'tag:baseline': False}
+        """
+        out = dict(hparams)
+        for name in sorted(self.names):
+            out.setdefault(TAG_PREFIX + name, False)
+        return out
 
 
 def files_root(run: Run) -> str:
