@@ -30,7 +30,7 @@ from tensorboard.compat.proto import event_pb2
 from runsmon.events import scalar_value
 from runsmon.hparams import TIME_METRIC, Metric
 from runsmon.report import Reporter, describe_error
-from runsmon.run import TAG_PREFIX, FlagValue, Run, ScalarPoint, tag_hparams
+from runsmon.run import NOTE_HPARAM, TAG_PREFIX, FlagValue, Run, ScalarPoint, tag_hparams
 from runsmon.runfiles import RunFiles
 
 TIME: Metric = (TIME_METRIC, "")
@@ -73,16 +73,23 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
 
 
 class KnownTags:
-    """The tag names of the runs shown, counted, so each session can say
-    ``tag:NAME`` false for a tag it lacks: the dashboard's checkbox filters
-    let a run with no value through whatever is checked."""
+    """The tag names of the runs shown, and whether any has a note, counted,
+    so each session can say ``tag:NAME`` false for a tag it lacks and
+    ``note`` "" when it has none: the dashboard's filters let a run with no
+    value through whatever is checked or typed."""
+
+    #: Counted under this name: a run with a note (never a tag's name: tags are not empty).
+    NOTED = ""
 
     def __init__(self) -> None:
         self.names: dict[str, int] = {}
         self._of: dict[str, frozenset[str]] = {}
+        self._sorted: list[str] | None = None
 
-    def set_run(self, run_id: str, tags: frozenset[str]) -> bool:
-        """Record a run's tags; whether the set of names changed."""
+    def set_run(self, run_id: str, tags: frozenset[str], noted: bool = False) -> bool:
+        """Record a run's tags (and whether it has a note); whether the set of names changed."""
+        if noted:
+            tags = tags | {self.NOTED}
         old = self._of.get(run_id, frozenset())
         if old == tags:
             return False
@@ -104,18 +111,23 @@ class KnownTags:
                 self.names.pop(t, None)
             else:
                 self.names[t] = n
+        if moved:
+            self._sorted = None
         return moved
 
     def fill(self, hparams: Mapping[str, FlagValue]) -> dict[str, FlagValue]:
-        """``hparams`` with ``tag:NAME`` false for every known tag it lacks.
+        """``hparams`` with ``tag:NAME`` false for every known tag it lacks,
+        and ``note`` "" where some run has a note and it has none.
 
-        >>> k = KnownTags(); _ = k.set_run("a", frozenset({"baseline"}))
+        >>> k = KnownTags(); _ = k.set_run("a", frozenset({"baseline"}), noted=True)
         >>> k.fill({"lr": 0.1})
-        {'lr': 0.1, 'tag:baseline': False}
+        {'lr': 0.1, 'note': '', 'tag:baseline': False}
         """
+        if self._sorted is None:
+            self._sorted = sorted(self.names)
         out = dict(hparams)
-        for name in sorted(self.names):
-            out.setdefault(TAG_PREFIX + name, False)
+        for name in self._sorted:
+            out.setdefault(TAG_PREFIX + name if name else NOTE_HPARAM, False if name else "")
         return out
 
 

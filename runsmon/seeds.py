@@ -209,7 +209,7 @@ class Shaper:
         """A run's view changed (``st.base`` set): shaped at :meth:`settle`."""
         run = st.run
         self._pending.add(run.id)
-        if self.tags.set_run(run.id, run.tags):
+        if self.tags.set_run(run.id, run.tags, bool(run.note)):
             self._all = True
         if self.groups is not None:
             self.groups.set_run(run, flag_hparams(run, st.base))
