@@ -844,6 +844,8 @@ def write_results(sections: dict[str, str]) -> None:
         "mlflow-sqlite-1000",
         "open-files",
         "rewrite",
+        "seed-groups-1000",
+        "seed-groups-10000",
     ]
     for key in order:
         start, end = f"<!-- {key} -->", f"<!-- /{key} -->"

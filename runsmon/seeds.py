@@ -32,7 +32,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from runsmon.hparams import value_kind, value_text
+from runsmon.hparams import value_text
 from runsmon.run import FlagValue, Run, tag_hparams
 from runsmon.runview import KnownTags
 
@@ -43,7 +43,7 @@ RUNS_HPARAM = "runs"
 #: A row name is cut to this many characters (a digest keeps it unique).
 MAX_LABEL = 120
 
-Key = tuple[str, tuple[tuple[str, str, FlagValue], ...]]
+Key = tuple[str, tuple[tuple[str, bool, FlagValue], ...]]
 
 
 class SeedFlags:
@@ -78,8 +78,8 @@ def flag_hparams(run: Run, hparams: Mapping[str, FlagValue]) -> Mapping[str, Fla
 
 def group_key(run: Run, flags: Mapping[str, FlagValue], is_seed: SeedFlags) -> Key:
     """What runs of one group share: the operation and every non-seed flag
-    (its kind too: 1 and True are two configurations)."""
-    items = tuple(sorted((n, value_kind(v), v) for n, v in flags.items() if not is_seed(n)))
+    (whether it is a boolean too: 1 and True are two configurations)."""
+    items = tuple(sorted((n, v.__class__ is bool, v) for n, v in flags.items() if not is_seed(n)))
     return (run.operation, items)
 
 
