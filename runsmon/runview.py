@@ -58,8 +58,11 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     """The view of ``run`` given its scanned ``files`` and the metrics of its
     scalars outside event files (``outside``, see :func:`point_metric`)."""
     hparams = run.hparams()
+    user = user_hparams(run, hparams)
     if run.tags or run.note:
-        hparams.update(tag_hparams(run.tags, run.note))
+        tagged = tag_hparams(run.tags, run.note)
+        hparams.update(tagged)
+        user += tagged  # a user's own: shown with --hparams overridden too
     found = files.metrics()
     own_time = TIME in found
     found.update(outside)
@@ -69,7 +72,7 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     metrics = set(declared) if declared is not None else found
     if run.duration is not None or (own_time and declared is not None):
         metrics.add(TIME)
-    return RunView(hparams, user_hparams(run, hparams), frozenset(metrics), own_time)
+    return RunView(hparams, user, frozenset(metrics), own_time)
 
 
 class KnownTags:

@@ -274,3 +274,11 @@ def test_table_seed_flags_options(tmp_path, capsys):
     assert out.count("(1)") >= 2
     assert main(["table", str(runs_dir), "--seed-flags", "rep"]) == 2
     assert "--seed-flags needs --group-seeds" in capsys.readouterr().err
+
+
+def test_tags_are_set_by_a_user(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    make_guild_run(runs_dir, flags={"lr": 0.1}, attrs={"tags": ["baseline"], "user_flags": []})
+    make_guild_run(runs_dir, flags={"lr": 0.2}, attrs={"user_flags": []})
+    out = _table(capsys, str(runs_dir), "--hparams", "overridden", "--format", "csv")
+    assert out.splitlines()[0] == "run,status,tag:baseline,loss,time"
