@@ -21,7 +21,8 @@ NOISE = {0: -0.004, 1: 0.0, 2: 0.004}
 
 
 def accuracy(lr: float, optimizer: str, seed: int) -> float:
-    return 0.80 + (0.05 if lr == 0.01 else 0.0) + (0.03 if optimizer == "adam" else 0.0) + NOISE[seed]
+    better = (0.05 if lr == 0.01 else 0.0) + (0.03 if optimizer == "adam" else 0.0)
+    return 0.80 + better + NOISE[seed]
 
 
 def make(root: str, seeds: tuple[int, ...] = SEEDS) -> dict[str, dict]:
