@@ -282,3 +282,13 @@ def test_tags_are_set_by_a_user(tmp_path, capsys):
     make_guild_run(runs_dir, flags={"lr": 0.2}, attrs={"user_flags": []})
     out = _table(capsys, str(runs_dir), "--hparams", "overridden", "--format", "csv")
     assert out.splitlines()[0] == "run,status,tag:baseline,loss,time"
+
+
+def test_serve_group_seeds_writes_groups(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    _seed_sweep(runs_dir)
+    logdir = tmp_path / "logdir"
+    args = ["serve", "--once", "--no-tensorboard", "--logdir", str(logdir), str(runs_dir)]
+    assert main([*args, "--group-seeds", "--seed-flags", "seed"]) == 0
+    groups = sorted(s["group"] for s in _sessions(logdir).values())
+    assert groups == ["lr=0.01 opt=adam"] * 3 + ["lr=0.1 opt=adam"]
