@@ -10,7 +10,8 @@ mean over the row's sessions, and "Show Metrics" plots each run's curve.
   shared flags, so it stays put as seeds come and go. (A session's group
   name is fixed once written: a name holding the count would make every
   seed that joins or leaves rename the row, rewriting each of its sessions
-  into a new row that for a reload stands beside the old one.)
+  into a new row that for a reload stands beside the old one; and the
+  dashboard's Trial ID column cuts a name after about 16 characters.)
 - How many runs it holds is the hparam ``runs`` (:data:`RUNS_HPARAM`), a
   number the dashboard can sort and filter by. A seed that joins or leaves
   changes it, so the group's other sessions are rewritten (gaplessly, under
