@@ -17,8 +17,12 @@ the two modes ``--trials`` times:
   rewrites its group's three others (with seed groups), or writes its session
   alone (without).
 
-Prints the medians and the ratio grouped / plain; the target is at most 1.2
-(issue 13: ``--group-seeds`` costs no more than 20% over the same sync).
+Prints the medians (wall time, and the process's CPU time, which a shared
+machine's load disturbs less) and the ratio grouped / plain; the target is
+at most 1.2 (issue 13: ``--group-seeds`` costs no more than 20% over the
+same sync). The time spent in :class:`runsmon.seeds.Shaper` (tag columns
+and seed groups, the only work ``--group-seeds`` adds to a sync besides
+the sessions a join rewrites) is timed apart.
 
 Usage: ``python benchmarks/seeds.py [--runs 1000] [--trials 3] [--write-results]``.
 """
@@ -121,13 +125,13 @@ def child(runs_dir: str, logdir: str, grouped: bool) -> int:
     shaper = monitor.shaper
     for name in ("note", "remove", "settle"):
         setattr(shaper, name, _timed(getattr(shaper, name), spent))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     first = monitor.run_once()
-    first_s = time.perf_counter() - t0
+    first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     first_shaping = spent[0]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     full = monitor.run_once()
-    full_s = time.perf_counter() - t0
+    full_s, full_cpu = time.perf_counter() - t0, time.process_time() - c0
     assert full.sessions == 0, full
     polls = []
     for _ in range(math.ceil(monitor.full_check_interval / monitor.interval) + 1):
@@ -154,8 +158,10 @@ def child(runs_dir: str, logdir: str, grouped: bool) -> int:
             {
                 "runs": first.runs,
                 "first_sync": first_s,
+                "first_cpu": first_cpu,
                 "first_shaping": first_shaping,
                 "full_check": full_s,
+                "full_cpu": full_cpu,
                 "poll": max(polls),
                 "join": join_s,
                 "join_sessions": stats.sessions,
@@ -193,8 +199,10 @@ def measure(runs_dir: str, grouped: bool) -> dict[str, Any]:
 
 KEYS = (
     ("first_sync", "First sync"),
+    ("first_cpu", "First sync, CPU time of the process"),
     ("first_shaping", "of which tag columns and seed groups (`seeds.Shaper`)"),
     ("full_check", "Full check, nothing changed"),
+    ("full_cpu", "Full check, CPU time of the process"),
     ("poll", "Unchanged timed poll (worst of a round)"),
     ("join", "A seed joins a group of 3 (the poll that finds it)"),
 )
@@ -207,7 +215,7 @@ def report(n: int, trials: int, plain: list[dict], grouped: list[dict]) -> tuple
         a = statistics.median(r[key] for r in plain)
         b = statistics.median(r[key] for r in grouped)
         ratio = b / a if a else math.nan
-        target = key in ("first_sync", "full_check", "poll")
+        target = key in ("first_sync", "first_cpu", "full_check", "full_cpu", "poll")
         if key == "first_shaping":
             first = statistics.median(r["first_sync"] for r in plain)
             rows.append(
@@ -229,7 +237,7 @@ def report(n: int, trials: int, plain: list[dict], grouped: list[dict]) -> tuple
         f"## Seed groups: {n} runs ({n // SEEDS} configurations x {SEEDS} seeds, "
         f"one in {TAGGED_EVERY} tagged)\n"
         f"`python benchmarks/seeds.py --runs {n} --trials {trials}`: medians of {trials} "
-        "fresh processes each (after one not counted), the modes alternating; the "
+        "fresh processes each (after one not counted), the modes alternating (ABBA); the "
         "logdir in memory. "
         f"The join rewrites {grouped[0]['join_sessions'] - 1} sessions of its group "
         f"with seed groups ({plain[0]['join_sessions']} session without).\n\n"
@@ -255,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     grouped: list[dict] = []
     measure(runs_dir, False)  # warm-up (the page cache), not counted
     for i in range(args.trials):
-        for mode, into in ((False, plain), (True, grouped)):
+        # Which mode goes first alternates too: each pays for the other's
+        # logdir being deleted as often.
+        order = ((False, plain), (True, grouped))
+        for mode, into in order if i % 2 == 0 else order[::-1]:
             into.append(measure(runs_dir, mode))
             print(f"trial {i + 1} {'grouped' if mode else 'plain'}: {into[-1]}", file=sys.stderr)
     text, met = report(args.runs, args.trials, plain, grouped)
