@@ -292,3 +292,15 @@ def test_serve_group_seeds_writes_groups(tmp_path, capsys):
     assert main([*args, "--group-seeds", "--seed-flags", "seed"]) == 0
     groups = sorted(s["group"] for s in _sessions(logdir).values())
     assert groups == ["lr=0.01 opt=adam"] * 3 + ["lr=0.1 opt=adam"]
+
+
+def test_a_hydra_multirun_over_seeds_is_named_by_its_overrides(tmp_path, monkeypatch, capsys):
+    from sample_projects.layouts import hydra_multirun
+
+    jobs = [[f"model.lr={lr}", f"seed={s}"] for lr in (0.1, 0.01) for s in (1, 2)]
+    monkeypatch.setattr(hydra_multirun, "JOBS", jobs)
+    hydra_multirun.make(str(tmp_path))
+    out = _table(capsys, str(tmp_path), "--group-seeds", "--format", "csv")
+    names = sorted(line.split(",")[0] for line in out.splitlines()[1:])
+    # The overrides a user typed name the row; the config's other flags do not.
+    assert names == ["model.lr=0.01", "model.lr=0.1"]
