@@ -845,6 +845,8 @@ def write_results(sections: dict[str, str]) -> None:
         "mlflow-sqlite-1000",
         "open-files",
         "rewrite",
+        "seed-groups-1000",
+        "seed-groups-10000",
     ]
     # Every section of the file is kept (other benchmarks write theirs), the
     # known ones in this order and the others after them as they stand.

@@ -272,6 +272,39 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_group_options(p: argparse.ArgumentParser) -> None:
+    from runsmon.seeds import DEFAULT_SEED_FLAGS
+
+    g = p.add_argument_group("seed groups")
+    g.add_argument(
+        "--group-seeds",
+        action="store_true",
+        help="one row per configuration: runs whose flags are equal but for their seed flags "
+        "(the dashboard shows their mean; runsmon table mean ± std (n))",
+    )
+    g.add_argument(
+        "--seed-flags",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="flags that are seeds, for --group-seeds (repeatable; default: "
+        + ", ".join(DEFAULT_SEED_FLAGS)
+        + ")",
+    )
+
+
+def _seed_groups(args: argparse.Namespace) -> Any:
+    """The seed groups --group-seeds asks for (None: a row per run)."""
+    from runsmon.seeds import DEFAULT_SEED_FLAGS, SeedGroups
+
+    globs = tuple(getattr(args, "seed_flags", None) or ())
+    if not getattr(args, "group_seeds", False):
+        if globs:
+            raise UsageError("--seed-flags needs --group-seeds")
+        return None
+    return SeedGroups(globs or DEFAULT_SEED_FLAGS)
+
+
 def _add_filter_options(
     p: argparse.ArgumentParser, limit_help: str = "only the N newest runs"
 ) -> None:
@@ -469,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only keep the logdir (for a TensorBoard of your own)",
     )
     _add_selection_options(serve)
+    _add_group_options(serve)
     _add_filter_options(serve)
     _add_server_options(serve)
     _add_output_options(serve)
@@ -500,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(a metric column: loss, val#loss, val/loss)",
     )
     _add_selection_options(table)
+    _add_group_options(table)
     _add_filter_options(table, limit_help="only the N newest runs; with --sort, the first N rows")
 
     demo = sub.add_parser(
@@ -610,7 +645,9 @@ _handler = _Handler(sys.stderr)
 
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
-    _handler.setStream(sys.stderr)
+    # Not setStream: it flushes the old stream, which may be closed (an
+    # earlier caller's redirected stderr).
+    _handler.stream = sys.stderr
     _handler.setFormatter(logging.Formatter("runsmon: %(message)s"))
     log.handlers[:] = [_handler]
     log.setLevel(level)
@@ -846,6 +883,7 @@ def serve(
         _check_logdir_arg(args, paths)
         if args.skip_hparams and getattr(args, "layout", "auto") == "compact":
             raise UsageError("--skip-hparams writes links only: it goes with --layout linked")
+        seed_groups = _seed_groups(args)
         source, filters, sources = _make_source(args, paths)
         if getattr(args, "export_scalars", None):
             return _export_scalars(args, source)
@@ -877,6 +915,7 @@ def serve(
             layout=getattr(args, "layout", "auto"),
             images=not args.skip_images,
             hparams_summaries=not args.skip_hparams,
+            seed_groups=seed_groups,
         )
         level = log.level
         log.setLevel(max(level, logging.WARNING))  # "run added" x N: the summary says it
@@ -1042,8 +1081,11 @@ def table(args: argparse.Namespace) -> int:
         limit, args.limit = args.limit, None
     if args.importance is not None and args.sort:
         raise UsageError("--sort orders runs; --importance ranks hparams: give one of them")
+    groups = _seed_groups(args)
+    if args.importance is not None and groups is not None:
+        raise UsageError("--importance judges runs, not seed groups: leave out --group-seeds")
     source, _, _ = _make_source(args)
-    data = runs_table.collect(source, _selection(args), _run_name_cb(args))
+    data = runs_table.collect(source, _selection(args), _run_name_cb(args), seed_groups=groups)
     if args.importance is not None:
         return _importance(args, data, fmt)
     try:

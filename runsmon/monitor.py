@@ -43,6 +43,7 @@ from runsmon.restore import Restored
 from runsmon.run import Run
 from runsmon.runfiles import RunFiles
 from runsmon.runstate import RunState, SyncStats, Writes
+from runsmon.seeds import SeedGroups, Shaper
 from runsmon.sessionwriter import ExperimentWriter, SessionWriter
 from runsmon.sources.base import as_source
 from runsmon.watch import Watcher
@@ -94,6 +95,7 @@ class RunsMonitor:
         open_files_limit: int | None = None,
         images: bool = True,
         hparams_summaries: bool = True,
+        seed_groups: SeedGroups | None = None,
     ) -> None:
         self.logdir = logdir if isinstance(logdir, Logdir) else Logdir(logdir)
         self.list_runs_cb = list_runs_cb
@@ -139,6 +141,8 @@ class RunsMonitor:
         """The open-file limit ``auto`` chooses by (None: this process's soft limit)."""
         self.images = images  # runs' image files in the Images tab (not with --skip-images)
         self.hparams_summaries = hparams_summaries  # False: links only (--skip-hparams)
+        self.shaper = Shaper(seed_groups)
+        """What a session shows that depends on the other runs (tag columns, seed groups)."""
 
         self._lock = threading.RLock()
         self._runs: dict[str, RunState] = {}
@@ -376,6 +380,9 @@ class RunsMonitor:
                 for run_id in sorted(touched):
                     if run_id in listed:
                         self._refresh(listed[run_id], stats)
+            for st in self.shaper.settle(self._runs):
+                self._columns.set_run(st.run.id, st.hparams, st.metrics, st.user)
+                self.writer.mark(st.run.id)
             made, unmade = self.writer.write_due(self._runs, self._columns, stats, self._new)
             self._new -= made
             for run_id in unmade:
@@ -527,10 +534,11 @@ class RunsMonitor:
         """What the dashboard shows of the run: its hparams and metrics, in the columns."""
         outside = (tuple(m) for m in st.manifest.state.synth_metrics or ())
         view = runview.view(st.run, st.files, outside)
-        st.hparams = view.hparams
+        st.base = view.hparams
+        st.user = view.user_hparams
         st.own_time = view.own_time
         st.metrics = self._shared_metrics(view.metrics)
-        self._columns.set_run(st.run.id, st.hparams, st.metrics, view.user_hparams)
+        self.shaper.note(st)  # its hparams and row: once every run of the sync is seen
 
     def _shared_metrics(self, metrics: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
         """One object for each distinct set of metrics: most runs share theirs."""
@@ -555,6 +563,7 @@ class RunsMonitor:
     def _remove(self, run_id: str) -> None:
         st = self._runs.pop(run_id, None)
         self.writer.forget(run_id)
+        self.shaper.remove(run_id)
         self._columns.remove_run(run_id)
         self._namer.release(run_id)
         self.writes.unsaved.discard(run_id)

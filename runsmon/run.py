@@ -46,6 +46,9 @@ class Run:
     source's view of the run changes (``None``: the monitor works it out).
     ``nested`` names the directories (relative to ``dir``, "/"-separated) of
     runs nested in this one: their files are not this run's.
+    ``tags`` are the names a user tagged the run with and ``note`` the text
+    they noted on it (Guild's tags and comments, MLflow's tags and note,
+    wandb's tags and notes); both show as hparams (see :func:`tag_hparams`).
     """
 
     id: str
@@ -63,6 +66,8 @@ class Run:
     )
     fingerprint: Any = dataclasses.field(default=None, compare=False, repr=False)
     nested: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    note: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -86,6 +91,45 @@ class Run:
     def hparams(self) -> dict[str, FlagValue]:
         """The run's flags as hparams: flattened, normalised, ``None`` dropped."""
         return flatten_flags(self.flags)
+
+
+#: Prefix of the hparam a tag becomes: ``tag:baseline`` (true for a tagged run).
+TAG_PREFIX = "tag:"
+#: The hparam a run's note becomes (text, which the dashboard filters by regexp).
+NOTE_HPARAM = "note"
+
+
+def tag_hparams(tags: Iterable[str], note: str = "") -> dict[str, FlagValue]:
+    """A run's tags as boolean hparams ``tag:NAME`` (sorted) and its note as ``note``.
+
+    >>> tag_hparams({"v2", "baseline"}, "lr too high?")
+    {'tag:baseline': True, 'tag:v2': True, 'note': 'lr too high?'}
+    """
+    out: dict[str, FlagValue] = {TAG_PREFIX + t: True for t in sorted(tags)}
+    if note:
+        out[NOTE_HPARAM] = note
+    return out
+
+
+def clean_tags(values: Any) -> frozenset[str]:
+    """Tag names from what a tool recorded (a list of names, or one name):
+    text, stripped, empty ones left out.
+
+    >>> sorted(clean_tags(["baseline", " v2 ", "", None, 3]))
+    ['3', 'baseline', 'v2']
+    """
+    if isinstance(values, (str, bytes)):
+        values = [values]
+    if not isinstance(values, Iterable):
+        return frozenset()
+    out = set()
+    for v in values:
+        if v is None:
+            continue
+        text = (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)).strip()
+        if text:
+            out.add(text)
+    return frozenset(out)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,11 @@ class RunState:
     files: RunFiles
     metrics: frozenset[tuple[str, str]] = frozenset()
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What its session shows (``base`` shaped by the other runs: see seeds.Shaper)."""
+    base: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Its hparams as its view has them (flags, tags, note)."""
+    user: list[str] = dataclasses.field(default_factory=list)  # the hparams a user set
+    group: str | None = None  # its seed group's row name (None: a row of its own)
     own_time: bool = False  # its files have a root scalar `time` of their own
     scalars_of: Run | None = None  # the Run object whose scalars are all written
 
@@ -55,6 +60,11 @@ class RunState:
     def name(self) -> str:
         """The run's name: its row (session group) in the dashboard."""
         return str(self.manifest.state.group or self.manifest.name)
+
+    @property
+    def row(self) -> str:
+        """The session group its session names: its seed group, else its name."""
+        return self.group or self.name
 
 
 class Writes:

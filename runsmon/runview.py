@@ -1,6 +1,7 @@
 """A run as the dashboard shows it: the one definition the monitor and ``runsmon table`` share.
 
-A run's view is its hparams (the flags, flattened), the ones a user set, and
+A run's view is its hparams (the flags, flattened, then its tags as
+``tag:NAME`` true and its note as ``note``), the ones a user set, and
 its metrics as ``(tag, group)`` with their last values:
 
 - every scalar tag of every event file the run shows (see
@@ -22,14 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from tensorboard.compat.proto import event_pb2
 
 from runsmon.events import scalar_value
 from runsmon.hparams import TIME_METRIC, Metric
 from runsmon.report import Reporter, describe_error
-from runsmon.run import FlagValue, Run, ScalarPoint
+from runsmon.run import NOTE_HPARAM, TAG_PREFIX, FlagValue, Run, ScalarPoint, tag_hparams
 from runsmon.runfiles import RunFiles
 
 TIME: Metric = (TIME_METRIC, "")
@@ -57,6 +58,11 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     """The view of ``run`` given its scanned ``files`` and the metrics of its
     scalars outside event files (``outside``, see :func:`point_metric`)."""
     hparams = run.hparams()
+    user = user_hparams(run, hparams)
+    if run.tags or run.note:
+        tagged = tag_hparams(run.tags, run.note)
+        hparams.update(tagged)
+        user += tagged  # a user's own: shown with --hparams overridden too
     found = files.metrics()
     own_time = TIME in found
     found.update(outside)
@@ -66,7 +72,66 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     metrics = set(declared) if declared is not None else found
     if run.duration is not None or (own_time and declared is not None):
         metrics.add(TIME)
-    return RunView(hparams, user_hparams(run, hparams), frozenset(metrics), own_time)
+    return RunView(hparams, user, frozenset(metrics), own_time)
+
+
+class KnownTags:
+    """The tag names of the runs shown, and whether any has a note, counted,
+    so each session can say ``tag:NAME`` false for a tag it lacks and
+    ``note`` "" when it has none: the dashboard's filters let a run with no
+    value through whatever is checked or typed."""
+
+    #: Counted under this name: a run with a note (never a tag's name: tags are not empty).
+    NOTED = ""
+
+    def __init__(self) -> None:
+        self.names: dict[str, int] = {}
+        self._of: dict[str, frozenset[str]] = {}
+        self._sorted: list[str] | None = None
+
+    def set_run(self, run_id: str, tags: frozenset[str], noted: bool = False) -> bool:
+        """Record a run's tags (and whether it has a note); whether the set of names changed."""
+        if noted:
+            tags = tags | {self.NOTED}
+        old = self._of.get(run_id, frozenset())
+        if old == tags:
+            return False
+        if tags:
+            self._of[run_id] = tags
+        else:
+            self._of.pop(run_id, None)
+        return self._count(old, -1) | self._count(tags, +1)
+
+    def remove_run(self, run_id: str) -> bool:
+        return self._count(self._of.pop(run_id, frozenset()), -1)
+
+    def _count(self, tags: frozenset[str], sign: int) -> bool:
+        moved = False
+        for t in tags:
+            n = self.names.get(t, 0) + sign
+            moved |= n <= 0 or n == sign
+            if n <= 0:
+                self.names.pop(t, None)
+            else:
+                self.names[t] = n
+        if moved:
+            self._sorted = None
+        return moved
+
+    def fill(self, hparams: Mapping[str, FlagValue]) -> dict[str, FlagValue]:
+        """``hparams`` with ``tag:NAME`` false for every known tag it lacks,
+        and ``note`` "" where some run has a note and it has none.
+
+        >>> k = KnownTags(); _ = k.set_run("a", frozenset({"baseline"}), noted=True)
+        >>> k.fill({"lr": 0.1})
+        {'lr': 0.1, 'note': '', 'tag:baseline': False}
+        """
+        if self._sorted is None:
+            self._sorted = sorted(self.names)
+        out = dict(hparams)
+        for name in self._sorted:
+            out.setdefault(TAG_PREFIX + name if name else NOTE_HPARAM, False if name else "")
+        return out
 
 
 def files_root(run: Run) -> str:

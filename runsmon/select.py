@@ -100,6 +100,17 @@ def _operation_matches(operation: str, refs: Sequence[str]) -> bool:
     )
 
 
+def has_tag(run: Run, tag: str) -> bool:
+    """Whether ``run`` is tagged ``tag``: the tag itself, or (MLflow's
+    ``KEY=VALUE`` tags) its key.
+
+    >>> run = Run(id="a", dir="/a", tags=frozenset({"baseline", "team=vision"}))
+    >>> [has_tag(run, t) for t in ("baseline", "team", "team=vision", "team=nlp", "v2")]
+    [True, True, True, False, False]
+    """
+    return tag in run.tags or any(t.partition("=")[0] == tag for t in run.tags if "=" in t)
+
+
 def _label_matches(label: str, values: Sequence[str]) -> bool:
     # runsmon's glob over the whole label, or Guild's --label rule (a part of it).
     return any(
@@ -119,7 +130,8 @@ class Filters:
     the newest runs by start time.
 
     The rest are Guild's filters: ``statuses`` (any of) and ``not_statuses``
-    (none of), ``unlabeled``, ``tags`` (any), ``comments`` (any),
+    (none of), ``unlabeled``, ``tags`` (any, of every source: see
+    :func:`has_tag`), ``comments`` (any),
     ``marked`` (True: marked, False: unmarked), ``started`` (a RANGE, read
     against the clock at every call), ``digest`` (a source code digest
     prefix), ``expr`` (a filter expression), ``runs`` (RUN specs, resolved
@@ -195,11 +207,8 @@ class Filters:
             return False
         if self.since is not None and (run.started is None or run.started < self.since):
             return False
-        if self.tags:
-            tags = run.attrs.get("tags")
-            tags = tags if isinstance(tags, list) else []
-            if not any(t in tags for t in self.tags):
-                return False
+        if self.tags and not any(has_tag(run, t) for t in self.tags):
+            return False
         if self.comments:
             text = guildselect.comments_text(run.attrs.get("comments"))
             if not any(guildselect.guild_comment_matches(c, text) for c in self.comments):

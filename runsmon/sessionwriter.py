@@ -183,7 +183,7 @@ class SessionWriter:
         written = state.session
         end = sessions.shown_end(run)
         # The key of a new run is worked out once its name is final (below).
-        key = None if fresh else session_key(encoded, st.name, run.started)
+        key = None if fresh else session_key(encoded, st.row, run.started)
         if not fresh and (
             run.id in self._rewrites
             or (
@@ -223,7 +223,7 @@ class SessionWriter:
             # One manifest write announces the session, end info and links
             # before any of them exists (a restart trusts only what is on
             # disk of them). The name is final now: the key follows it.
-            key = session_key(encoded, st.name, run.started)
+            key = session_key(encoded, st.row, run.started)
             links = self.mirror.link_targets(st)
             for rel in dict.fromkeys((SESSION_FILE, end_file) if write_end else (SESSION_FILE,)):
                 if rel not in st.manifest.files:
@@ -251,7 +251,7 @@ class SessionWriter:
             state.stopped = UNSET
         end_events = self._end_events(st) if write_end else []
         if write_start:
-            summary = hparams.session_start_summary(encoded, st.name, run.started)
+            summary = hparams.session_start_summary(encoded, st.row, run.started)
             wall = run.started if run.started is not None else self.created
             evs = [events.summary_event(summary, wall_time=wall)]
             if write_end:
@@ -370,7 +370,7 @@ class SessionWriter:
             new.files.append(SESSION_FILE)
         new.links.update(links)
         self.logdir.plan_parents(new, [*links], fresh=True)
-        summary = hparams.session_start_summary(encoded, group, run.started)
+        summary = hparams.session_start_summary(encoded, st.row, run.started)
         wall = run.started if run.started is not None else self.created
         evs = [events.summary_event(summary, wall_time=wall)]
         compact = self.mirror.compact

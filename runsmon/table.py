@@ -17,8 +17,9 @@ import dataclasses
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from runsmon import hparams, runview
 from runsmon.fs import LOCAL, FileSystem
@@ -26,6 +27,7 @@ from runsmon.naming import RunNamer, default_run_name, format_started, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.run import FlagValue, Run
 from runsmon.runfiles import RunFiles
+from runsmon.seeds import SeedGroups, Shaper, format_mean_std, mean_std
 from runsmon.sources.base import as_source
 
 FORMATS = ("table", "csv", "json")
@@ -45,7 +47,7 @@ MAX_CONSTANT_LINES = 4
 #: ``-o FILE`` picks the format from FILE's extension unless --format is given.
 EXTENSION_FORMATS = {".csv": "csv", ".json": "json"}
 
-Cell = FlagValue | None
+Cell = Any  # a value (FlagValue), a MeanStd of a seed group, or None
 
 
 def metric_header(metric: hparams.Metric) -> str:
@@ -65,6 +67,13 @@ class Row:
     run: Run
     name: str
     values: dict[str, Cell]
+    group: str | None = None  # its seed group (with --group-seeds)
+    status: str | None = None  # shown instead of its run's (a group's runs)
+    members: tuple[str, ...] = ()  # a seed group's run ids
+
+    @property
+    def shown_status(self) -> str:
+        return self.status if self.status is not None else self.run.status
 
 
 @dataclasses.dataclass
@@ -81,7 +90,7 @@ class RunsTable:
         return [RUN, STATUS, *self.hparams, *(metric_header(m) for m in self.metrics)]
 
     def cells(self, row: Row) -> list[Cell]:
-        return [row.name, row.run.status, *(row.values.get(c) for c in self.columns[2:])]
+        return [row.name, row.shown_status, *(row.values.get(c) for c in self.columns[2:])]
 
     def differing(self) -> list[str]:
         """The hparams whose values differ between the rows (or that some row
@@ -139,11 +148,27 @@ def _same(a: Cell, b: Cell) -> bool:
 
 
 def _sort_key(value: Cell) -> tuple[int, float, str]:
+    if isinstance(value, MeanStd):
+        value = value.mean  # a seed group sorts by its mean
     if isinstance(value, bool):
         return (0, float(value), "")
     if isinstance(value, (int, float)):
         return (1, float(value) if not math.isnan(value) else math.inf, "")
     return (2, 0.0, str(value))
+
+
+@dataclasses.dataclass
+class _Found:
+    """One run read for the table (shaped by :class:`~runsmon.seeds.Shaper`)."""
+
+    run: Run
+    name: str
+    base: dict[str, FlagValue]
+    user: list[str]
+    metrics: frozenset[hparams.Metric]
+    values: dict[hparams.Metric, float]
+    hparams: dict[str, FlagValue] = dataclasses.field(default_factory=dict)
+    group: str | None = None
 
 
 def collect(
@@ -152,41 +177,83 @@ def collect(
     run_name_cb: Callable[[Run], str] | None = None,
     fs: FileSystem = LOCAL,
     reporter: Reporter | None = None,
+    seed_groups: SeedGroups | None = None,
 ) -> RunsTable:
-    """Read every run ``source`` lists once and build the table."""
+    """Read every run ``source`` lists once and build the table; with
+    ``seed_groups``, one row per seed group (see :func:`group_rows`)."""
     selection = selection or hparams.Selection()
     reporter = reporter or as_source(source).reporter
     name_cb = run_name_cb or default_run_name
     namer = RunNamer()
     columns = hparams.Columns()
-    found: list[tuple[Run, str, dict[str, FlagValue], dict[hparams.Metric, float]]] = []
-    seen: set[str] = set()
+    shaper = Shaper(seed_groups)
+    found: dict[str, _Found] = {}
     for run in source():
-        if not isinstance(run, Run) or run.id in seen:
+        if not isinstance(run, Run) or run.id in found:
             continue
-        seen.add(run.id)
         try:
             name = namer.name_for(run.id, safe_name(name_cb(run)))
         except Exception as e:
             reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
             continue
         view, values = _view(run, name, fs, reporter)
-        columns.set_run(run.id, view.hparams, view.metrics, view.user_hparams)
-        found.append((run, name, view.hparams, values))
+        f = found[run.id] = _Found(run, name, view.hparams, view.user_hparams, view.metrics, values)
+        shaper.note(f)
+    for f in shaper.settle(found):
+        columns.set_run(f.run.id, f.hparams, f.metrics, f.user)
     chosen, chosen_metrics = columns.selected(selection)
     by_name = {c.name: c for c in columns.columns()}
     rows = []
-    for run, name, run_hparams, values in found:
+    for f in found.values():
         cells: dict[str, Cell] = {}
         for column in chosen:
-            value = run_hparams.get(column.name)
+            value = f.hparams.get(column.name)
             cells[column.name] = None if value is None else by_name[column.name].encode(value)
         for metric in chosen_metrics:
-            cells[metric_header(metric)] = values.get(metric)
-        rows.append(Row(run, name, cells))
+            cells[metric_header(metric)] = f.values.get(metric)
+        rows.append(Row(f.run, f.name, cells, f.group))
     table = RunsTable([c.name for c in chosen], chosen_metrics, rows)
     table.sort(None)
+    if seed_groups is not None:
+        table = group_rows(table)
     return table
+
+
+class MeanStd(NamedTuple):
+    """A metric over a seed group's runs: the table shows ``mean ± std (n)``."""
+
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return format_mean_std(self)
+
+
+def group_rows(table: RunsTable) -> RunsTable:
+    """One row per seed group of ``table``'s rows (``Row.group``), in the order
+    of each group's first row: the hparams of its first run (which its runs
+    share, but for their seeds), each metric as :class:`MeanStd` over the
+    runs that have it, and a status that counts its runs' statuses."""
+    groups: dict[str, list[Row]] = {}
+    for row in table.rows:
+        groups.setdefault(row.group or row.name, []).append(row)
+    heads = [metric_header(m) for m in table.metrics]
+    rows = []
+    for name, members in groups.items():
+        first = members[0]
+        cells: dict[str, Cell] = {h: first.values.get(h) for h in table.hparams}
+        for head in heads:
+            stats = mean_std(
+                v for v in (r.values.get(head) for r in members) if isinstance(v, (int, float))
+            )
+            cells[head] = MeanStd(*stats) if stats is not None else None
+        statuses = Counter(r.run.status for r in members)
+        status = ", ".join(
+            s if len(statuses) == 1 else f"{n} {s}" for s, n in sorted(statuses.items())
+        )
+        rows.append(Row(first.run, name, cells, name, status, tuple(r.run.id for r in members)))
+    return RunsTable(table.hparams, table.metrics, rows)
 
 
 def _view(
@@ -215,6 +282,8 @@ def format_cell(value: Cell, digits: int = 5) -> str:
     """
     if value is None:
         return ""
+    if isinstance(value, MeanStd):
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -248,10 +317,15 @@ def render_text(table: RunsTable, width: int | None = None) -> str:
     metric_heads = [metric_header(m) for m in table.metrics]
     headers = [RUN, STATUS, *differing, *metric_heads]
     cells = [
-        [row.name, row.run.status, *(row.values.get(c) for c in headers[2:])] for row in table.rows
+        [row.name, row.shown_status, *(row.values.get(c) for c in headers[2:])]
+        for row in table.rows
     ]
     numeric = [
-        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in col if v is not None)
+        all(
+            isinstance(v, (int, float, MeanStd)) and not isinstance(v, bool)
+            for v in col
+            if v is not None
+        )
         for col in zip(*cells, strict=True)
     ]
     texts = [
@@ -368,12 +442,28 @@ def _csv_cell(value: Cell) -> str:
 
 
 def render_csv(table: RunsTable) -> str:
-    """Comma-separated values with a header line; numbers in full precision."""
+    """Comma-separated values with a header line; numbers in full precision.
+    A seed group's metric is three columns: ``M`` (the mean), ``M std``, ``M n``."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(table.columns)
+    grouped = any(isinstance(v, MeanStd) for r in table.rows for v in r.values.values())
+    if not grouped:
+        writer.writerow(table.columns)
+        for row in table.rows:
+            writer.writerow(_csv_cell(v) for v in table.cells(row))
+        return buf.getvalue()
+    heads = [metric_header(m) for m in table.metrics]
+    writer.writerow(
+        [RUN, STATUS, *table.hparams, *(f"{h}{s}" for h in heads for s in ("", " std", " n"))]
+    )
     for row in table.rows:
-        writer.writerow(_csv_cell(v) for v in table.cells(row))
+        stats = [row.values.get(h) for h in heads]
+        writer.writerow(
+            [
+                *(_csv_cell(v) for v in table.cells(row)[: 2 + len(table.hparams)]),
+                *(_csv_cell(x) for st in stats for x in (st or (None, None, None))),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -388,18 +478,26 @@ def render_json(table: RunsTable) -> str:
             {
                 "id": run.id,
                 "run": row.name,
-                "status": run.status,
+                "status": row.shown_status,
                 "started": _iso(run.started),
                 "stopped": _iso(run.stopped),
                 "dir": run.dir,
+                **({"runs": list(row.members)} if row.members else {}),
                 "hparams": {h: _plain(row.values.get(h)) for h in table.hparams},
                 "metrics": {
-                    metric_header(m): _plain(row.values.get(metric_header(m)))
+                    metric_header(m): _json_value(row.values.get(metric_header(m)))
                     for m in table.metrics
                 },
             }
         )
     return json.dumps(out, indent=2) + "\n"
+
+
+def _json_value(value: Cell) -> Any:
+    """A metric cell for JSON: a seed group's as ``{"mean", "std", "n"}``."""
+    if isinstance(value, MeanStd):
+        return {"mean": _plain(value.mean), "std": _plain(value.std), "n": value.n}
+    return _plain(value)
 
 
 def _iso(t: float | None) -> str | None:

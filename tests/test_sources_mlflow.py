@@ -169,3 +169,32 @@ def test_a_value_appended_to_any_metric_is_written_once_where_it_belongs(store, 
     }
     expected[first_metric].append((9, 0.125))
     assert written == expected
+
+
+def test_tags_and_note_and_the_tag_filter(store, capsys):
+    from runsmon.cli import main
+
+    tags = os.path.join(run_dir(store, A), "tags")
+    with open(os.path.join(tags, "baseline"), "w") as f:
+        f.write("")
+    with open(os.path.join(tags, "team"), "w") as f:
+        f.write("vision")
+    with open(os.path.join(tags, "mlflow.note.content"), "w") as f:
+        f.write("first try\n")
+    source = MLflowRuns(str(store))
+    runs = {r.id: r for r in source()}
+    assert runs[A].tags == frozenset({"baseline", "team=vision"}) and runs[A].note == "first try"
+    assert runs[B].tags == frozenset() and runs[B].note == ""
+    # MLflow rewrites a tag's file in place when it is set again: seen.
+    with open(os.path.join(tags, "mlflow.note.content"), "w") as f:
+        f.write("lr too high?")
+    os.utime(os.path.join(tags, "mlflow.note.content"), ns=(1, 1))
+    assert {r.id: r for r in source()}[A].note == "lr too high?"
+    # --tag selects by tag, or by the key of a KEY=VALUE tag.
+    for tag in ("baseline", "team", "team=vision"):
+        capsys.readouterr()
+        assert main(["table", str(store), "--tag", tag, "--format", "csv"]) == 0
+        rows = capsys.readouterr().out.splitlines()[1:]
+        assert len(rows) == 1 and ",true," in rows[0], (tag, rows)
+    assert main(["table", str(store), "--tag", "v2"]) == 0
+    assert capsys.readouterr().out == "no runs\n"

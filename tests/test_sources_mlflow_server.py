@@ -449,3 +449,27 @@ def test_served_live_through_tensorboard(server, tmp_path, tensorboard):
     assert table[new]["metrics"][("loss", "")] == pytest.approx(0.35, rel=1e-6)
     assert table[new]["hparams"] == {"lr": 0.02, "batch_size": 16.0, "optimizer": "sgd"}
     assert fox in table
+
+
+#: argv[1]'s run gets a tag and a note; then argv[2] says which note.
+TAG = """
+import sys
+from mlflow import MlflowClient
+c = MlflowClient()
+c.set_tag(sys.argv[1], "baseline", "")
+c.set_tag(sys.argv[1], "team", "vision")
+c.set_tag(sys.argv[1], "mlflow.note.content", sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_tags_and_note_follow_the_client(server):
+    ids = first_runs(server, "tagged")
+    source = detect_source(server)
+    fox = only(source, "tagged")["bold-fox"]
+    assert fox.tags == frozenset() and fox.note == ""
+    mlflow_script(server, TAG, ids["bold-fox"], "first try")
+    fox = only(source, "tagged")["bold-fox"]
+    assert fox.tags == frozenset({"baseline", "team=vision"}) and fox.note == "first try"
+    mlflow_script(server, TAG, ids["bold-fox"], "lr too high?")  # the note edited
+    assert only(source, "tagged")["bold-fox"].note == "lr too high?"

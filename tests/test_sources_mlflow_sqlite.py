@@ -418,3 +418,27 @@ def test_a_locked_database_keeps_the_runs_shown(project, caplog):
     writer.execute("COMMIT")
     writer.close()
     assert by_name(src())["live-lynx"].status == COMPLETED
+
+
+_NOTE = """
+import sys
+from mlflow import MlflowClient
+
+c = MlflowClient()
+c.set_tag(sys.argv[1], "mlflow.note.content", sys.argv[2])
+c.set_tag(sys.argv[1], "baseline", "")
+"""
+
+
+@pytest.mark.slow
+def test_a_note_edited_in_place_is_seen(project):
+    root, ids = project
+    src = MLflowSQLiteRuns(str(root))
+    mlflow_sqlite.run_mlflow(str(root), _NOTE, ids["bold-fox"], "first try")
+    fox = by_name(src())["bold-fox"]
+    assert (fox.note, fox.tags) == ("first try", frozenset({"baseline"}))
+    # MLflow updates the note's row: no row is added, the run's row is the same.
+    mlflow_sqlite.run_mlflow(str(root), _NOTE, ids["bold-fox"], "lr too high?")
+    runs = by_name(src())
+    assert runs["bold-fox"].note == "lr too high?"
+    assert runs["calm-owl"].note == "" and not runs["calm-owl"].tags

@@ -211,3 +211,32 @@ def test_summary_json_shape(tmp_path):
     run = wandb_offline.make_legacy(str(tmp_path))
     data = json.loads(Path(run, "files", "wandb-summary.json").read_text())
     assert data["_step"] == 99
+
+
+_TAGGED = """
+import sys
+import wandb
+
+run = wandb.init(project="demo", dir=sys.argv[1], config={"lr": 0.1}, name="tagged",
+                 tags=["baseline"], notes="first try", mode="offline",
+                 settings=wandb.Settings(console="off"))
+run.log({"loss": 1.0})
+run.tags = run.tags + ("late",)  # tagged while it runs
+run.finish()
+"""
+
+
+@needs_wandb
+@pytest.mark.slow
+def test_tags_and_notes_as_wandb_writes_them(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DISABLE_GIT="true")
+    env.pop("WANDB_API_KEY", None)
+    subprocess.run(
+        [sys.executable, "-c", _TAGGED, str(tmp_path)], check=True, env=env, cwd=tmp_path
+    )
+    [run] = WandbRuns(str(tmp_path))()
+    assert run.tags == frozenset({"baseline", "late"})
+    assert run.note == "first try"

@@ -607,6 +607,8 @@ class GuildRuns(RunSource):
             operation=operation,
             attrs=extra,
             user_flags=user_flags,
+            tags=runmod.clean_tags(values.get("tags") or ()),
+            note=comments_note(values.get("comments")),
         )
 
     def _compare(self, opref: Mapping[str, str]) -> list[Any] | None:
@@ -712,3 +714,21 @@ def _os_cause(error: BaseException) -> str:
     if isinstance(error, OSError) and str(error).startswith("not a regular file"):
         return "not a regular file"
     return describe_error(error)
+
+
+def comments_note(comments: Any) -> str:
+    """A run's Guild comments (``guild comment``) as one note: their bodies,
+    oldest first, one a line.
+
+    >>> comments_note([{"body": "lr too high", "time": 2}, {"body": "baseline", "time": 1}])
+    'baseline\\nlr too high'
+    """
+    if not isinstance(comments, list):
+        return ""
+    bodies = [
+        (c.get("time") or 0, str(c.get("body") or "").strip())
+        for c in comments
+        if isinstance(c, Mapping)
+    ]
+    bodies.sort(key=lambda tb: tb[0] if isinstance(tb[0], (int, float)) else 0)
+    return "\n".join(b for _, b in bodies if b)

@@ -146,6 +146,8 @@ class MLflowRuns(RunSource):
             st = self.fs.stat(os.path.join(run_dir, name))
             parts.append(st.key if st else None)
         parts.extend(sorted((p, key) for p, key in self._metric_files(run_dir)))
+        # MLflow rewrites a tag's file in place (a note edited): its stat says so.
+        parts.extend(sorted(self._metric_files(run_dir, "tags")))
         return tuple(parts)
 
     def read_run(self, run_dir: str) -> Run | None:
@@ -214,9 +216,9 @@ class MLflowRuns(RunSource):
                 )
         return out
 
-    def _metric_files(self, run_dir: str) -> list[tuple[str, Hashable]]:
+    def _metric_files(self, run_dir: str, sub: str = "metrics") -> list[tuple[str, Hashable]]:
         out = []
-        for name, path in self._files(os.path.join(run_dir, "metrics")):
+        for name, path in self._files(os.path.join(run_dir, sub)):
             st = self.fs.stat(path)
             out.append((name, st.key if st else None))
         return out
@@ -324,4 +326,29 @@ def mlflow_run(
         },
         scalars=scalars,
         fingerprint=fingerprint,
+        tags=user_tags(tags),
+        note=str(tags.get(NOTE_TAG) or "").strip(),
     )
+
+
+#: The tag MLflow keeps a run's note (its description) in.
+NOTE_TAG = "mlflow.note.content"
+#: Tag values that say "tagged" and nothing more: the tag is ``KEY``.
+_PLAIN_VALUES = frozenset({"", "true", "True", "TRUE", "1", "yes"})
+
+
+def user_tags(tags: Mapping[str, str]) -> frozenset[str]:
+    """A run's tags as runsmon shows them: every tag but MLflow's own
+    (``mlflow.*``), as ``KEY`` when its value is empty or true, else ``KEY=VALUE``.
+
+    >>> sorted(user_tags({"baseline": "", "team": "vision", "mlflow.runName": "x", "ok": "true"}))
+    ['baseline', 'ok', 'team=vision']
+    """
+    out = set()
+    for key, value in tags.items():
+        key = key.strip()
+        if not key or key.startswith("mlflow."):
+            continue
+        value = str(value).strip()
+        out.add(key if value in _PLAIN_VALUES else f"{key}={value}")
+    return frozenset(out)

@@ -35,8 +35,8 @@ the ``-wal`` file's (size, mtime), and reads anyway every
 When the database moved, a read asks for the ``runs`` and ``experiments``
 rows and for the ``metrics`` rows added since the last read (by ``rowid``,
 which grows as MLflow inserts); params and tags are read again only for the
-runs that changed, gained rows or appeared.  A tag changed in place on a run
-that otherwise did not change is seen when the run next changes.
+runs that changed, gained rows or appeared, or whose user tags or note
+(MLflow updates those rows in place) differ from what was read.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from runsmon.fs import LOCAL, FileSystem
 from runsmon.report import Reporter
 from runsmon.run import Run, ScalarPoint
 from runsmon.sources.base import RunSource
-from runsmon.sources.mlflow import mlflow_run
+from runsmon.sources.mlflow import NOTE_TAG, mlflow_run
 
 #: The database file MLflow 3 makes by default (``sqlite:///mlflow.db``).
 DB_NAME = "mlflow.db"
@@ -426,6 +426,7 @@ class MLflowSQLiteRuns(RunSource):
         dirty.update(self._read_metrics(conn, visible, entering, created))
         for table in ("params", "tags"):
             dirty.update(r for r in self._new_rows(conn, table) if r in visible)
+        dirty.update(self._retagged(conn, visible - dirty))
         for table, store in (("params", self._params), ("tags", self._tags)):
             for r in list(store):
                 if r not in visible:
@@ -516,6 +517,28 @@ class MLflowSQLiteRuns(RunSource):
                 (mark, top),
             )
         }
+
+    def _retagged(self, conn: sqlite3.Connection, runs: set[str]) -> set[str]:
+        """Of ``runs``, those whose user tags or note changed in place (MLflow
+        updates a tag's row when it is set again: no new row says so)."""
+        if not runs or not {"key", "value", "run_uuid"} <= self._columns["tags"]:
+            return set()
+        now: dict[str, dict[str, str]] = {}
+        for r, key, value in conn.execute(
+            "SELECT run_uuid, key, value FROM tags WHERE key NOT LIKE 'mlflow.%' OR key = ?",
+            (NOTE_TAG,),
+        ):
+            if r in runs:
+                now.setdefault(r, {})[key] = value
+        out = set()
+        for r in runs:
+            had = self._tags.get(r)
+            if had is None:
+                continue
+            mine = {k: v for k, v in had.items() if not k.startswith("mlflow.") or k == NOTE_TAG}
+            if mine != now.get(r, {}):
+                out.add(r)
+        return out
 
     def _read_pairs(
         self, conn: sqlite3.Connection, table: str, store: dict[str, dict[str, str]], runs: list

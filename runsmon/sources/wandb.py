@@ -50,6 +50,7 @@ from runsmon.run import (
     TERMINATED,
     Run,
     ScalarPoint,
+    clean_tags,
 )
 from runsmon.runview import EVENTS_DIR
 from runsmon.sources.base import RunSource
@@ -156,6 +157,8 @@ class _LogInfo:
         self.runtime = 0
         self.last_time: float | None = None
         self.tb_synced = False
+        self.tags: list[str] = []
+        self.notes = ""
 
 
 class WandbRuns(RunSource):
@@ -282,6 +285,8 @@ class WandbRuns(RunSource):
             },
             scalars=lambda: list(self.scalars(run_dir, log, tb_synced)),
             fingerprint=self.fingerprint(run_dir),
+            tags=clean_tags(info.tags) if info else frozenset(),
+            note=info.notes.strip() if info else "",
         )
 
     # -- the binary log ------------------------------------------------------
@@ -317,6 +322,9 @@ class WandbRuns(RunSource):
                 info.wandb_id = run.run_id or info.wandb_id
                 info.name = run.display_name or info.name
                 info.project = run.project or info.project
+                # A later run record (tags or notes changed while it ran) says it all again.
+                info.tags = list(run.tags)
+                info.notes = run.notes
                 if run.HasField("start_time"):
                     info.started = run.start_time.seconds + run.start_time.nanos / 1e9
                 if run.HasField("config"):
