@@ -142,7 +142,10 @@ def test_filters_apply_live_in_a_monitor(tmp_path):
         write_attr(keep.dir, "label", "dropped now")
         _wait(lambda: set(monitor.run_names) == {newer.id})
     names = sorted(p for p in os.listdir(logdir) if not p.startswith("."))
-    assert len(names) == 1 and names[0].endswith("keep c")
+    # The directory is the row's name, or its next generation (`NAME~`) when
+    # the run was first seen running and then ended.
+    assert names == [monitor.run_dirs[newer.id]]
+    assert monitor.run_names[newer.id].endswith("keep c")
 
 
 def test_flags_run_namer_names_logdir_runs(tmp_path):
