@@ -369,6 +369,15 @@ class RunFilter:
     def roots(self) -> list[str]:
         return self.source.roots()
 
+    def watch_trees(self) -> list[str] | None:
+        trees_of = getattr(self.source, "watch_trees", None)
+        return trees_of() if trees_of is not None else None
+
+    def forget_listing(self) -> None:
+        forget = getattr(self.source, "forget_listing", None)
+        if forget is not None:
+            forget()
+
     def describe(self) -> str:
         return self.source.describe()
 
