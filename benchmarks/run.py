@@ -844,6 +844,10 @@ def write_results(sections: dict[str, str]) -> None:
         "mlflow-sqlite-1000",
         "open-files",
         "rewrite",
+        "plain-install",
+        "dashboard-1000",
+        "dashboard-10000",
+        "dashboard-15000",
     ]
     for key in order:
         start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
