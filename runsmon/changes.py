@@ -305,7 +305,8 @@ class Changes:
         read it. Besides what it reports: the paths changed in the last
         :data:`RECENT_S` seconds, the directories of runs outside the trees,
         and where an entry outside every run came or went (``run_dirs``:
-        normalised run directory -> run id), the roots, listed again. Where
+        normalised run directory -> run id), or any entry where runs nest
+        (``runs_nest``: a tree of runs), the roots, listed again. Where
         a change may have gone unreported (the kernel's queue overflowed, a
         tree's top moved) the watch is set anew and this call is a full
         check, as it is after a call that did not complete (:attr:`full_next`:
@@ -335,7 +336,8 @@ class Changes:
         paths = set(recent) | set(self._outside.values())
         for path in [p for p, t in recent.items() if now - t >= RECENT_S]:
             del recent[path]  # looked at once more, RECENT_S after its change
-        if any(_run_of(p, run_dirs, strictly=True) is None for p in entries):
+        nest = getattr(self.source, "runs_nest", True)  # any entry may be a new run
+        if entries and (nest or any(_run_of(p, run_dirs, strictly=True) is None for p in entries)):
             forget = getattr(self.source, "forget_listing", None)
             if forget is not None:
                 forget()  # so that the roots named below are listed again

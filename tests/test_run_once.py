@@ -188,3 +188,17 @@ def test_a_call_that_did_not_complete_is_followed_by_a_full_check(tmp_path, runs
     failing["now"] = False
     assert monitor.run_once().full
     assert last_loss(monitor, "a" * 32) == 0.25
+
+
+def test_a_run_made_inside_another_runs_directory(tmp_path):
+    tree = tmp_path / "exp"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "config.yaml").write_text("lr: 0.1\n")
+    monitor = watching(RunsMonitor(str(tmp_path / "logdir"), DirRuns(str(tree))))
+    before = set(monitor.run_names)
+    (tree / "a" / "b" / "config.yaml").write_text("lr: 0.2\n")  # b becomes a run
+    stats = monitor.run_once()
+    fresh = RunsMonitor(str(tmp_path / "other"), DirRuns(str(tree)))
+    fresh.run_once()
+    assert not stats.full
+    assert set(monitor.run_names) == set(fresh.run_names) != before

@@ -149,6 +149,10 @@ class RunSource:
     def describe(self) -> str:
         return f"{self.kind} runs in {', '.join(self.roots())}"
 
+    #: Whether a run can appear inside another run's directory (a tree of
+    #: runs): then any entry made or removed anywhere may be a new run.
+    runs_nest = False
+
     def watch_trees(self) -> list[str] | None:
         """Directories whose whole trees hold everything :meth:`fingerprint`
         and the runs' event files depend on, and every place a new run can
@@ -379,6 +383,10 @@ class CombinedRuns:
 
     def roots(self) -> list[str]:
         return [r for s in self.sources for r in s.roots()]
+
+    @property
+    def runs_nest(self) -> bool:
+        return any(s.runs_nest for s in self.sources)
 
     def watch_trees(self) -> list[str] | None:
         trees = [s.watch_trees() for s in self.sources]
