@@ -306,12 +306,13 @@ class Changes:
         :data:`RECENT_S` seconds, the directories of runs outside the trees,
         and where an entry outside every run came or went (``run_dirs``:
         normalised run directory -> run id), or any entry where runs nest
-        (``runs_nest``: a tree of runs), the roots, listed again. Where
-        a change may have gone unreported (the kernel's queue overflowed, a
+        (``runs_nest``: a tree of runs), the roots, listed again. Where a
+        change may have gone unreported (the kernel's queue overflowed, a
         tree's top moved) the watch is set anew and this call is a full
-        check, as it is after a call that did not complete (:attr:`full_next`:
-        the run listing failed, an error); where the trees cannot be watched (the watch limit, no
-        inotify, a network filesystem) every call is.
+        check, as it is after a call that did not complete
+        (:attr:`full_next`: the run listing failed, an error); where the
+        trees cannot be watched (the watch limit, no inotify, a network
+        filesystem) every call is.
         """
         if not watch or self._trees_failed:
             return None
