@@ -62,7 +62,8 @@ import run as bench  # noqa: E402  (benchmarks/run.py: the generator, tables, RE
 
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 PAGE = 100  # rows the HPARAMS tab asks for at once
-CHECK_SLICE = 1000  # rows a completeness poll asks for at once (it pages on)
+CHECK_MORE = 1000  # a completeness poll asks for this many rows more than runs (then pages on)
+PYTHON_LOADER = "serving them with its Python loader instead"  # runsmon serve's one line
 METRIC_TAGS = ("loss", "acc")  # every generated run logs them at its root, train/ and val/
 TOO_MANY = "Too many open files"
 
@@ -174,11 +175,16 @@ def page(base: str, cols: list[dict[str, Any]], start: int, size: int, timeout: 
     return _post(base + "/data/plugin/hparams/session_groups", body, timeout)
 
 
-def all_groups(base: str, cols: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
-    """Every session group, page after page until ``totalSize`` is reached."""
+def all_groups(
+    base: str, cols: list[dict[str, Any]], size: int, timeout: float
+) -> list[dict[str, Any]]:
+    """Every session group, ``size`` rows a request until ``totalSize`` is reached.
+
+    The plugin works out every group for each request, whatever its slice:
+    one large slice costs what one page does."""
     groups: list[dict[str, Any]] = []
     while True:
-        answer = page(base, cols, len(groups), CHECK_SLICE, timeout) or {}
+        answer = page(base, cols, len(groups), size, timeout) or {}
         got = answer.get("sessionGroups", [])
         groups += got
         if not got or len(groups) >= int(answer.get("totalSize", 0)):
@@ -228,11 +234,11 @@ class Poll:
     error: str = ""
 
 
-def look(base: str, t0: float, timeout: float) -> Poll:
+def look(base: str, t0: float, n: int, timeout: float) -> Poll:
     start = time.monotonic()
     try:
         exp = experiment(base, timeout)
-        groups = all_groups(base, col_params(exp), timeout) if exp else []
+        groups = all_groups(base, col_params(exp), n + CHECK_MORE, timeout) if exp else []
     except (OSError, ValueError, urllib.error.URLError) as e:
         return Poll(time.monotonic() - t0, 0, set(), time.monotonic() - start, str(e)[:200])
     done = complete_rows(groups, required_metrics(exp))
@@ -308,7 +314,7 @@ def measure(
             polls: list[Poll] = []
             full_at = None
             while ready and time.monotonic() < deadline and proc.poll() is None:
-                p = look(base, t0, 60)
+                p = look(base, t0, n, 120)
                 polls.append(p)
                 if len(p.complete) >= n:
                     full_at = p.at
@@ -332,6 +338,7 @@ def measure(
     with open(log_path, "rb") as f:
         text = f.read().decode(errors="replace")
     result["too_many_open_files"] = text.count(TOO_MANY)
+    result["python_loader"] = PYTHON_LOADER in text
     result["log_tail"] = text[-600:] if result.get("full_s") is None else ""
     return result
 
@@ -352,7 +359,7 @@ def _steady(base: str, t0: float, n: int, count: int) -> dict[str, Any]:
     cols = col_params(exp)
     for _ in range(count):
         time.sleep(1.0)
-        p = look(base, t0, 60)
+        p = look(base, t0, n, 120)
         fewest = min(fewest, len(p.complete))
         steady += len(p.complete) >= n
         start = time.monotonic()
@@ -376,7 +383,7 @@ def _new_runs(
         expected += 1
         seen = math.inf
         while time.monotonic() - start < NEW_RUN_TIMEOUT_S:
-            p = look(base, t0, 60)
+            p = look(base, t0, n, 120)
             if len(p.complete) >= expected:
                 seen = time.monotonic() - start
                 break
@@ -544,6 +551,14 @@ def table(n: int, rs: dict[str, Any], guild: dict[str, Any] | None, guild_note: 
         "-",
         "0",
         rs["too_many_open_files"] == 0,
+    )
+    row(
+        "TensorBoard's loader",
+        "Python (runsmon's choice: too many files)" if rs.get("python_loader") else "default",
+        cell(guild, "as Guild starts it"),
+        "-",
+        "-",
+        None,
     )
     header = ["metric", "runsmon serve", "guild tensorboard (0.9.0)", "ratio", "target", "met?"]
     return bench._table(header, rows)
