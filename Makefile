@@ -30,7 +30,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check runsmon tests benchmarks sample_projects
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/run.py --runs $(BENCH_RUNS)
+	$(PY) benchmarks/run.py --runs $(BENCH_RUNS) --plain-install
 	$(MAKE) bench-dashboard
 
 # Time to a full dashboard: runsmon serve (and guild tensorboard up to 1,000 runs), end to end.
