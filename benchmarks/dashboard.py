@@ -326,7 +326,9 @@ def measure(
             result["looks"] = len(polls)
             if full_at is not None:
                 result.update(_steady(base, t0, n, steady_polls))
-                result["new_run_s"] = _new_runs(base, t0, runs_dir, n, trials, seed, added)
+                result["new_run_s"], result["new_run_asked_s"] = _new_runs(
+                    base, t0, runs_dir, n, trials, seed, added
+                )
         finally:
             for run_dir in added:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -370,10 +372,11 @@ def _steady(base: str, t0: float, n: int, count: int) -> dict[str, Any]:
 
 def _new_runs(
     base: str, t0: float, runs_dir: str, n: int, trials: int, seed: int, added: list[str]
-) -> list[float]:
-    """Seconds from a new run written until it is listed with its metrics, per trial."""
+) -> tuple[list[float], list[float]]:
+    """Seconds from a new run written until an answer lists it with its metrics,
+    per trial; and when that answer was asked for (the run was listed between)."""
     rng = random.Random(seed + 7)
-    out = []
+    out, asked = [], []
     expected = n
     for i in range(trials):
         time.sleep(1.0)
@@ -383,15 +386,17 @@ def _new_runs(
         expected += 1
         seen = math.inf
         while time.monotonic() - start < NEW_RUN_TIMEOUT_S:
+            sent = time.monotonic() - start
             p = look(base, t0, n, 120)
             if len(p.complete) >= expected:
                 seen = time.monotonic() - start
+                asked.append(sent)
                 break
             time.sleep(0.05)
         out.append(seen)
         if math.isinf(seen):
             break
-    return out
+    return out, asked
 
 
 NEW_RUN_TIMEOUT_S = 180.0
@@ -459,11 +464,13 @@ def _new(r: dict[str, Any]) -> str:
     if not values:
         return "-"
     worst = max(values)
+    asked = r.get("new_run_asked_s") or []
+    # The answer that listed it was asked for this long after the run was written.
+    when = f"; asked at {bench._s(asked[values.index(worst)])}" if len(asked) == len(values) else ""
     if len(values) == 1:
-        return bench._s(worst)
-    return (
-        f"{bench._s(worst)} (worst of {len(values)}; median {bench._s(statistics.median(values))})"
-    )
+        return f"{bench._s(worst)}{when}"
+    median = bench._s(statistics.median(values))
+    return f"{bench._s(worst)} (worst of {len(values)}{when}; median {median})"
 
 
 def table(n: int, rs: dict[str, Any], guild: dict[str, Any] | None, guild_note: str) -> str:
@@ -527,7 +534,7 @@ def table(n: int, rs: dict[str, Any], guild: dict[str, Any] | None, guild_note: 
     )
     new_vals = rs.get("new_run_s")
     row(
-        "new run written -> listed with its metrics",
+        "new run written -> an answer lists it with its metrics",
         _new(rs),
         cell(guild, _new(guild) if guild else ""),
         bench._ratio(max(new_vals), max(guild["new_run_s"]))
@@ -621,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         guild = run(g_tool, 600.0, args.guild_trials, args.seed + 1, "guild")
 
-    body = table(n, rs, guild, guild_note)
+    body = table(n, rs, guild, guild_note) + f"\n\nload average at the end: {_load()}"
     layout = rs_tool.note or "the layout runsmon serve chooses by default"
     title = f"## Time to a full dashboard: {n:,} runs (seed {args.seed})"
     intro = (
@@ -629,7 +636,10 @@ def main(argv: list[str] | None = None) -> int:
         "(a process tree: the tool, TensorBoard in it, TensorBoard's data server), then "
         "TensorBoard's HParams plugin asked what the HPARAMS tab asks (`experiment`, then "
         "`session_groups` with every hparam and metric, page after page) until every run is "
-        f"listed with a value for each of its `loss` and `acc` metrics. runsmon: {layout}."
+        f"listed with a value for each of its `loss` and `acc` metrics. runsmon: {layout}. "
+        "A new run is listed by the answer that returned at the time shown, asked for at "
+        "the time after `asked at` (a poll of every row takes that long). The machine was "
+        "shared: see the load average below the table."
     )
     print()
     print(title)
@@ -639,6 +649,13 @@ def main(argv: list[str] | None = None) -> int:
         bench.write_results({f"dashboard-{n}": f"{title}\n\n{intro}\n\n{body}"})
         print(f"wrote {os.path.relpath(bench.RESULTS, bench.ROOT)}")
     return 0
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (this machine has ``nproc`` cores)."""
+    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
+        return ", ".join(f.read().split()[:3]) + f" ({os.cpu_count()} cores)"
+    return "?"
 
 
 def bench_port() -> int:
