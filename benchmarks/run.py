@@ -1024,8 +1024,10 @@ def write_results(sections: dict[str, str]) -> None:
     parts = [
         "# Benchmark results",
         "Written by `python benchmarks/run.py --write-results` (`make bench`, "
-        "`make bench BENCH_RUNS=10000`, `--scaling`); each section is replaced "
-        'when it is measured again. Targets are from the issue "Speed and scale".',
+        "`make bench BENCH_RUNS=10000`, `--scaling`, `--plain-install`) and "
+        "`python benchmarks/dashboard.py --write-results` (the time to a full dashboard); "
+        "each section is replaced when it is measured again. Targets are from the issues "
+        '"Speed and scale" and "The dashboard itself at 10,000 runs".',
         "Where the logdir lives decides a first sync. Both tools' logdirs are measured "
         "where `runsmon serve` makes its temporary logdir (in memory: "
         "`$XDG_RUNTIME_DIR` or `/dev/shm`, tmpfs here), and both first syncs again "
