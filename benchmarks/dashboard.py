@@ -324,6 +324,8 @@ def measure(
             result["most_rows_complete"] = max((len(p.complete) for p in polls), default=0)
             result["fewest_after_most"] = _fewest_after_peak(polls)
             result["looks"] = len(polls)
+            if full_at is None and ready and proc.poll() is None:
+                result["page_s"] = _pages_now(base, 3)  # what a page costs all the same
             if full_at is not None:
                 result.update(_steady(base, t0, n, steady_polls))
                 result["new_run_s"], result["new_run_asked_s"] = _new_runs(
@@ -370,6 +372,18 @@ def _steady(base: str, t0: float, n: int, count: int) -> dict[str, Any]:
     return {"steady": steady, "steady_of": count, "steady_fewest": fewest, "page_s": pages}
 
 
+def _pages_now(base: str, count: int) -> list[float]:
+    """Seconds each of ``count`` first pages (the HPARAMS tab's request) took."""
+    times = []
+    with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+        cols = col_params(experiment(base, 120))
+        for _ in range(count):
+            start = time.monotonic()
+            page(base, cols, 0, PAGE, 120)
+            times.append(time.monotonic() - start)
+    return times
+
+
 def _new_runs(
     base: str, t0: float, runs_dir: str, n: int, trials: int, seed: int, added: list[str]
 ) -> tuple[list[float], list[float]]:
@@ -414,7 +428,7 @@ def _help_offers(argv: list[str], option: str, env: dict[str, str]) -> bool:
     return False
 
 
-def runsmon_tool(runs_dir: str, port: int, layout: str | None) -> Tool:
+def runsmon_tool(runs_dir: str, port: int, layout: str | None, extra: list[str]) -> Tool:
     env = dict(os.environ, PYTHONPATH=bench.ROOT)
     env.pop("TMPDIR", None)  # runsmon's default: its temporary logdir in memory
     serve = [sys.executable, "-m", "runsmon", "serve"]
@@ -426,6 +440,9 @@ def runsmon_tool(runs_dir: str, port: int, layout: str | None) -> Tool:
             note = f"--layout {layout}"
         else:
             note = f"--layout {layout} asked, not offered by this runsmon (linked layout)"
+    if extra:
+        argv += extra
+        note = " ".join([note, *extra]).strip()
     return Tool("runsmon serve", argv, env, note)
 
 
@@ -471,6 +488,15 @@ def _new(r: dict[str, Any]) -> str:
         return f"{bench._s(worst)}{when}"
     median = bench._s(statistics.median(values))
     return f"{bench._s(worst)} (worst of {len(values)}{when}; median {median})"
+
+
+def _loader(r: dict[str, Any]) -> str:
+    note = r.get("note", "").replace(" ", "")
+    if "load_fast=false" in note:
+        return "Python (-O load_fast=false)"
+    if "load_fast=true" in note:
+        return "fast (-O load_fast=true)"
+    return "Python (runsmon's choice: too many files)" if r.get("python_loader") else "default"
 
 
 def table(n: int, rs: dict[str, Any], guild: dict[str, Any] | None, guild_note: str) -> str:
@@ -561,7 +587,7 @@ def table(n: int, rs: dict[str, Any], guild: dict[str, Any] | None, guild_note: 
     )
     row(
         "TensorBoard's loader",
-        "Python (runsmon's choice: too many files)" if rs.get("python_loader") else "default",
+        _loader(rs),
         cell(guild, "as Guild starts it"),
         "-",
         "-",
@@ -579,6 +605,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", default=None, help="passed to runsmon serve when offered")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for runsmon serve (repeatable), e.g. --serve-arg=-Oload_fast=true",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -616,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), file=sys.stderr, flush=True)
         return result
 
-    rs_tool = runsmon_tool(runs_dir, bench_port(), args.layout)
+    rs_tool = runsmon_tool(runs_dir, bench_port(), args.layout, args.serve_arg)
     rs = run(rs_tool, 180.0, args.trials, args.seed, "runsmon")
     guild, guild_note = None, ""
     if args.skip_guild:
