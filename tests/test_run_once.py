@@ -202,3 +202,24 @@ def test_a_run_made_inside_another_runs_directory(tmp_path):
     fresh.run_once()
     assert not stats.full
     assert set(monitor.run_names) == set(fresh.run_names) != before
+
+
+def test_the_tree_watch_follows_new_and_renamed_directories(tmp_path):
+    top = tmp_path / "top"
+    (top / "a").mkdir(parents=True)
+    trees = TreeWatch()
+    trees.add_tree(str(top))
+    (top / "n" / "m").mkdir(parents=True)  # made before the watch sees it
+    assert str(top / "n") in trees.take()[1]
+    (top / "n" / "m" / "f").write_text("x")  # watched now, however deep
+    assert str(top / "n" / "m" / "f") in trees.take()[0]
+    os.rename(top / "n", top / "q")
+    changed, entries = trees.take()
+    assert {str(top / "n"), str(top / "q")} <= entries
+    (top / "q" / "m" / "g").write_text("y")  # reported under its new path
+    assert trees.take()[0] == {str(top / "q" / "m" / "g")}
+    assert trees.exact
+    shutil.rmtree(top)
+    trees.take()
+    assert not trees.exact  # the top went away: a new one would go unseen
+    trees.close()
