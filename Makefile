@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BENCH_RUNS ?= 1000
 SOAK_S ?= 60
 
-.PHONY: demo test test-fast lint bench soak screenshot clean
+.PHONY: demo test test-fast lint bench bench-dashboard soak screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("runsmon needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -31,7 +31,12 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check runsmon tests benchmarks sample_projects
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/run.py --runs $(BENCH_RUNS)
+	$(PY) benchmarks/run.py --runs $(BENCH_RUNS) --plain-install
+	$(MAKE) bench-dashboard
+
+# Time to a full dashboard: runsmon serve (and guild tensorboard up to 1,000 runs), end to end.
+bench-dashboard: $(VENV)/.installed
+	$(PY) benchmarks/dashboard.py --runs $(BENCH_RUNS)
 
 soak: $(VENV)/.installed
 	$(PY) -m pytest -q tests/soak -k soak --soak-seconds $(SOAK_S)

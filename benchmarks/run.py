@@ -51,10 +51,13 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+# The monitor process of --plain-install imports the runsmon installed in its venv.
+if os.environ.get("RUNSMON_BENCH_INSTALLED") != "1":
+    sys.path.insert(0, ROOT)
 
 BENCH_DIR = os.path.join(ROOT, ".bench")
 GUILD_VENV = os.path.join(BENCH_DIR, "guild-venv")
+PLAIN_VENV = os.path.join(BENCH_DIR, "plain-venv")
 GUILD_SPEC = "guildai==0.9.0"
 RESULTS = os.path.join(HERE, "RESULTS.md")
 GENERATOR_VERSION = "1"
@@ -64,6 +67,9 @@ SCALING_SIZES = (1000, 2000, 5000, 10000)
 # Targets (issue "Speed and scale").
 FIRST_SYNC_RATIO = 20.0
 POLL_RATIO = 50.0
+# A plain `pip install .` (issue "The dashboard itself at 10,000 runs").
+PLAIN_FIRST_SYNC_RATIO = 25.0
+PLAIN_ONCE_RATIO = 50.0
 LATENCY_S = 1.0
 LARGE = 10_000
 LARGE_FIRST_SYNC_S = 10.0
@@ -280,12 +286,15 @@ def runsmon_child(runs_dir: str, logdir: str, polls: int, serve: bool) -> int:
     if polls == FIRST_ONLY:
         _emit({"runs": first.runs, "first_sync": first_s, "peak_rss_kb": peak_rss_kb()})
         return 0
-    full = []
-    for _ in range(polls):
-        t0 = time.perf_counter()
-        stats = monitor.run_once()
-        full.append(time.perf_counter() - t0)
-        assert stats.added == stats.sessions == 0 and not stats.experiment_written, stats
+    # run_once() in a caller's loop: the second call sets the watch on the
+    # runs' trees (and checks every run); later ones cost what changed.
+    t0 = time.perf_counter()
+    second = monitor.run_once()
+    second_s = time.perf_counter() - t0
+    once = _run_once_polls(monitor, polls, full=False)
+    monitor.watch = False  # nothing watched: every call checks every run
+    full = _run_once_polls(monitor, polls, full=True)
+    monitor.watch = True
     # A round of the safety net: the roots listed again, then one share of
     # the runs a poll, full_check_interval / interval polls in all.
     round_polls = math.ceil(monitor.full_check_interval / monitor.interval) + 1
@@ -306,6 +315,9 @@ def runsmon_child(runs_dir: str, logdir: str, polls: int, serve: bool) -> int:
     result = {
         "runs": first.runs,
         "first_sync": first_s,
+        "second_once": second_s,
+        "second_full": second.full,
+        "once_polls": once,
         "full_polls": full,
         "watched_polls": watched,
         "timed_polls": timed,
@@ -324,6 +336,18 @@ def runsmon_child(runs_dir: str, logdir: str, polls: int, serve: bool) -> int:
     monitor.stop()
     _emit({"peak_rss_kb": peak_rss_kb()})
     return 0
+
+
+def _run_once_polls(monitor: Any, count: int, full: bool) -> list[float]:
+    """Seconds of ``count`` unchanged ``run_once()`` calls; each a full check or not."""
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        stats = monitor.run_once()
+        times.append(time.perf_counter() - t0)
+        assert stats.added == stats.sessions == 0 and not stats.experiment_written, stats
+        assert getattr(stats, "full", True) == full or not hasattr(stats, "checked"), stats
+    return times
 
 
 def tree_kb(path: str) -> int:
@@ -516,6 +540,128 @@ def measure_guild(python: str, runs_dir: str, polls: int, where: str = "memory")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# -- a plain install -----------------------------------------------------------------
+
+
+def plain_python() -> tuple[str | None, str]:
+    """A venv with runsmon as a plain ``pip install .`` (no extras, not editable)."""
+    python = os.path.join(PLAIN_VENV, "bin", "python")
+    try:
+        if not os.path.exists(os.path.join(PLAIN_VENV, ".installed")):
+            shutil.rmtree(PLAIN_VENV, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", PLAIN_VENV], check=True)
+            pip = [python, "-m", "pip", "install", "-q", ROOT]
+        else:  # dependencies in place: this tree's runsmon again
+            pip = [python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", ROOT]
+        subprocess.run(pip, check=True, cwd=BENCH_DIR, capture_output=True, text=True)
+        _write(os.path.join(PLAIN_VENV, ".installed"), "runsmon")
+        where = subprocess.run(
+            [python, "-c", "import runsmon, os; print(os.path.dirname(runsmon.__file__))"],
+            check=True,
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = (getattr(e, "stderr", None) or str(e)).strip().splitlines()
+        return None, f"cannot make {PLAIN_VENV}: {detail[-1] if detail else e}"
+    if where.startswith(ROOT + os.sep + "runsmon"):
+        return None, f"the plain venv imports runsmon from this tree ({where})"
+    return python, ""
+
+
+def plain_packages(python: str) -> str:
+    out = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
+    ).stdout
+    keep = ("runsmon", "tensorboard", "protobuf", "numpy", "watchdog", "pyyaml", "google-crc32c")
+    return ", ".join(
+        line.replace("==", " ") for line in out.split() if line.split("==")[0].lower() in keep
+    )
+
+
+def measure_plain(python: str, runs_dir: str, polls: int, trials: int) -> dict[str, Any]:
+    """First syncs and unchanged run_once calls in the plain venv (logdir in memory)."""
+    env = dict(os.environ, RUNSMON_BENCH_INSTALLED="1")
+
+    def child(polls_arg: int) -> dict[str, Any]:
+        logdir = _fresh_logdir("plain")
+        try:
+            out = subprocess.run(
+                [python, os.path.abspath(__file__), "--child", runs_dir, logdir, str(polls_arg)],
+                check=True,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=BENCH_DIR,
+            )
+        finally:
+            shutil.rmtree(logdir, ignore_errors=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    result = child(polls)
+    firsts = [result["first_sync"]] + [child(FIRST_ONLY)["first_sync"] for _ in range(trials - 1)]
+    result["first_syncs"] = firsts
+    result["first_sync"] = statistics.median(firsts)
+    result["packages"] = plain_packages(python)
+    return result
+
+
+def plain_table(
+    plain: dict[str, Any], rs: dict[str, Any], guild: dict[str, Any] | None
+) -> tuple[str, bool]:
+    g_first = guild["first_sync"] if guild else None
+    g_poll = statistics.median(guild["polls"]) if guild and guild["polls"] else None
+    once = statistics.median(plain["once_polls"])
+    rows = [
+        [
+            "first sync, logdir in memory, median",
+            _spread(plain["first_sync"], plain["first_syncs"]),
+            _s(rs["first_sync"]),
+            _spread(g_first, guild.get("first_syncs")) if guild else "-",
+            _ratio(plain["first_sync"], g_first),
+            f">= {PLAIN_FIRST_SYNC_RATIO:g}x faster",
+        ],
+        [
+            "run_once, unchanged, after the second call (median)",
+            _s(once),
+            _s(statistics.median(rs["once_polls"])) if rs.get("once_polls") else "-",
+            _s(g_poll),
+            _ratio(once, g_poll),
+            f">= {PLAIN_ONCE_RATIO:g}x faster",
+        ],
+        [
+            "run_once, unchanged, nothing watched (full check)",
+            _s(statistics.median(plain["full_polls"])),
+            _s(statistics.median(rs["full_polls"])),
+            _s(g_poll),
+            _ratio(statistics.median(plain["full_polls"]), g_poll),
+            "-",
+        ],
+    ]
+    verdicts = []
+    for r, (ours, theirs, target) in zip(
+        rows[:2],
+        ((plain["first_sync"], g_first, PLAIN_FIRST_SYNC_RATIO), (once, g_poll, PLAIN_ONCE_RATIO)),
+        strict=True,
+    ):
+        ok = None if theirs is None else theirs / ours >= target
+        r.append(_yes(ok))
+        if ok is not None:
+            verdicts.append(ok)
+    rows[2].append("-")
+    header = [
+        "metric",
+        "runsmon, plain pip install",
+        "runsmon, bench venv",
+        "Guild 0.9.0",
+        "ratio (plain)",
+        "target",
+        "met?",
+    ]
+    return _table(header, rows), all(verdicts)
+
+
 # -- the scanner ----------------------------------------------------------------
 
 
@@ -652,13 +798,31 @@ def main_table(
         None,
     )
     row(
-        "full check of every run at once (run_once)",
+        "full check of every run at once (run_once, nothing watched)",
         _s(rs_full),
         _s(g_poll) if guild else "-",
         _ratio(rs_full, g_poll),
         "-",
         None,
     )
+    if rs.get("once_polls"):
+        once = statistics.median(rs["once_polls"])
+        row(
+            "run_once, unchanged, after the second call (median)",
+            f"{_s(once)} (worst {_s(max(rs['once_polls']))})",
+            _s(g_poll) if guild else "-",
+            _ratio(once, g_poll),
+            f">= {PLAIN_ONCE_RATIO:g}x faster",
+            vs(PLAIN_ONCE_RATIO, once, g_poll),
+        )
+        row(
+            "run_once, second call (sets the tree watch; checks every run)",
+            _s(rs["second_once"]),
+            "-",
+            "-",
+            "-",
+            None,
+        )
     for key, label in (
         ("new_run_latency", "new run -> session in logdir"),
         ("final_status_latency", "run ends -> end info in logdir"),
@@ -847,6 +1011,10 @@ def write_results(sections: dict[str, str]) -> None:
         "rewrite",
         "seed-groups-1000",
         "seed-groups-10000",
+        "plain-install",
+        "dashboard-1000",
+        "dashboard-10000",
+        "dashboard-15000",
     ]
     # Every section of the file is kept (other benchmarks write theirs), the
     # known ones in this order and the others after them as they stand.
@@ -861,8 +1029,10 @@ def write_results(sections: dict[str, str]) -> None:
     parts = [
         "# Benchmark results",
         "Written by `python benchmarks/run.py --write-results` (`make bench`, "
-        "`make bench BENCH_RUNS=10000`, `--scaling`); each section is replaced "
-        'when it is measured again. Targets are from the issue "Speed and scale".',
+        "`make bench BENCH_RUNS=10000`, `--scaling`, `--plain-install`) and "
+        "`python benchmarks/dashboard.py --write-results` (the time to a full dashboard); "
+        "each section is replaced when it is measured again. Targets are from the issues "
+        '"Speed and scale" and "The dashboard itself at 10,000 runs".',
         "Where the logdir lives decides a first sync. Both tools' logdirs are measured "
         "where `runsmon serve` makes its temporary logdir (in memory: "
         "`$XDG_RUNTIME_DIR` or `/dev/shm`, tmpfs here), and both first syncs again "
@@ -881,9 +1051,12 @@ def write_results(sections: dict[str, str]) -> None:
         'most 250 runs a poll). "Nothing watched" is the same poll where no watch '
         "could be set (a network filesystem): it also re-checks the runs that have "
         "not ended and lists a root again once its mtime moved. Both are the worst "
-        'poll of two whole rounds. "Full check" (`run_once` on an unchanged logdir) '
-        "checks every run at once, which no poll does any more; it is shown beside "
-        "Guild's poll, which does exactly that.",
+        'poll of two whole rounds. "Full check" (`run_once` on an unchanged logdir '
+        "with nothing watched, `watch=False`) checks every run at once, which no poll "
+        "does any more; it is shown beside Guild's poll, which does exactly that. "
+        '"run_once, unchanged, after the second call" is what a tool calling '
+        "`run_once()` in a loop of its own pays once the second call has set the watch "
+        "on the runs' trees: what changed since the call before, here nothing.",
     ]
     parts += [_section(k, kept[k]) for k in order if k in kept]
     _write(RESULTS, "\n\n".join(parts) + "\n")
@@ -924,6 +1097,11 @@ def main(argv: list[str] | None = None) -> int:
         help="measure Guild only up to this many runs (its first sync of 10k takes ~10 min)",
     )
     parser.add_argument("--skip-guild", action="store_true")
+    parser.add_argument(
+        "--plain-install",
+        action="store_true",
+        help="also measure runsmon as a plain `pip install .` (no extras) in a venv of its own",
+    )
     parser.add_argument("--skip-scanner", action="store_true")
     parser.add_argument("--scaling", action="store_true", help="also measure 1k, 2k, 5k, 10k runs")
     parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
@@ -991,6 +1169,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     sections = {f"runs-{n}": f"{title}\n\n{table}"}
+
+    if args.plain_install:
+        python, why = plain_python()
+        if python is None:
+            print(f"plain install skipped: {why}", flush=True)
+        else:
+            with _timed(f"runsmon as a plain pip install on {n} runs, logdir in memory"):
+                plain = measure_plain(python, runs_dir, args.polls, args.first_trials)
+            ptable, pok = plain_table(plain, rs, guild)
+            ok = ok and pok
+            ptitle = f"## A plain install: {n} runs (seed {args.seed})"
+            pintro = (
+                "`python benchmarks/run.py --plain-install`: runsmon installed with a plain, "
+                f"non-editable `pip install .` (no extras) into `.bench/plain-venv` "
+                f"({plain['packages']}), measured as above beside the benchmark's own venv "
+                "(editable, with the test extra) and Guild's monitor."
+            )
+            print()
+            print(ptitle)
+            print()
+            print(ptable)
+            sections["plain-install"] = f"{ptitle}\n\n{pintro}\n\n{ptable}"
 
     if args.scaling:
         results = []

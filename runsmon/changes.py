@@ -15,6 +15,11 @@ A feed is a strategy behind one small interface (:class:`Feed`): the
 reports none, so each poll lists the roots and re-checks the runs that have
 not ended. Swapping one for the other is one line (``Changes.use``), as
 watchdog's own ``PollingObserver`` is a one-line variant of its ``Observer``.
+
+:meth:`Changes.since_last_check` answers the same question for
+``run_once()`` called in a loop of its caller's, exactly: the paths that
+changed since the last call, read from a :class:`~runsmon.watch.TreeWatch`
+over the source's whole trees, or None where only a full check can tell.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
+from runsmon.fs import FileSystem
 from runsmon.run import Run
 from runsmon.sources.base import Source
+from runsmon.watch import TreeWatch
 
 log = logging.getLogger("runsmon")
 
@@ -39,6 +46,14 @@ SHARE_MAX = 250
 
 #: A directory to watch, and whether its whole tree is watched.
 WatchKey = tuple[str, bool]
+
+#: Seconds a changed path is looked at again by each ``run_once()``: a file
+#: changed twice within one tick of the filesystem's clock keeps its mtime,
+#: and Guild's source trusts a run's files once they rested 5 s (``settle``).
+RECENT_S = 6.0
+
+#: Filesystems where inotify sees only this machine's changes.
+REMOTE_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre")
 
 
 class Feed(Protocol):
@@ -125,6 +140,12 @@ class Changes:
         self._sweep_pos = 0
         self._sweep_share = 1
         self._next_sweep = 0.0
+        self._trees: TreeWatch | None = None  # run_once's exact watch, once set
+        self._trees_failed = False  # the trees cannot be watched exactly: never again
+        self._recent: dict[str, float] = {}  # path -> when run_once last saw it change
+        self._outside: dict[str, str] = {}  # run id -> its dir, not in a watched tree
+        self.full_next = False
+        """Set when a ``run_once()`` did not complete: the changes it took may be unseen."""
 
     # -- the feed ----------------------------------------------------------------
 
@@ -154,9 +175,15 @@ class Changes:
         if not self.source.knows_roots:
             keys.add((os.path.dirname(os.path.normpath(run.dir)), False))
         self._set_keys(run.id, frozenset(keys))
+        if self._trees is not None:
+            if self._trees.holds(run.dir):
+                self._outside.pop(run.id, None)
+            else:
+                self._outside[run.id] = run.dir
 
     def drop_run(self, run_id: str) -> None:
         self._set_keys(run_id, frozenset())
+        self._outside.pop(run_id, None)
 
     def _set_keys(self, run_id: str, keys: frozenset[WatchKey]) -> None:
         old = self._keys.get(run_id, frozenset())
@@ -260,3 +287,124 @@ class Changes:
             self._keys_moved = True
         self.feed.retry_failed()
         return set(self.source.roots())
+
+    # -- run_once: what changed since the last call ----------------------------------
+
+    def since_last_check(
+        self, watch: bool, fs: FileSystem, ignore: str, run_dirs: Mapping[str, str]
+    ) -> set[str] | None:
+        """The paths that changed since the last call, or None: only a full
+        check can tell (and the caller does one now).
+
+        Exact where the source's runs all lie in trees it names
+        (``watch_trees()``: Guild's runs directory, a directory tree of runs)
+        on a local filesystem (``fs``, the monitor's, local too) and
+        ``watch`` is on: the first call sets a
+        :class:`~runsmon.watch.TreeWatch` on those trees (before the full
+        check it asks for, so nothing between the two is lost); later calls
+        read it. Besides what it reports: the paths changed in the last
+        :data:`RECENT_S` seconds, the directories of runs outside the trees,
+        and where an entry outside every run came or went (``run_dirs``:
+        normalised run directory -> run id), or any entry where runs nest
+        (``runs_nest``: a tree of runs), the roots, listed again. Where a
+        change may have gone unreported (the kernel's queue overflowed, a
+        tree's top moved) the watch is set anew and this call is a full
+        check, as it is after a call that did not complete
+        (:attr:`full_next`: the run listing failed, an error); where the
+        trees cannot be watched (the watch limit, no inotify, a network
+        filesystem) every call is.
+        """
+        if not watch or self._trees_failed:
+            return None
+        trees = self._trees
+        if trees is None or not trees.exact:
+            if trees is not None:
+                log.info("file watching lost changes (%s); checking every run", trees.lost)
+                trees.close()
+            self._trees = trees = self._watch_trees(fs, ignore)
+            if trees is not None:  # runs the trees do not hold are looked at each call
+                self._outside = {r: d for d, r in run_dirs.items() if not trees.holds(d)}
+            return None
+        if self.full_next:
+            return None
+        changed, entries = trees.take()
+        if not trees.exact:
+            return self.since_last_check(watch, fs, ignore, run_dirs)
+        now = time.monotonic()
+        recent = self._recent
+        for path in changed:
+            recent[path] = now
+        paths = set(recent) | set(self._outside.values())
+        for path in [p for p, t in recent.items() if now - t >= RECENT_S]:
+            del recent[path]  # looked at once more, RECENT_S after its change
+        nest = getattr(self.source, "runs_nest", True)  # any entry may be a new run
+        if entries and (nest or any(_run_of(p, run_dirs, strictly=True) is None for p in entries)):
+            forget = getattr(self.source, "forget_listing", None)
+            if forget is not None:
+                forget()  # so that the roots named below are listed again
+            paths.update(self.source.roots())
+        return paths
+
+    def _watch_trees(self, fs: FileSystem, ignore: str) -> TreeWatch | None:
+        """A watch on every tree of the source's runs; None (for good) where none can be."""
+        trees_of = getattr(self.source, "watch_trees", None)
+        tops = trees_of() if trees_of is not None else None
+        if not tops:
+            self._trees_failed = tops is None  # [] (nothing to watch yet) is tried again
+            return None
+        why = next((f"{t} is on {kind}" for t in tops if (kind := fs_type(t)) in REMOTE_FS), "")
+        if any(fs.local_path(t) is None for t in tops):
+            why = "the runs are not on a local filesystem"
+        trees = None
+        if not why:
+            try:
+                trees = TreeWatch(ignore=[ignore])
+            except OSError as e:
+                why = f"no inotify here ({e})"
+        if trees is not None:
+            for top in tops:
+                trees.add_tree(top)
+            if not trees.exact:
+                why = trees.lost
+                trees.close()
+                trees = None
+        if trees is None:
+            log.info("run_once() checks every run each call: %s", why)
+            self._trees_failed = True
+            return None
+        self._outside.clear()
+        self._recent.clear()
+        return trees
+
+
+def _run_of(path: str, run_dirs: Mapping[str, str], strictly: bool = False) -> str | None:
+    """The run whose directory holds ``path`` (with ``strictly``, not the directory itself)."""
+    p = os.path.normpath(path)
+    if strictly:
+        p = os.path.dirname(p)
+    while True:
+        run_id = run_dirs.get(p)
+        if run_id is not None:
+            return run_id
+        parent = os.path.dirname(p)
+        if parent == p:
+            return None
+        p = parent
+
+
+def fs_type(path: str) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/mounts; "" elsewhere)."""
+    real = os.path.realpath(path).rstrip(os.sep) + os.sep
+    best, kind = "", ""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mount = parts[1].rstrip(os.sep) + os.sep
+                if real.startswith(mount) and len(mount) > len(best):
+                    best, kind = mount, parts[2]
+    except OSError:
+        pass
+    return kind

@@ -55,6 +55,7 @@ from google.protobuf import message as pb_message
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from runsmon.fs import FileSystem
+from runsmon.run import shared
 
 try:  # optional: checksums at C speed
     import google_crc32c as _google_crc32c
@@ -380,13 +381,7 @@ def _shared_tags(tags: dict[str, str]) -> dict[str, str]:
 
     Never written to once shared (an update works on a copy of its own).
     """
-    key = frozenset(tags.items())
-    found = _TAG_SETS.get(key)
-    if found is None:
-        if len(_TAG_SETS) >= 4096:
-            _TAG_SETS.clear()
-        found = _TAG_SETS[key] = tags
-    return found
+    return shared(_TAG_SETS, frozenset(tags.items()), tags)
 
 
 def _footers(size: int, count: int) -> struct.Struct:

@@ -40,7 +40,7 @@ from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.restore import Restored
-from runsmon.run import Run
+from runsmon.run import Run, shared
 from runsmon.runfiles import RunFiles
 from runsmon.runstate import RunState, SyncStats, Writes
 from runsmon.seeds import SeedGroups, Shaper
@@ -200,7 +200,22 @@ class RunsMonitor:
         self.writer.handover_delay = seconds
 
     def run_once(self) -> SyncStats:
-        """Sync the logdir now, checking every run (a full check)."""
+        """Sync the logdir now. The first call checks every run (``stats.full``);
+        the second sets a watch on the runs' trees and checks them all again;
+        later ones cost what changed since the last, where the runs can be
+        watched exactly (else each is a full check: see ``Changes.since_last_check``)."""
+        with self._lock:
+            changed = None
+            if self._synced:
+                changed = self.changes.since_last_check(
+                    self.watch, self.fs, self.logdir.path, self._by_dir
+                )
+            self.changes.full_next = True  # unless this sync completes (changes taken)
+            stats = self._full_check() if changed is None else self._sync(changed)
+            self.changes.full_next = stats is not self.last_stats
+            return stats
+
+    def _full_check(self) -> SyncStats:
         if not self.freeze_heap or self._synced:
             return self._sync(changed=None)
         # The first full check builds the long-lived state: no cyclic GC pass
@@ -227,7 +242,7 @@ class RunsMonitor:
         call is a full check.
         """
         if not self._synced:
-            stats = self.run_once()
+            stats = self._full_check()
         else:
             stats = self._sync(changed=self.changes.next_paths(self._run_dirs, sweep))
         self.changes.update_watches()
@@ -276,14 +291,7 @@ class RunsMonitor:
         """One row per run: name, status, hparams and last metric values."""
         with self._lock:
             return [
-                {
-                    "run": st.run,
-                    "name": st.name,
-                    "hparams": dict(st.hparams),
-                    "metrics": runview.last_values(
-                        st.run, st.files, runview.read_points(st.run, st.name, self.reporter) or ()
-                    ),
-                }
+                runview.row(st.run, st.name, st.hparams, st.files, self.reporter)
                 for st in self._runs.values()
             ]
 
@@ -370,6 +378,7 @@ class RunsMonitor:
                     self._remove(run_id)
                     stats.removed += 1
             touched = self._touched(listed, changed, listing.same)
+            stats.full, stats.checked = changed is None, len(touched)
             if changed is None:
                 for i, run in enumerate(listed.values()):
                     if run.id in touched:
@@ -537,17 +546,8 @@ class RunsMonitor:
         st.base = view.hparams
         st.user = view.user_hparams
         st.own_time = view.own_time
-        st.metrics = self._shared_metrics(view.metrics)
+        st.metrics = shared(self._metric_sets, view.metrics, view.metrics)  # most runs share one
         self.shaper.note(st)  # its hparams and row: once every run of the sync is seen
-
-    def _shared_metrics(self, metrics: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
-        """One object for each distinct set of metrics: most runs share theirs."""
-        shared = self._metric_sets.get(metrics)
-        if shared is None:
-            if len(self._metric_sets) >= 4096:
-                self._metric_sets.clear()
-            shared = self._metric_sets[metrics] = metrics
-        return shared
 
     def _written(self, st: RunState) -> bool:
         """Whether all a run needs is in the logdir (nothing to retry)."""

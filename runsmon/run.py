@@ -143,6 +143,17 @@ class ScalarPoint:
     group: str = ""
 
 
+def shared(cache: dict, key: Any, value: Any, limit: int = 4096) -> Any:
+    """The one object kept in ``cache`` for ``key`` (``value`` the first time):
+    many runs share equal values (tags, metric sets). Emptied at ``limit`` keys."""
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= limit:
+            cache.clear()
+        found = cache[key] = value
+    return found
+
+
 def flatten_flags(flags: Mapping[str, Any]) -> dict[str, FlagValue]:
     """Flatten nested mappings with dots and normalise every value.
 

@@ -34,6 +34,10 @@ class SyncStats:
     rewrites: int = 0  # sessions written anew in a new directory (see sessions.py)
     experiment_written: bool = False
     seconds: float = 0.0
+    full: bool = False
+    """Whether every run was checked (a full check), not only what changed."""
+    checked: int = 0
+    """Runs looked at again: every run on a full check, else those changes named."""
 
     @property
     def resets(self) -> int:

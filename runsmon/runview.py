@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from tensorboard.compat.proto import event_pb2
 
@@ -207,6 +208,19 @@ def last_values(
     if run.duration is not None:
         values.setdefault(TIME, run.duration)
     return values
+
+
+def row(
+    run: Run, name: str, hparams: Mapping[str, Any], files: RunFiles, reporter: Reporter
+) -> dict[str, Any]:
+    """A row of ``RunsMonitor.table()``: run, name, hparams, last metric values."""
+    points = read_points(run, name, reporter) or ()
+    return {
+        "run": run,
+        "name": name,
+        "hparams": dict(hparams),
+        "metrics": last_values(run, files, points),
+    }
 
 
 def read_points(run: Run, name: str, reporter: Reporter) -> list[ScalarPoint] | None:

@@ -380,6 +380,19 @@ class RunFilter:
     def roots(self) -> list[str]:
         return self.source.roots()
 
+    @property
+    def runs_nest(self) -> bool:
+        return bool(getattr(self.source, "runs_nest", True))
+
+    def watch_trees(self) -> list[str] | None:
+        trees_of = getattr(self.source, "watch_trees", None)
+        return trees_of() if trees_of is not None else None
+
+    def forget_listing(self) -> None:
+        forget = getattr(self.source, "forget_listing", None)
+        if forget is not None:
+            forget()
+
     def describe(self) -> str:
         return self.source.describe()
 

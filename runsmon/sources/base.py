@@ -149,6 +149,23 @@ class RunSource:
     def describe(self) -> str:
         return f"{self.kind} runs in {', '.join(self.roots())}"
 
+    #: Whether a run can appear inside another run's directory (a tree of
+    #: runs): then any entry made or removed anywhere may be a new run.
+    runs_nest = False
+
+    def watch_trees(self) -> list[str] | None:
+        """Directories whose whole trees hold everything :meth:`fingerprint`
+        and the runs' event files depend on, and every place a new run can
+        appear: watched for ``run_once()`` to check only what changed. None
+        where no such trees exist (a database, a server): each ``run_once()``
+        is then a full check."""
+        return None
+
+    def forget_listing(self) -> None:
+        """Make the next call that names a root list the roots again."""
+        with self._lock:
+            self._listed = (0.0, 0.0, None)
+
     # -- the callable --------------------------------------------------------
 
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
@@ -366,6 +383,18 @@ class CombinedRuns:
 
     def roots(self) -> list[str]:
         return [r for s in self.sources for r in s.roots()]
+
+    @property
+    def runs_nest(self) -> bool:
+        return any(s.runs_nest for s in self.sources)
+
+    def watch_trees(self) -> list[str] | None:
+        trees = [s.watch_trees() for s in self.sources]
+        return None if any(t is None for t in trees) else [p for t in trees for p in t or ()]
+
+    def forget_listing(self) -> None:
+        for s in self.sources:
+            s.forget_listing()
 
     def describe(self) -> str:
         return "; ".join(s.describe() for s in self.sources)

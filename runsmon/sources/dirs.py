@@ -165,6 +165,12 @@ class DirRuns(RunSource):
         """The root and every directory above a run seen in the last listing."""
         return list(self._walked)
 
+    runs_nest = True
+
+    def watch_trees(self) -> list[str] | None:
+        """The whole tree below PATH: a run may appear anywhere in it."""
+        return [self.path] if os.path.isdir(self.path) else []
+
     def list_run_dirs(self) -> list[str]:
         runs: list[str] = []
         walked: list[str] = []

@@ -428,6 +428,10 @@ class GuildRuns(RunSource):
             return [self.path]
         return [self.path, self._runs_dir]
 
+    def watch_trees(self) -> list[str] | None:
+        """The runs directory: every run is a directory in it ([] while it is missing)."""
+        return [self._runs_dir] if os.path.isdir(self._runs_dir) else []
+
     def describe(self) -> str:
         return f"guild runs in {self.path}"
 
