@@ -78,6 +78,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _best(text: str) -> Any:
+    from runsmon.reduce import parse_best
+
+    try:
+        return parse_best(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -270,6 +279,16 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
             help=f"leave out {what} matching GLOB (repeatable)"
             + ("; sys/* always" if kind == "metric" else ""),
         )
+    g.add_argument(
+        "--best",
+        action="append",
+        default=[],
+        type=_best,
+        metavar="TAG=min|max|last-mean:K",
+        help="beside the last value of each metric matching TAG (a glob, as for "
+        "--metric-include), a column of its best so far: its running min or max over "
+        "the run's steps, or the mean of its last K values ('val/loss (min)'; repeatable)",
+    )
 
 
 def _add_filter_options(
@@ -452,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-tensorboard",
         action="store_true",
         help="only keep the logdir (for a TensorBoard of your own)",
+    )
+    serve.add_argument(
+        "--importance",
+        metavar="METRIC",
+        help="list the hparams by how strongly each explains METRIC (a metric column: "
+        "loss, val#loss, 'val/loss (min)'), each with its figure in its description; "
+        "the dashboard shows the strongest as its default columns",
     )
     _add_selection_options(serve)
     _add_filter_options(serve)
@@ -730,6 +756,10 @@ def _selection(args: argparse.Namespace) -> Any:
         hparam_exclude=tuple(getattr(args, "hparam_exclude", ())),
         metric_include=tuple(getattr(args, "metric_include", ())),
         metric_exclude=("sys/*", *getattr(args, "metric_exclude", ())),
+        best=tuple(getattr(args, "best", ())),
+        importance=getattr(args, "importance", None)
+        if getattr(args, "command", None) == "serve"
+        else None,
     )
 
 

@@ -3,8 +3,9 @@
 :class:`Mirror` keeps, for one run: links to its event files at the paths
 :class:`~runsmon.runfiles.RunFiles` places them (``LINK``; copies where
 links are impossible), copies without HParams summaries of files that hold
-some (``FILTER``), and the scalars files of runs whose source knows scalars
-outside event files (MLflow, wandb). Every write goes through the sync's
+some (``FILTER``), the scalars files of runs whose source knows scalars
+outside event files (MLflow, wandb), and the series of its reduced metrics
+(best values, :class:`~runsmon.reduce.BestWriter`). Every write goes through the sync's
 :class:`~runsmon.runstate.Writes`. It knows nothing of sessions, of the
 experiment or of when a sync happens; where a run's files can no longer be
 kept in step in place (an event file replaced, scalars rewritten) it says
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from runsmon import events, runview
+from runsmon import events, reduce, runview
 from runsmon.fs import FileSystem
 from runsmon.logdir import SCALARS_FILE, Logdir
 from runsmon.report import Reporter, describe_error
@@ -37,6 +38,7 @@ class Mirror:
         self.fs = fs
         self.reporter = reporter
         self.writes = writes
+        self.best = reduce.BestWriter(logdir, writes)
 
     def link_targets(self, st: RunState) -> dict[str, str]:
         """rel path in the logdir -> what its link points to."""
@@ -84,7 +86,9 @@ class Mirror:
             self.writes.attempt(
                 st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p)
             )
-        return self._sync_filtered(st)
+        why = self._sync_filtered(st)
+        self.best.sync(st)
+        return why
 
     def _sync_filtered(self, st: RunState) -> str | None:
         """Keep copies, without hparams summaries, of files that hold some."""
@@ -129,6 +133,9 @@ class Mirror:
         points = runview.read_points(st.run, st.name, self.reporter)
         if points is None:
             return None
+        if st.files.best:
+            st.point_best = reduce.point_values(points, st.files.best)
+            self.best.sync(st)
         by_group: dict[str, dict[str, list[ScalarPoint]]] = {}
         for p in points:
             # Each under the tag it was logged as: MLflow's "val/loss" is the

@@ -37,7 +37,6 @@ from runsmon.naming import RunNamer, default_run_name, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.restore import Restored
 from runsmon.run import Run
-from runsmon.runfiles import RunFiles
 from runsmon.runstate import RunState, SyncStats, Writes
 from runsmon.sessionwriter import ExperimentWriter, SessionWriter
 from runsmon.sources.base import as_source
@@ -351,7 +350,7 @@ class RunsMonitor:
                     if run_id in listed:
                         self._refresh(listed[run_id], stats)
             self.writer.write_due(self._runs, self._columns, stats, self._new, self._remove)
-            added = self.experiment.write(self._columns, self.selection, stats)
+            added = self.experiment.write(self._columns, self.selection, stats, self._runs)
             if added is not None and self.on_new_columns is not None:
                 self.on_new_columns(*added)
             self.writer.remove_due()
@@ -516,7 +515,7 @@ class RunsMonitor:
             manifest = self._adopt(run.id, asked, create=run.scalars is not None)
             if manifest is None:
                 return None
-            files = RunFiles(runview.files_root(run), self.fs, exclude=run.nested)
+            files = runview.run_files(run, self.fs, self.selection.best)
             st = self._runs[run.id] = RunState(run, manifest, files)
             stats.added += 1
             log.info("run added: %s", manifest.name)
@@ -527,8 +526,11 @@ class RunsMonitor:
     def _track(self, st: RunState, run: Run) -> None:
         """Point a run's state at ``run`` as read now: its files' root, its
         directory (paths reported map to it), its watches."""
-        if st.run is not run and st.files.root != runview.files_root(run):
-            st.files = RunFiles(runview.files_root(run), self.fs)
+        if st.run is not run and (
+            st.files.root != runview.files_root(run)
+            or st.files.best != runview.run_specs(run, self.selection.best)
+        ):
+            st.files = runview.run_files(run, self.fs, self.selection.best)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
         st.run = run

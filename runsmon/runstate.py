@@ -50,6 +50,7 @@ class RunState:
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     own_time: bool = False  # its files have a root scalar `time` of their own
     scalars_of: Run | None = None  # the Run object whose scalars are all written
+    point_best: dict[Any, Any] | None = None  # reduced values of its scalars outside event files
 
     @property
     def name(self) -> str:

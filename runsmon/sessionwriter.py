@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from runsmon import events, hparams, sessions
+from runsmon import events, hparams, ranking, sessions
 from runsmon.logdir import END_FILE, SESSION_FILE, UNSET, Logdir, LogdirError, Manifest, RunRecord
 from runsmon.mirror import Mirror
 from runsmon.naming import RunNamer
@@ -436,8 +436,10 @@ class ExperimentWriter:
         self._written: tuple[str, bytes] | None = (
             (newest, data) if newest is not None and data is not None else None
         )
-        self._key: tuple[int, hparams.Selection] | None = None  # what it was written for
+        self._key: tuple[Any, ...] | None = None  # what it was written for
         self._names: frozenset[Any] | None = None  # its columns, once written here
+        self.ranking: ranking.LiveRanking | None = None
+        """``serve --importance``: the hparams by importance (made at the first write)."""
 
     @property
     def written(self) -> bool:
@@ -450,16 +452,31 @@ class ExperimentWriter:
         self._key = None
 
     def write(
-        self, columns: hparams.Columns, selection: hparams.Selection, stats: SyncStats
+        self,
+        columns: hparams.Columns,
+        selection: hparams.Selection,
+        stats: SyncStats,
+        runs: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], list[hparams.Metric]] | None:
-        """Write the experiment anew when the columns or the selection moved
-        since it was written. Returns the hparams and metrics it declares
-        now that it did not before (None when nothing is new)."""
-        if self._key == (columns.version, selection):
+        """Write the experiment anew when the columns, the selection or the
+        hparams' importance (``selection.importance``, ranked over ``runs``)
+        moved since it was written. Returns the hparams and metrics it
+        declares now that it did not before (None when nothing is new)."""
+        ranked = None
+        if selection.importance and runs is not None:
+            if self.ranking is None or self.ranking.metric != selection.importance:
+                self.ranking = ranking.LiveRanking(selection.importance)
+            ranked = self.ranking.update(runs, columns, selection)
+        key = (columns.version, selection, ranked)
+        if self._key == key:
             return None
         selected, metrics = columns.selected(selection)
         summary = hparams.experiment_summary(
-            selected, metrics, self.created, differs=columns.differs
+            selected,
+            metrics,
+            self.created,
+            differs=ranked.differs if ranked and ranked.first else columns.differs,
+            descriptions=ranked.descriptions if ranked else None,
         )
         data = events.encode_events(
             [events.summary_event(summary, wall_time=self.created)],
@@ -467,7 +484,7 @@ class ExperimentWriter:
             wall_time=self.created,
         )
         if self._written is not None and self._written[1] == data:
-            self._key = (columns.version, selection)
+            self._key = key
             return self._new_columns(selected, metrics)
         self._gen += 1
         try:
@@ -479,7 +496,7 @@ class ExperimentWriter:
             return None
         self.reporter.clear("logdir", "experiment")
         self._written = (dirname, data)
-        self._key = (columns.version, selection)
+        self._key = key
         stats.experiment_written = True
         return self._new_columns(selected, metrics)
 

@@ -25,7 +25,6 @@ from runsmon.fs import LOCAL, FileSystem
 from runsmon.naming import RunNamer, default_run_name, format_started, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.run import FlagValue, Run
-from runsmon.runfiles import RunFiles
 from runsmon.sources.base import as_source
 
 FORMATS = ("table", "csv", "json")
@@ -170,7 +169,7 @@ def collect(
         except Exception as e:
             reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
             continue
-        view, values = _view(run, name, fs, reporter)
+        view, values = _view(run, name, fs, reporter, selection.best)
         columns.set_run(run.id, view.hparams, view.metrics, view.user_hparams)
         found.append((run, name, view.hparams, values))
     chosen, chosen_metrics = columns.selected(selection)
@@ -190,10 +189,10 @@ def collect(
 
 
 def _view(
-    run: Run, name: str, fs: FileSystem, reporter: Reporter
+    run: Run, name: str, fs: FileSystem, reporter: Reporter, best: Sequence[Any] = ()
 ) -> tuple[runview.RunView, dict[hparams.Metric, float]]:
-    """One run's view and last values, by the monitor's own rules."""
-    files = RunFiles(runview.files_root(run), fs, exclude=run.nested)
+    """One run's view, last values and best values, by the monitor's own rules."""
+    files = runview.run_files(run, fs, best)
     try:
         files.refresh()
     except Exception as e:  # one bad run never stops the table
