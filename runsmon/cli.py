@@ -905,6 +905,7 @@ def serve(
             f"{len(metrics)} metrics in {stats.seconds:.1f}s; logdir {logdir.path}",
         )
         _check_run_name_flags(args, monitor)
+        _check_importance(args, metrics)
         if args.once:
             return 0
         tb_options = _check_open_files(monitor, limits, args)
@@ -987,6 +988,20 @@ def _check_run_name_flags(args: argparse.Namespace, monitor: Any) -> None:
         hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
     what = "flag" if len(missing) == 1 else "flags"
     log.warning("--run-name-flags: no run has the %s %s", what, ", ".join(hints))
+
+
+def _check_importance(args: argparse.Namespace, metrics: list[tuple[str, str]]) -> None:
+    """Say when no run has the metric ``--importance`` names (yet): a typo orders nothing."""
+    from runsmon.hparams import metric_key
+
+    name = getattr(args, "importance", None)
+    keys = [metric_key(m) for m in metrics]
+    if name and keys and name not in keys:
+        log.warning(
+            "--importance: no metric %r yet (metrics: %s); the hparams keep their order",
+            name,
+            ", ".join(keys),
+        )
 
 
 def _check_open_files(

@@ -273,3 +273,76 @@ def test_monitor_appends_a_new_best_and_only_then(tmp_path):
     points = [event_pb2.Event.FromString(r) for r in records]
     assert [(e.step, e.summary.value[0].simple_value) for e in points] == [(2, 1.0), (4, 0.25)]
     assert os.path.basename(str(best.parent)) == hparams.REDUCED_GROUP
+
+
+# -- serve --importance: the ranking is recomputed only when due ---------------
+
+
+def test_live_ranking_is_throttled_and_follows_the_runs(tmp_path):
+    from runsmon import ranking
+    from runsmon.monitor import RunsMonitor
+    from runsmon.sources import DirRuns
+    from sample_projects import lr_sweep
+
+    lr_sweep.make(str(tmp_path / "runs"))
+    now = [1000.0]
+    monitor = RunsMonitor(
+        str(tmp_path / "logdir"),
+        DirRuns(str(tmp_path / "runs")),
+        selection=hparams.Selection(importance="val#loss"),
+    )
+    monitor.experiment.ranking = live = ranking.LiveRanking("val#loss", clock=lambda: now[0])
+    monitor.run_once()
+    assert live.computed == 1 and live.ranked is not None
+    assert live.ranked.first == {"lr"}
+    monitor.run_once()  # nothing moved, and not due: no ranking
+    now[0] += 3600
+    monitor.run_once()  # due, but nothing moved: none either
+    assert live.computed == 1
+    # Every run's val#loss now depends on its activation alone: a new
+    # ranking at once (it is due), and a new experiment.
+    write_losses(tmp_path / "runs", {"relu": 0.0, "gelu": 5.0, "tanh": 10.0}, ".later")
+    stats = monitor.run_once()
+    assert live.computed == 2 and stats.experiment_written
+    assert "activation" in live.ranked.first
+    assert live.ranked.descriptions["activation"].startswith("importance for val#loss: 1 of 5")
+    # Moved again within the interval: ranked again only once it is due.
+    write_losses(tmp_path / "runs", {"relu": 1.0, "gelu": 0.0, "tanh": 0.5}, ".latest")
+    monitor.run_once()
+    assert live.computed == 2
+    now[0] += ranking.MIN_INTERVAL
+    monitor.run_once()
+    assert live.computed == 3
+
+
+def write_losses(runs: pathlib.Path, by_activation: dict[str, float], suffix: str) -> None:
+    """A new val/loss in every run of the lr sweep, by its activation."""
+    import yaml
+
+    from sample_projects.layouts._events import write_events
+    from sample_projects.lr_sweep import T0
+
+    for run in sorted(runs.iterdir()):
+        activation = yaml.safe_load((run / "config.yaml").read_text())["activation"]
+        value = by_activation[activation]
+        # Steps 0-2: later than the sweep's last (1), so they are the last values.
+        write_events(str(run / "val"), {"loss": [value] * 3}, T0 + 10**6, suffix=suffix)
+
+
+def test_cli_best_and_importance_options(tmp_path, capsys):
+    from runsmon.cli import main
+
+    curves = {"a": [3.0, 1.0, 2.0]}
+    guild_runs(tmp_path / "runs", curves)
+    assert main(["table", str(tmp_path / "runs"), "--best", "val#loss=best"]) == 2
+    assert "'best' is not min, max or last-mean:K" in capsys.readouterr().err
+    assert main(["table", str(tmp_path / "runs"), "--best", "val#*=min", "--format", "csv"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    cells = dict(zip(header.split(","), row.split(","), strict=True))
+    assert header.split(",")[-4:] == ["val#loss", "val#loss (min)", "acc", "time"]
+    assert (cells["val#loss"], cells["val#loss (min)"]) == ("2.0", "1.0")
+    logdir = str(tmp_path / "logdir")
+    argv = ["serve", "--once", "--no-tensorboard", "--logdir", logdir, "--importance", "val#acc"]
+    assert main([*argv, str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    assert "--importance: no metric 'val#acc' yet (metrics: val#loss, acc, time)" in err
