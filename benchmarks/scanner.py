@@ -16,6 +16,7 @@ Usage: ``python benchmarks/scanner.py [--events 200000] [--tags 10] [--best 'm*=
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -87,6 +88,7 @@ def runsmon_scan_reducing(path: str, specs: tuple[Any, ...]) -> dict[str, tuple[
 
 
 def _best(fn, path: str, repeat: int) -> tuple[float, Any]:
+    """The shortest of ``repeat`` runs of ``fn(path)``, and its result."""
     best = float("inf")
     result = None
     for _ in range(repeat):
@@ -97,14 +99,21 @@ def _best(fn, path: str, repeat: int) -> tuple[float, Any]:
 
 
 def run(
-    events: int = 200_000, tags: int = 10, repeat: int = 3, seed: int = 0, best: tuple = ()
+    events: int = 200_000,
+    tags: int = 10,
+    repeat: int = 3,
+    seed: int = 0,
+    best: tuple = (),
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark; returns its measurements."""
     with tempfile.TemporaryDirectory(prefix="runsmon-bench-") as directory:
         path = write_file(directory, events, tags, seed)
         size = os.path.getsize(path)
-        tb_seconds, tb_result = _best(tensorboard_scan, path, repeat)
         rs_seconds, rs_result = _best(runsmon_scan, path, repeat)
+        tb_seconds, tb_result = _best(tensorboard_scan, path, repeat if tensorboard else 0)
+        if not tensorboard:
+            tb_seconds, tb_result = math.nan, rs_result
         reducing = None
         if best:
             reducing, _ = _best(lambda p: runsmon_scan_reducing(p, best), path, repeat)
@@ -131,10 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--best", action="append", default=[], metavar="TAG=min|max|last-mean:K")
+    parser.add_argument(
+        "--skip-tensorboard", action="store_true", help="time runsmon's scanner alone"
+    )
     args = parser.parse_args(argv)
-    from runsmon.reduce import parse_best
+    specs: tuple = ()
+    if args.best:
+        from runsmon.reduce import parse_best
 
-    r = run(args.events, args.tags, args.repeat, args.seed, tuple(map(parse_best, args.best)))
+        specs = tuple(map(parse_best, args.best))
+    r = run(args.events, args.tags, args.repeat, args.seed, specs, not args.skip_tensorboard)
     print(f"event file: {r['file_bytes'] / 1e6:.1f} MB, {r['events']} events x {r['tags']} tags")
     print(f"tensorboard EventFileLoader: {r['tensorboard_mb_s']:8.1f} MB/s")
     print(f"runsmon FileScan:            {r['runsmon_mb_s']:8.1f} MB/s")

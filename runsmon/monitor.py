@@ -526,10 +526,7 @@ class RunsMonitor:
     def _track(self, st: RunState, run: Run) -> None:
         """Point a run's state at ``run`` as read now: its files' root, its
         directory (paths reported map to it), its watches."""
-        if st.run is not run and (
-            st.files.root != runview.files_root(run)
-            or st.files.best != runview.run_specs(run, self.selection.best)
-        ):
+        if st.run is not run and not runview.files_fit(st.files, run, self.selection.best):
             st.files = runview.run_files(run, self.fs, self.selection.best)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]

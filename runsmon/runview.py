@@ -92,6 +92,11 @@ def run_files(run: Run, fs: FileSystem, best: Sequence[reduce.BestSpec] = ()) ->
     return RunFiles(files_root(run), fs, exclude=run.nested, best=run_specs(run, best))
 
 
+def files_fit(files: RunFiles, run: Run, best: Sequence[reduce.BestSpec] = ()) -> bool:
+    """Whether ``files`` (made by :func:`run_files`) still serve ``run`` as read now."""
+    return files.root == files_root(run) and files.best == run_specs(run, best)
+
+
 def files_root(run: Run) -> str:
     """The directory whose event files are the run's, groups relative to it."""
     sub = run.attrs.get(EVENTS_DIR) if run.attrs else None

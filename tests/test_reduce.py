@@ -346,3 +346,39 @@ def test_cli_best_and_importance_options(tmp_path, capsys):
     assert main([*argv, str(tmp_path / "runs")]) == 0
     err = capsys.readouterr().err
     assert "--importance: no metric 'val#acc' yet (metrics: val#loss, acc, time)" in err
+
+
+def test_best_of_scalars_kept_outside_event_files(tmp_path):
+    """MLflow and wandb runs: the reductions of the points their source reads."""
+    from runsmon import table as runs_table
+    from runsmon.monitor import RunsMonitor
+    from runsmon.run import Run, ScalarPoint
+
+    points = [ScalarPoint("val/loss", v, step) for step, v in enumerate([2.0, 0.5, 0.8])]
+    (tmp_path / "run").mkdir()
+
+    def source(changed=None):
+        pts = list(points)
+        return [
+            Run(
+                "r1",
+                str(tmp_path / "run"),
+                {"lr": 0.1},
+                status="completed",
+                scalars=lambda: pts,
+                fingerprint=len(pts),
+            )
+        ]
+
+    selection = hparams.Selection(best=(reduce.parse_best("val/loss=min"),))
+    (row,) = runs_table.collect(source, selection).rows
+    assert row.values["val/loss (min)"] == 0.5
+    monitor = RunsMonitor(str(tmp_path / "logdir"), source, selection=selection, watch=False)
+    monitor.run_once()
+    run_logdir = tmp_path / "logdir" / monitor.run_dirs["r1"]
+    assert written_values(run_logdir) == {"val/loss (min)": 0.5}
+    points.append(ScalarPoint("val/loss", 0.125, 3))
+    monitor.run_once()
+    assert written_values(tmp_path / "logdir" / monitor.run_dirs["r1"]) == {"val/loss (min)": 0.125}
+    (row,) = runs_table.collect(source, selection).rows
+    assert row.values["val/loss (min)"] == 0.125
