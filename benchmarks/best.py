@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.run import generated_runs  # noqa: E402
+from runsmon.logdir import temporary_root  # noqa: E402
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "plain": {},
@@ -81,7 +82,8 @@ def measure(runs: int, trials: int, seed: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for _ in range(trials):
         for config in CONFIGS:
-            work = tempfile.mkdtemp(prefix="runsmon-bench-best-")
+            # Runs and logdir in memory, where `runsmon serve` makes its logdir.
+            work = tempfile.mkdtemp(prefix="runsmon-bench-best-", dir=temporary_root())
             try:
                 runs_dir = os.path.join(work, "runs")
                 shutil.copytree(source, runs_dir, symlinks=True)

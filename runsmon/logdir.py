@@ -89,7 +89,6 @@ class RunRecord:
     synth_metrics: list[Any] | None = None  # (tag, group) of the scalars files
     scalars: dict[str, Any] | None = None  # group -> tag -> points written
     filtered: dict[str, int] | None = None  # filtered copy -> bytes of its source read
-    best: dict[str, Any] | None = None  # reduced metric's tag -> [step, value] written
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of other versions
 
     _KEYS: ClassVar[dict[str, str]] = {"asked": "wanted"}

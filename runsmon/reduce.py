@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -100,26 +101,32 @@ def reduced_metric(metric: Metric, spec: BestSpec) -> Metric:
     return (f"{metric_key(metric)} ({spec.qualifier})", REDUCED_GROUP)
 
 
+_SPECS_FOR: dict[tuple[tuple[BestSpec, ...], Metric], tuple[BestSpec, ...]] = {}
+
+
 def specs_for(metric: Metric, specs: Sequence[BestSpec]) -> tuple[BestSpec, ...]:
-    """The specs naming ``metric``, each qualifier once (the first spec of it)."""
+    """The specs naming ``metric``, each qualifier once (the first spec of it).
+
+    Cached: the runs of a sweep ask the same of the same few metrics.
+    """
+    key = (tuple(specs), metric)
+    found = _SPECS_FOR.get(key)
+    if found is not None:
+        return found
     out: dict[str, BestSpec] = {}
     for spec in specs:
         if spec.qualifier not in out and spec.matches(metric):
             out[spec.qualifier] = spec
-    return tuple(out.values())
+    if len(_SPECS_FOR) >= 65536:
+        _SPECS_FOR.clear()
+    found = _SPECS_FOR[key] = tuple(out.values())
+    return found
 
 
 def tag_specs(specs: Sequence[BestSpec], group: str) -> Callable[[str], tuple[BestSpec, ...]]:
-    """For the scanner of one file in ``group``: a tag's specs (cached)."""
-    cache: dict[str, tuple[BestSpec, ...]] = {}
-
-    def lookup(tag: str) -> tuple[BestSpec, ...]:
-        found = cache.get(tag)
-        if found is None:
-            found = cache[tag] = specs_for((tag, group), specs)
-        return found
-
-    return lookup
+    """For the scanner of one file in ``group``: a tag's specs."""
+    specs = tuple(specs)
+    return lambda tag: specs_for((tag, group), specs)
 
 
 def reduced_metrics(metrics: Iterable[Metric], specs: Sequence[BestSpec]) -> set[Metric]:
@@ -214,14 +221,27 @@ def point_values(points: Iterable[ScalarPoint], specs: Sequence[BestSpec]) -> di
 class BestWriter:
     """Appends a run's reduced values to its series in the logdir when they change.
 
-    What was written last is kept in the run's manifest (``best``: tag ->
-    [step, value]), so a restart appends only what moved; a new generation
-    of the run's directory starts the file anew with the values of now.
+    What was written last is kept in memory (no manifest write per new
+    best): a restart appends each value once more, at the same step (the
+    dashboard shows the same); a new generation of the run's directory
+    starts the file anew with the values of now.
     """
 
     def __init__(self, logdir: Any, writes: Writes) -> None:
         self.logdir = logdir
         self.writes = writes
+
+    def plan(self, st: RunState, manifest: Any = None) -> list[str]:
+        """For a run directory about to be made (``manifest``, else the run's):
+        list its file in the manifest, which is saved and whose directories are
+        made with the others (no manifest write of its own). Returns its path,
+        or nothing when the run has no reduced metrics."""
+        manifest = manifest or st.manifest
+        if not st.files.best:
+            return []
+        if BEST_FILE not in manifest.files:
+            manifest.files.append(BEST_FILE)
+        return [BEST_FILE]
 
     def sync(self, st: RunState) -> None:
         if not st.files.best:
@@ -229,9 +249,11 @@ class BestWriter:
         values = st.files.reduced_values()
         if st.point_best:
             values.update(st.point_best)
-        state = st.manifest.state
-        written: dict[str, list[Any]] = dict(state.best or {})
-        if BEST_FILE not in st.manifest.files:
+        manifest = st.manifest
+        written = st.best_written if st.best_of is manifest else None
+        path = self.logdir.run_path(manifest.name, BEST_FILE)
+        first = written is None and not os.path.exists(path)
+        if written is None:
             written = {}
         new = []
         for (tag, _), (step, wall, value) in sorted(values.items()):
@@ -246,11 +268,11 @@ class BestWriter:
 
         data = events.encode_events(
             [events.scalar_event(tag, value, step, wall) for tag, step, wall, value in new],
-            file_version=BEST_FILE not in st.manifest.files,
+            file_version=first,
         )
         append = self.logdir.append_file
-        if self.writes.attempt(st, "write", lambda: append(st.manifest, BEST_FILE, data)):
+        if self.writes.attempt(st, "write", lambda: append(manifest, BEST_FILE, data)):
             for tag, step, _, value in new:
-                written[tag] = [step, value]
-            state.best = written
-            self.writes.unsaved.add(st.run.id)
+                written[tag] = (step, value)
+            st.best_written = written
+            st.best_of = manifest

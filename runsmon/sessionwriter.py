@@ -195,7 +195,8 @@ class SessionWriter:
                 if rel not in st.manifest.files:
                     st.manifest.files.append(rel)
             st.manifest.links.update(links)
-            self.logdir.plan_parents(st.manifest, [*links], fresh=True)
+            parents = [*links, *self.mirror.best.plan(st)]
+            self.logdir.plan_parents(st.manifest, parents, fresh=True)
             state.session = key
             if write_end:
                 state.end = end
@@ -206,7 +207,7 @@ class SessionWriter:
             ):
                 self.writes.unsaved.add(run.id)
             made = self.writes.attempt(
-                st, "write", lambda: self.logdir.make_parents(st.manifest, [*links], fresh=True)
+                st, "write", lambda: self.logdir.make_parents(st.manifest, parents, fresh=True)
             )
             if not made:
                 self.writes.unsaved.add(run.id)
@@ -293,7 +294,8 @@ class SessionWriter:
         links = self.mirror.link_targets(st)
         new.files.append(SESSION_FILE)
         new.links.update(links)
-        self.logdir.plan_parents(new, [*links], fresh=True)
+        parents = [*links, *self.mirror.best.plan(st, new)]
+        self.logdir.plan_parents(new, parents, fresh=True)
         summary = hparams.session_start_summary(encoded, group, run.started)
         wall = run.started if run.started is not None else self.created
         evs = [events.summary_event(summary, wall_time=wall)]
@@ -304,7 +306,7 @@ class SessionWriter:
         ok = (
             self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new))
             and self.writes.attempt(
-                st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True)
+                st, "write", lambda: self.logdir.make_parents(new, parents, fresh=True)
             )
             and self.writes.attempt(
                 st, "write", lambda: self.logdir.write_file(new, SESSION_FILE, data)
