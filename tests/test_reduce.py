@@ -329,22 +329,33 @@ def write_losses(runs: pathlib.Path, by_activation: dict[str, float], suffix: st
         write_events(str(run / "val"), {"loss": [value] * 3}, T0 + 10**6, suffix=suffix)
 
 
-def test_cli_best_and_importance_options(tmp_path, capsys):
+def test_cli_best_and_importance_options(tmp_path):
+    import contextlib
+    import io
+
     from runsmon.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        # Streams that stay open: the command line's log handler keeps the last one.
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(argv))
+        return code, out.getvalue(), err.getvalue()
 
     curves = {"a": [3.0, 1.0, 2.0]}
     guild_runs(tmp_path / "runs", curves)
-    assert main(["table", str(tmp_path / "runs"), "--best", "val#loss=best"]) == 2
-    assert "'best' is not min, max or last-mean:K" in capsys.readouterr().err
-    assert main(["table", str(tmp_path / "runs"), "--best", "val#*=min", "--format", "csv"]) == 0
-    header, row = capsys.readouterr().out.splitlines()
+    runs = str(tmp_path / "runs")
+    code, _, err = run("table", runs, "--best", "val#loss=best")
+    assert code == 2 and "'best' is not min, max or last-mean:K" in err
+    code, out, _ = run("table", runs, "--best", "val#*=min", "--format", "csv")
+    header, row = out.splitlines()
     cells = dict(zip(header.split(","), row.split(","), strict=True))
     assert header.split(",")[-4:] == ["val#loss", "val#loss (min)", "acc", "time"]
     assert (cells["val#loss"], cells["val#loss (min)"]) == ("2.0", "1.0")
     logdir = str(tmp_path / "logdir")
     argv = ["serve", "--once", "--no-tensorboard", "--logdir", logdir, "--importance", "val#acc"]
-    assert main([*argv, str(tmp_path / "runs")]) == 0
-    err = capsys.readouterr().err
+    code, _, err = run(*argv, runs)
+    assert code == 0
     assert "--importance: no metric 'val#acc' yet (metrics: val#loss, acc, time)" in err
 
 
