@@ -6,14 +6,17 @@ Writes a seeded event file with tensorboard's ``EventFileWriter`` (by default
 
 - TensorBoard's ``EventFileLoader`` collecting the scalar tags (from each
   tag's first occurrence) and the last value of each;
-- ``runsmon.events.FileScan`` doing the same.
+- ``runsmon.events.FileScan`` doing the same;
+- with ``--best SPEC`` (repeatable, as ``runsmon serve --best``), FileScan
+  also keeping those running reductions (``--best 'm*=min'`` reduces every tag).
 
-Usage: ``python benchmarks/scanner.py [--events 200000] [--tags 10]``.
+Usage: ``python benchmarks/scanner.py [--events 200000] [--tags 10] [--best 'm*=min']``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -74,7 +77,18 @@ def runsmon_scan(path: str) -> dict[str, tuple[int, float]]:
     return {tag: (v.step, v.value) for tag, v in scan.scalars.items()}
 
 
+def runsmon_scan_reducing(path: str, specs: tuple[Any, ...]) -> dict[str, tuple[int, float]]:
+    """:func:`runsmon_scan` with running reductions of the tags ``specs`` name."""
+    from runsmon.reduce import tag_specs
+
+    scan = rs_events.FileScan()
+    scan.reduce_for = tag_specs(specs, "")
+    scan.update(LOCAL, path)
+    return {tag: (v.step, v.value) for tag, v in scan.scalars.items()}
+
+
 def _best(fn, path: str, repeat: int) -> tuple[float, Any]:
+    """The shortest of ``repeat`` runs of ``fn(path)``, and its result."""
     best = float("inf")
     result = None
     for _ in range(repeat):
@@ -84,14 +98,28 @@ def _best(fn, path: str, repeat: int) -> tuple[float, Any]:
     return best, result
 
 
-def run(events: int = 200_000, tags: int = 10, repeat: int = 3, seed: int = 0) -> dict[str, Any]:
+def run(
+    events: int = 200_000,
+    tags: int = 10,
+    repeat: int = 3,
+    seed: int = 0,
+    best: tuple = (),
+    tensorboard: bool = True,
+) -> dict[str, Any]:
     """Run the benchmark; returns its measurements."""
     with tempfile.TemporaryDirectory(prefix="runsmon-bench-") as directory:
         path = write_file(directory, events, tags, seed)
         size = os.path.getsize(path)
-        tb_seconds, tb_result = _best(tensorboard_scan, path, repeat)
         rs_seconds, rs_result = _best(runsmon_scan, path, repeat)
+        tb_seconds, tb_result = _best(tensorboard_scan, path, repeat if tensorboard else 0)
+        if not tensorboard:
+            tb_seconds, tb_result = math.nan, rs_result
+        reducing = None
+        if best:
+            reducing, _ = _best(lambda p: runsmon_scan_reducing(p, best), path, repeat)
     return {
+        "reducing_seconds": reducing,
+        "reducing_mb_s": size / reducing / 1e6 if reducing else None,
         "events": events,
         "tags": tags,
         "file_bytes": size,
@@ -111,11 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tags", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--best", action="append", default=[], metavar="TAG=min|max|last-mean:K")
+    parser.add_argument(
+        "--skip-tensorboard", action="store_true", help="time runsmon's scanner alone"
+    )
     args = parser.parse_args(argv)
-    r = run(args.events, args.tags, args.repeat, args.seed)
+    specs: tuple = ()
+    if args.best:
+        from runsmon.reduce import parse_best
+
+        specs = tuple(map(parse_best, args.best))
+    r = run(args.events, args.tags, args.repeat, args.seed, specs, not args.skip_tensorboard)
     print(f"event file: {r['file_bytes'] / 1e6:.1f} MB, {r['events']} events x {r['tags']} tags")
     print(f"tensorboard EventFileLoader: {r['tensorboard_mb_s']:8.1f} MB/s")
     print(f"runsmon FileScan:            {r['runsmon_mb_s']:8.1f} MB/s")
+    if r["reducing_mb_s"]:
+        print(f"runsmon FileScan, --best:    {r['reducing_mb_s']:8.1f} MB/s")
     print(f"ratio: {r['ratio']:.1f}x; checksums verified: {r['checksums_verified']}")
     print(f"same tags and last values: {r['results_match']}")
     return 0 if r["results_match"] else 1

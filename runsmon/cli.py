@@ -78,6 +78,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _best(text: str) -> Any:
+    from runsmon.reduce import parse_best
+
+    try:
+        return parse_best(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -270,6 +279,16 @@ def _add_selection_options(p: argparse.ArgumentParser) -> None:
             help=f"leave out {what} matching GLOB (repeatable)"
             + ("; sys/* always" if kind == "metric" else ""),
         )
+    g.add_argument(
+        "--best",
+        action="append",
+        default=[],
+        type=_best,
+        metavar="TAG=min|max|last-mean:K",
+        help="beside the last value of each metric matching TAG (a glob, as for "
+        "--metric-include), a column of its best so far: its running min or max over "
+        "the run's steps, or the mean of its last K values ('val/loss (min)'; repeatable)",
+    )
 
 
 def _add_group_options(p: argparse.ArgumentParser) -> None:
@@ -500,6 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-tensorboard",
         action="store_true",
         help="only keep the logdir (for a TensorBoard of your own)",
+    )
+    serve.add_argument(
+        "--importance",
+        metavar="METRIC",
+        help="list the hparams by how strongly each explains METRIC (a metric column: "
+        "loss, val#loss, 'val/loss (min)'), each with its figure in its description; "
+        "the dashboard shows the strongest as its default columns",
     )
     _add_selection_options(serve)
     _add_group_options(serve)
@@ -782,6 +808,10 @@ def _selection(args: argparse.Namespace) -> Any:
         hparam_exclude=tuple(getattr(args, "hparam_exclude", ())),
         metric_include=tuple(getattr(args, "metric_include", ())),
         metric_exclude=("sys/*", *getattr(args, "metric_exclude", ())),
+        best=tuple(getattr(args, "best", ())),
+        importance=getattr(args, "importance", None)
+        if getattr(args, "command", None) == "serve"
+        else None,
     )
 
 
@@ -940,6 +970,7 @@ def serve(
             f"runsmon: {stats.runs} runs, {shown} in {stats.seconds:.1f}s; logdir {logdir.path}",
         )
         _check_run_name_flags(args, monitor)
+        _check_importance(args, metrics)
         if args.once:
             return 0
         tb_options = _check_open_files(monitor, limits, args)
@@ -1022,6 +1053,20 @@ def _check_run_name_flags(args: argparse.Namespace, monitor: Any) -> None:
         hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
     what = "flag" if len(missing) == 1 else "flags"
     log.warning("--run-name-flags: no run has the %s %s", what, ", ".join(hints))
+
+
+def _check_importance(args: argparse.Namespace, metrics: list[tuple[str, str]]) -> None:
+    """Say when no run has the metric ``--importance`` names (yet): a typo orders nothing."""
+    from runsmon.hparams import metric_key
+
+    name = getattr(args, "importance", None)
+    keys = [metric_key(m) for m in metrics]
+    if name and keys and name not in keys:
+        log.warning(
+            "--importance: no metric %r yet (metrics: %s); the hparams keep their order",
+            name,
+            ", ".join(keys),
+        )
 
 
 def _check_open_files(

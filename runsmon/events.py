@@ -47,7 +47,7 @@ import dataclasses
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ from google.protobuf import message as pb_message
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from runsmon.fs import FileSystem
+from runsmon.reduce import Running
 from runsmon.run import shared
 
 try:  # optional: checksums at C speed
@@ -324,13 +325,25 @@ _DESCEND = {(0, 5): 1, (1, 1): 2}
 _CONSTANT_STRINGS = {(2, 1)}  # Summary.Value.tag
 
 
-def _template_walk(buf: bytes, pos: int, end: int, mask: np.ndarray, base: int, level: int) -> None:
+def _template_walk(
+    buf: bytes,
+    pos: int,
+    end: int,
+    mask: np.ndarray,
+    base: int,
+    level: int,
+    values: list[tuple[bytes | None, int | None]],
+) -> None:
     """Mark in ``mask`` the bytes of one message that a same-shaped one must share.
 
     0xFF: the byte must be equal (field keys, lengths, tags); 0x80: only its
     continuation bit must be equal (varint payloads); 0x00: any value
     (fixed-size numbers, contents of fields the scanner does not look into).
+    Each Summary.Value met is added to ``values`` as (its tag, the position
+    of its ``simple_value`` float or None).
     """
+    tag: bytes | None = None
+    number: int | None = None
     while pos < end:
         start = pos
         key, pos = _varint_end(buf, pos, end)
@@ -343,6 +356,8 @@ def _template_walk(buf: bytes, pos: int, end: int, mask: np.ndarray, base: int, 
         elif wire == 1:
             pos += 8
         elif wire == 5:
+            if level == 2 and field == 2:  # Summary.Value.simple_value
+                number = pos
             pos += 4
         elif wire == 2:
             start = pos
@@ -352,14 +367,17 @@ def _template_walk(buf: bytes, pos: int, end: int, mask: np.ndarray, base: int, 
                 raise _Irregular
             sub = _DESCEND.get((level, field))
             if sub is not None:
-                _template_walk(buf, pos, pos + length, mask, base, sub)
+                _template_walk(buf, pos, pos + length, mask, base, sub, values)
             elif (level, field) in _CONSTANT_STRINGS:
                 mask[pos - base : pos + length - base] = 0xFF
+                tag = buf[pos : pos + length]
             pos += length
         else:
             raise _Irregular
         if pos > end:
             raise _Irregular
+    if level == 2:
+        values.append((tag, number))
 
 
 _PERIOD_MAX = 256
@@ -420,6 +438,8 @@ class FileScan:
         "_pending",
         "_template",
         "_template_bytes",
+        "reduce_for",
+        "reduced",
     )
 
     def __init__(
@@ -431,6 +451,8 @@ class FileScan:
         self.chunk_size = max(int(chunk_size), 64)
         self.max_record_size = max_record_size
         self.fast = fast
+        self.reduce_for: Callable[[str], tuple[Any, ...]] | None = None
+        """A tag's reductions to keep (:func:`runsmon.reduce.tag_specs`), or None: none."""
         self.reset()
 
     def reset(self) -> None:
@@ -459,7 +481,11 @@ class FileScan:
         """Bumped whenever the file was found replaced and scanned anew."""
         self._value_tags: set[str] | None = None  # scalar tags, during an update
         self._pending: dict[str, tuple[int, float, Any]] = _NO_PENDING  # a dict during updates
-        self._template: tuple[list[tuple[int, int]], np.ndarray, np.ndarray, tuple] | None = None
+        # (layout, mask, expected bytes, shape key, (floats by tag, tags holding tensors))
+        self._template: tuple[list[tuple[int, int]], np.ndarray, np.ndarray, tuple, tuple] | None
+        self._template = None
+        self.reduced: dict[str, tuple[Running, ...]] | None = None
+        """Running reductions of the tags :attr:`reduce_for` names (None: none yet)."""
         self._template_bytes: tuple[bytes, bytes] = (b"", b"")  # mask, expected bytes
 
     @property
@@ -589,6 +615,7 @@ class FileScan:
         from_string = event_pb2.Event.FromString
         decode_error = pb_message.DecodeError
         fast = self.fast
+        event_of = self._event if self.reduce_for is None else self._event_reducing
         recent: list[tuple[int, int, tuple]] = []
         # Two records: the file_version one and a first event, whose shape
         # may have a template already; three show a period of one.
@@ -620,7 +647,7 @@ class FileScan:
                 recent.clear()
                 continue
             self.records += 1
-            sig = self._event(event)
+            sig = event_of(event)
             if not fast:
                 pos = end + 4
                 continue
@@ -659,11 +686,31 @@ class FileScan:
                 self._pending[tag] = (event.step, event.wall_time, value)
         return tuple(shape)
 
+    def _event_reducing(self, event: event_pb2.Event) -> tuple:
+        """:meth:`_event`, and each value of a reduced tag fed to its reductions."""
+        shape = self._event(event)
+        reduced = self.reduced
+        if reduced:
+            for value in event.summary.value:
+                runs = reduced.get(value.tag)
+                if runs:
+                    number = scalar_value(value)
+                    if number is not None:
+                        for r in runs:
+                            r.add(number)
+        return shape
+
     def _first(self, tag: str, value: summary_pb2.Summary.Value) -> None:
         plugin = _plugin_of(value)
         self.tags[tag] = plugin
         if plugin == SCALARS_PLUGIN and self.wants_value(tag):
             self._value_tags.add(tag)
+            if self.reduce_for is not None:
+                specs = self.reduce_for(tag)
+                if specs:
+                    if self.reduced is None:
+                        self.reduced = {}
+                    self.reduced[tag] = tuple(Running(s) for s in specs)
         elif plugin == HPARAMS_PLUGIN:
             self.has_hparams = True
             if tag == SESSION_START_INFO_TAG and self.hparams is None:
@@ -698,7 +745,10 @@ class FileScan:
             template = self._template_for(buf, group, shared_only=period is None)
             if template is None:
                 return 0
-        layout, mask, expected, _ = template
+        reduced = self.reduced
+        if reduced and not template[4][1].isdisjoint(reduced):
+            return 0  # a reduced tag's values are tensors here: parsed one by one
+        layout, mask, expected, _, _ = template
         size = len(mask)
         available = (len(buf) - pos) // size
         if available < 2:
@@ -728,6 +778,8 @@ class FileScan:
             skip = min(skip, intact - 1)
             if skip < 1:
                 return 0
+        if reduced:
+            self._reduce_periods(buf, pos, size, skip)
         self.records += skip * len(layout)
         return skip * size
 
@@ -764,8 +816,27 @@ class FileScan:
             skip = min(skip, bad - 1)
             if skip < 1:
                 return 0
+        if self.reduced:
+            self._reduce_periods(buf, pos, size, skip)
         self.records += skip * len(layout)
         return skip * size
+
+    def _reduce_periods(self, buf: bytes, pos: int, size: int, count: int) -> None:
+        """Feed the reduced tags' floats of ``count`` skipped periods at ``pos``."""
+        assert self._template is not None and self.reduced is not None
+        for tag, offsets in self._template[4][0]:
+            runs = self.reduced.get(tag)
+            if not runs:
+                continue
+            columns = [
+                np.ndarray((count,), "<f4", buffer=buf, offset=pos + off, strides=(size,))
+                for off in offsets
+            ]
+            values = (columns[0] if len(columns) == 1 else np.stack(columns, 1).ravel()).astype(
+                np.float64
+            )
+            for r in runs:
+                r.add_array(values)
 
     @staticmethod
     def _period(recent: list[tuple[int, int, tuple]]) -> int | None:
@@ -801,16 +872,30 @@ class FileScan:
             return None
         mask = np.zeros(size, np.uint8)
         layout = []
+        values: list[tuple[bytes | None, int | None]] = []
         try:
             for pos, frame, _ in group:
                 rel = pos - start
                 mask[rel : rel + 12] = 0xFF  # length and its checksum
-                _template_walk(buf, pos + 12, pos + frame - 4, mask, start, 0)
+                _template_walk(buf, pos + 12, pos + frame - 4, mask, start, 0, values)
                 layout.append((rel + 12, frame - 16))
         except _Irregular:
             return None
         expected = np.frombuffer(buf, np.uint8, count=size, offset=start) & mask
-        self._template = (layout, mask, expected, key)
+        # Where each tag's float is in a period (for reductions), and the
+        # tags whose values are elsewhere (tensors): those are parsed.
+        floats: dict[str, list[int]] = {}
+        opaque = set()
+        for tag_bytes, number in values:
+            if tag_bytes is None:
+                continue
+            name = tag_bytes.decode("utf-8", "replace")
+            if number is None:
+                opaque.add(name)
+            else:
+                floats.setdefault(name, []).append(number - start)
+        numbers = (tuple((t, tuple(o)) for t, o in floats.items()), frozenset(opaque))
+        self._template = (layout, mask, expected, key, numbers)
         self._template_bytes = (mask.tobytes(), expected.tobytes())
         if len(_TEMPLATES) < _TEMPLATES_MAX and len(shared) < 4:
             _TEMPLATES.setdefault(key, []).append((self._template, self._template_bytes))

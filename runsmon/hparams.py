@@ -25,6 +25,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from google.protobuf import struct_pb2
 from tensorboard.compat.proto import summary_pb2
@@ -50,6 +51,11 @@ END_STATUS = {
 }
 
 Metric = tuple[str, str]  # (tag, group)
+
+#: The group of reduced metrics (best values, see :mod:`runsmon.reduce`): a
+#: hidden directory of runsmon's in the run's logdir directory, where no run's
+#: own scalar can be. Their tag is the column's name (``val/loss (min)``).
+REDUCED_GROUP = ".runsmon"
 
 ALL = "all"
 DIFFERING = "differing"
@@ -81,6 +87,10 @@ class Selection:
     hparam_exclude: tuple[str, ...] = ()
     metric_include: tuple[str, ...] = ()
     metric_exclude: tuple[str, ...] = ("sys/*",)
+    #: ``--best`` specs (:class:`runsmon.reduce.BestSpec`): reduced metrics beside the last values.
+    best: tuple[Any, ...] = ()
+    #: ``serve --importance``: the metric (a table column) whose importance orders the hparams.
+    importance: str | None = None
 
     def __post_init__(self) -> None:
         if self.hparams not in HPARAM_MODES:
@@ -114,7 +124,24 @@ def metric_key(metric: Metric) -> str:
     ('loss', 'val#loss', 'val/loss')
     """
     tag, group = metric
+    if group == REDUCED_GROUP:
+        return tag  # its column's name: the base metric's key and the reduction
     return f"{group}#{tag}" if group else tag
+
+
+def metric_display_name(metric: Metric) -> str:
+    """The experiment's ``display_name`` of a metric: a reduced one's name, else none."""
+    return metric[0] if metric[1] == REDUCED_GROUP else ""
+
+
+def base_metric(key: str) -> Metric:
+    """The metric a key names (the inverse of :func:`metric_key` for run metrics).
+
+    >>> base_metric("val#loss"), base_metric("val/loss")
+    (('loss', 'val'), ('val/loss', ''))
+    """
+    group, sep, tag = key.partition("#")
+    return (tag, group) if sep else (key, "")
 
 
 def _metric_matches(metric: Metric, globs: tuple[str, ...]) -> bool:
@@ -283,7 +310,11 @@ class Columns:
             columns = [c for c in columns if self.differs(c.name)]
         elif selection.hparams == OVERRIDDEN:
             columns = [c for c in columns if self._user.get(c.name)]
-        metrics = [m for m in self.metrics() if m == (TIME_METRIC, "") or selection.wants_metric(m)]
+        metrics = [
+            m
+            for m in self.metrics()
+            if m == (TIME_METRIC, "") or m[1] == REDUCED_GROUP or selection.wants_metric(m)
+        ]
         return columns, metrics
 
 
@@ -317,6 +348,10 @@ def metric_order(metric: Metric) -> tuple[int, int, str, str]:
     tag, group = metric
     if metric == (TIME_METRIC, ""):
         return (2, 0, "", "")
+    if group == REDUCED_GROUP:  # right after its base metric
+        base, _, how = tag.rpartition(" (")
+        order = metric_order(base_metric(base))
+        return (order[0], order[1], f"{order[2]}\0{how}", f"{order[3]}\0{how}")
     split = None
     for word in _WORDS.split(f"{group}/{tag}".lower()):
         rank = SPLITS.get(word)
@@ -356,10 +391,10 @@ def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.S
     return summary
 
 
-def hparam_info(column: Column, differs: bool = False) -> api_pb2.HParamInfo:
+def hparam_info(column: Column, differs: bool = False, description: str = "") -> api_pb2.HParamInfo:
     """The experiment's declaration of one column: its type, domain and whether
     its values differ between runs (the dashboard shows those columns first)."""
-    info = api_pb2.HParamInfo(name=column.name, differs=differs)
+    info = api_pb2.HParamInfo(name=column.name, differs=differs, description=description)
     if column.kind == NUMBER:
         info.type = api_pb2.DATA_TYPE_FLOAT64
         info.domain_interval.min_value = float(min(column.values))
@@ -378,6 +413,7 @@ def experiment_summary(
     metrics: Iterable[Metric],
     time_created: float = 0.0,
     differs: Callable[[str], bool] | None = None,
+    descriptions: Mapping[str, str] | None = None,
 ) -> summary_pb2.Summary:
     """The ``_hparams_/experiment`` summary for the whole logdir.
 
@@ -387,10 +423,17 @@ def experiment_summary(
     they are declared first here too (each part in the given order).
     """
     experiment = api_pb2.Experiment(time_created_secs=time_created)
-    infos = [hparam_info(c, bool(differs and differs(c.name))) for c in columns]
+    descriptions = descriptions or {}
+    infos = [
+        hparam_info(c, bool(differs and differs(c.name)), descriptions.get(c.name, ""))
+        for c in columns
+    ]
     experiment.hparam_infos.extend(sorted(infos, key=lambda info: not info.differs))
     experiment.metric_infos.extend(
-        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag, group=group)) for tag, group in metrics
+        api_pb2.MetricInfo(
+            name=api_pb2.MetricName(tag=m[0], group=m[1]), display_name=metric_display_name(m)
+        )
+        for m in metrics
     )
     return _summary(
         metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)

@@ -4,14 +4,16 @@
 :class:`~runsmon.runfiles.RunFiles` places them (``LINK``; copies where
 links are impossible), copies without HParams summaries of files that hold
 some (``FILTER``), the scalars files of runs whose source knows scalars
-outside event files (MLflow, wandb) and the image summaries of the run's
-image files (:mod:`runsmon.images`). In the compact layout
+outside event files (MLflow, wandb), the image summaries of the run's
+image files (:mod:`runsmon.images`) and the series of its reduced metrics
+(best values, :class:`~runsmon.reduce.BestWriter`). In the compact layout
 (:mod:`runsmon.compact`) it instead has the :class:`~runsmon.compact.CompactWriter`
-append the scalars of both to the run's one file (no images). Every write
-goes through the sync's :class:`~runsmon.runstate.Writes`. It knows nothing of sessions, of the
-experiment or of when a sync happens; where a run's files can no longer be
-kept in step in place (an event file replaced, scalars rewritten) it says
-why, and the monitor has the run written anew.
+append the scalars of the first two to the run's one file (no images).
+Every write goes through the sync's :class:`~runsmon.runstate.Writes`. It
+knows nothing of sessions, of the experiment or of when a sync happens;
+where a run's files can no longer be kept in step in place (an event file
+replaced, scalars rewritten) it says why, and the monitor has the run
+written anew.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from runsmon import events, runview
+from runsmon import events, reduce, runview
 from runsmon.compact import COMPACT, HPARAMS_MARK, CompactWriter, compact_tag
 from runsmon.fs import FileSystem
 from runsmon.images import ImageSync
@@ -41,6 +43,7 @@ class Mirror:
         self.reporter = reporter
         self.writes = writes
         self.images = ImageSync(logdir, fs, reporter, writes)
+        self.best = reduce.BestWriter(logdir, writes)
         self.compact: CompactWriter | None = None
         """The compact layout's writer; None in the linked layout."""
 
@@ -119,7 +122,9 @@ class Mirror:
             self.writes.attempt(
                 st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p)
             )
-        return self._sync_filtered(st) or self.images.sync(st, previous)
+        why = self._sync_filtered(st) or self.images.sync(st, previous)
+        self.best.sync(st)
+        return why
 
     def _sync_compact(self, st: RunState) -> str | None:
         """Append what the run's event files added to its compact file."""
@@ -189,6 +194,9 @@ class Mirror:
         points = runview.read_points(st.run, st.name, self.reporter)
         if points is None:
             return None
+        if st.files.best:
+            st.point_best = reduce.point_values(points, st.files.best)
+            self.best.sync(st)
         by_group: dict[str, dict[str, list[ScalarPoint]]] = {}
         for p in points:
             # Each under the tag it was logged as: MLflow's "val/loss" is the

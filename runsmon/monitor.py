@@ -396,7 +396,7 @@ class RunsMonitor:
             self._new -= made
             for run_id in unmade:
                 self._remove(run_id)  # tried again as a new run at the next sync
-            added = self.experiment.write(self._columns, self.selection, stats)
+            added = self.experiment.write(self._columns, self.selection, stats, self._runs)
             if added is not None and self.on_new_columns is not None:
                 self.on_new_columns(*added)
             self.writer.remove_due()
@@ -518,7 +518,7 @@ class RunsMonitor:
     def _track(self, st: RunState, run: Run) -> None:
         """Point a run's state at ``run`` as read now: its files' root, its
         directory (paths reported map to it), its watches."""
-        if st.run is not run and st.files.root != runview.files_root(run):
+        if st.run is not run and not runview.files_fit(st.files, run, self.selection.best):
             st.files = self._files_of(run)
         if st.run.dir != run.dir and self._by_dir.get(os.path.normpath(st.run.dir)) == run.id:
             del self._by_dir[os.path.normpath(st.run.dir)]
@@ -529,8 +529,14 @@ class RunsMonitor:
         self.changes.set_run(run)
 
     def _files_of(self, run: Run) -> RunFiles:
-        root, h = runview.files_root(run), self.hparams_summaries
-        return RunFiles(root, self.fs, exclude=run.nested, images=self.images, hparams=h)
+        """A run's files as this monitor reads them (reductions, images, hparams)."""
+        return runview.run_files(
+            run,
+            self.fs,
+            self.selection.best,
+            images=self.images,
+            hparams=self.hparams_summaries,
+        )
 
     def _read_files(self, st: RunState) -> None:
         """Look at the run's event files again (appended bytes, new files)."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import sys
+from collections.abc import Sequence
 
+from runsmon import reduce
 from runsmon.events import FileScan
 from runsmon.fs import FileSystem
 from runsmon.images import MAX_IMAGES, is_image_file
@@ -59,11 +61,14 @@ class RunFiles:
         fs: FileSystem,
         max_depth: int = 32,
         exclude: frozenset[str] = frozenset(),
+        best: Sequence[reduce.BestSpec] = (),
         *,
         images: bool = True,
         hparams: bool = True,
     ) -> None:
         self.root = root
+        #: Reductions the scanner keeps (``--best`` and the run's own), see :mod:`runsmon.reduce`.
+        self.best = tuple(best)
         #: Directories (relative to ``root``) left out: runs nested in this one.
         self.exclude = exclude
         self._prefix = root if root.endswith("/") else root + "/"
@@ -98,6 +103,8 @@ class RunFiles:
             entry = self.files.get(path)
             if entry is None or entry.rel != rel:
                 entry = self.files[path] = EventFile(path, rel)
+                if self.best:
+                    entry.scan.reduce_for = reduce.tag_specs(self.best, posixpath.dirname(rel))
                 changed = True
             if self._update(entry):
                 changed = True
@@ -262,6 +269,29 @@ class RunFiles:
                 if key not in best or cand[:2] >= best[key][:2]:
                     best[key] = cand
         return {k: v[2] for k, v in best.items()}
+
+    def reduced_values(self) -> dict[tuple[str, str], reduce.Reduced]:
+        """Each reduced metric (see :mod:`runsmon.reduce`) over the shown files:
+        (step and wall time of its base metric's last point, its value)."""
+        parts: dict[tuple[str, str], list[tuple[tuple[int, float], tuple]]] = {}
+        for f, group in self.shown():
+            reduced = f.scan.reduced
+            if not reduced:
+                continue
+            for tag, runs in reduced.items():
+                last = f.scan.scalars.get(tag)
+                at = (last.step, last.wall_time) if last is not None else (-1, 0.0)
+                parts.setdefault((tag, group), []).append((at, runs))
+        out: dict[tuple[str, str], reduce.Reduced] = {}
+        for metric, items in parts.items():
+            items.sort(key=lambda item: item[0])
+            step, wall = items[-1][0]
+            for i, running in enumerate(items[0][1]):
+                spec = running.spec
+                value = reduce.combine(spec, [runs[i] for _, runs in items if len(runs) > i])
+                if value is not None:
+                    out[reduce.reduced_metric(metric, spec)] = (step, wall, value)
+        return out
 
 
 def _is_timestamp(name: str) -> bool:

@@ -59,6 +59,9 @@ class RunState:
     group: str | None = None  # its seed group's row name (None: a row of its own)
     own_time: bool = False  # its files have a root scalar `time` of their own
     scalars_of: Run | None = None  # the Run object whose scalars are all written
+    point_best: dict[Any, Any] | None = None  # reduced values of its scalars outside event files
+    best_written: dict[str, Any] | None = None  # reduced metric's tag -> (step, value) written
+    best_of: Manifest | None = None  # ... into this directory (a new generation starts anew)
 
     @property
     def name(self) -> str:

@@ -12,7 +12,10 @@ its metrics as ``(tag, group)`` with their last values:
 - not Lightning's ``hp_metric`` placeholder (a ``-1`` the user never replaced);
 - ``time``, the run's duration, once it ended (unless its files have their own);
 - where the run's tool declares its metrics (Guild's ``compare`` columns),
-  exactly those, and ``time``.
+  exactly those, and ``time``;
+- reduced metrics (best values, :mod:`runsmon.reduce`): for each scalar a
+  ``--best`` spec or the run's tool (Guild's ``min loss``, ``max val#acc``
+  compare columns) names, its running min, max or mean of the last K values.
 
 Which metrics become the experiment's columns is then the
 :class:`~runsmon.hparams.Selection`'s business; a run's values stay what
@@ -23,12 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from tensorboard.compat.proto import event_pb2
 
+from runsmon import reduce
 from runsmon.events import scalar_value
+from runsmon.fs import FileSystem
 from runsmon.hparams import TIME_METRIC, Metric
 from runsmon.report import Reporter, describe_error
 from runsmon.run import NOTE_HPARAM, TAG_PREFIX, FlagValue, Run, ScalarPoint, tag_hparams
@@ -40,6 +45,9 @@ PLACEHOLDER_TAG = "hp_metric"
 PLACEHOLDER_VALUE = -1.0
 #: ``Run.attrs`` key of the metrics a run's tool declares (Guild's compare columns).
 DECLARED = "metrics"
+#: ``Run.attrs`` key of the reductions a run's tool declares: (tag, group, how)
+#: (Guild's compare columns ``min loss``, ``max val#acc``).
+DECLARED_REDUCED = "reduced"
 #: ``Run.attrs`` key of the directory (relative to the run's) that holds its
 #: TensorBoard logdir: groups are relative to it (wandb's ``files/``).
 EVENTS_DIR = "events_dir"
@@ -70,7 +78,9 @@ def view(run: Run, files: RunFiles, outside: Iterable[Metric] = ()) -> RunView:
     if any(tag == PLACEHOLDER_TAG for tag, _ in found):
         found -= placeholders(files, found)
     declared = declared_metrics(run)
+    reduced = reduce.reduced_metrics(found, files.best)
     metrics = set(declared) if declared is not None else found
+    metrics.update(reduced)
     if run.duration is not None or (own_time and declared is not None):
         metrics.add(TIME)
     return RunView(hparams, user, frozenset(metrics), own_time)
@@ -135,6 +145,40 @@ class KnownTags:
         return out
 
 
+def run_specs(run: Run, best: Sequence[reduce.BestSpec] = ()) -> tuple[reduce.BestSpec, ...]:
+    """The reductions kept for ``run``: ``best`` (``--best``), then its tool's own."""
+    declared = run.attrs.get(DECLARED_REDUCED) if run.attrs else None
+    if not declared:
+        return tuple(best)
+    return (*best, *(reduce.exact((tag, group), how) for tag, group, how in declared))
+
+
+def run_files(
+    run: Run,
+    fs: FileSystem,
+    best: Sequence[reduce.BestSpec] = (),
+    *,
+    images: bool = True,
+    hparams: bool = True,
+) -> RunFiles:
+    """The event files of ``run``, scanned with the reductions it needs
+    (``images``: its image files listed too; ``hparams``: False when its own
+    HParams summaries are shown as they are)."""
+    return RunFiles(
+        files_root(run),
+        fs,
+        exclude=run.nested,
+        best=run_specs(run, best),
+        images=images,
+        hparams=hparams,
+    )
+
+
+def files_fit(files: RunFiles, run: Run, best: Sequence[reduce.BestSpec] = ()) -> bool:
+    """Whether ``files`` (made by :func:`run_files`) still serve ``run`` as read now."""
+    return files.root == files_root(run) and files.best == run_specs(run, best)
+
+
 def files_root(run: Run) -> str:
     """The directory whose event files are the run's, groups relative to it."""
     sub = run.attrs.get(EVENTS_DIR) if run.attrs else None
@@ -195,7 +239,9 @@ def point_metric(point: ScalarPoint) -> Metric:
 def last_values(
     run: Run, files: RunFiles, points: Iterable[ScalarPoint] = ()
 ) -> dict[Metric, float]:
-    """The last value of every scalar of the run, as TensorBoard shows it."""
+    """The last value of every scalar of the run, as TensorBoard shows it, and
+    its reduced metrics' values (as runsmon writes them for TensorBoard)."""
+    points = list(points)
     values = files.last_values()
     for m in placeholders(files, [m for m in values if m[0] == PLACEHOLDER_TAG]):
         del values[m]  # left out of the copy TensorBoard reads
@@ -207,6 +253,10 @@ def last_values(
     values.update({k: v[2] for k, v in last.items()})
     if run.duration is not None:
         values.setdefault(TIME, run.duration)
+    if files.best:
+        reduced = files.reduced_values()
+        reduced.update(reduce.point_values(points, files.best))
+        values.update({k: v[2] for k, v in reduced.items()})
     return values
 
 

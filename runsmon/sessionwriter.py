@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from runsmon import events, hparams, sessions
+from runsmon import events, hparams, ranking, sessions
 from runsmon.compact import compact_metrics
 from runsmon.logdir import END_FILE, SESSION_FILE, UNSET, Logdir, LogdirError, Manifest, RunRecord
 from runsmon.mirror import Mirror
@@ -229,7 +229,8 @@ class SessionWriter:
                 if rel not in st.manifest.files:
                     st.manifest.files.append(rel)
             st.manifest.links.update(links)
-            self.logdir.plan_parents(st.manifest, [*links], fresh=True)
+            parents = [*links, *self.mirror.best.plan(st)]
+            self.logdir.plan_parents(st.manifest, parents, fresh=True)
             state.layout = self.mirror.layout
             state.session = key
             if write_end:
@@ -241,7 +242,7 @@ class SessionWriter:
             ):
                 self.writes.unsaved.add(run.id)
             made = self.writes.attempt(
-                st, "write", lambda: self.logdir.make_parents(st.manifest, [*links], fresh=True)
+                st, "write", lambda: self.logdir.make_parents(st.manifest, parents, fresh=True)
             )
             if not made:
                 self.writes.unsaved.add(run.id)
@@ -369,7 +370,8 @@ class SessionWriter:
         if not links_only:
             new.files.append(SESSION_FILE)
         new.links.update(links)
-        self.logdir.plan_parents(new, [*links], fresh=True)
+        parents = [*links, *self.mirror.best.plan(st, new)]
+        self.logdir.plan_parents(new, parents, fresh=True)
         summary = hparams.session_start_summary(encoded, st.row, run.started)
         wall = run.started if run.started is not None else self.created
         evs = [events.summary_event(summary, wall_time=wall)]
@@ -391,7 +393,7 @@ class SessionWriter:
         ok = (
             self.writes.attempt(st, "manifest", lambda: self.logdir.save_manifest(new))
             and self.writes.attempt(
-                st, "write", lambda: self.logdir.make_parents(new, [*links], fresh=True)
+                st, "write", lambda: self.logdir.make_parents(new, parents, fresh=True)
             )
             and (links_only or self.writes.attempt(st, "write", action))
         )
@@ -526,11 +528,13 @@ class ExperimentWriter:
         self._written: tuple[str, bytes] | None = (
             (newest, data) if newest is not None and data is not None else None
         )
-        self._key: tuple[int, hparams.Selection] | None = None  # what it was written for
+        self._key: tuple[Any, ...] | None = None  # what it was written for
         self._names: frozenset[Any] | None = None  # its columns, once written here
         self.compact = False
         """Whether runs are written in the compact layout: its metrics are
         named as there (:func:`runsmon.compact.compact_metrics`)."""
+        self.ranking: ranking.LiveRanking | None = None
+        """``serve --importance``: the hparams by importance (made at the first write)."""
 
     @property
     def written(self) -> bool:
@@ -543,12 +547,23 @@ class ExperimentWriter:
         self._key = None
 
     def write(
-        self, columns: hparams.Columns, selection: hparams.Selection, stats: SyncStats
+        self,
+        columns: hparams.Columns,
+        selection: hparams.Selection,
+        stats: SyncStats,
+        runs: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], list[hparams.Metric]] | None:
-        """Write the experiment anew when the columns or the selection moved
-        since it was written. Returns the hparams and metrics it declares
-        now that it did not before (None when nothing is new)."""
-        if self._key == (columns.version, selection):
+        """Write the experiment anew when the columns, the selection or the
+        hparams' importance (``selection.importance``, ranked over ``runs``)
+        moved since it was written. Returns the hparams and metrics it
+        declares now that it did not before (None when nothing is new)."""
+        ranked = None
+        if selection.importance and runs is not None:
+            if self.ranking is None or self.ranking.metric != selection.importance:
+                self.ranking = ranking.LiveRanking(selection.importance)
+            ranked = self.ranking.update(runs, columns, selection)
+        key = (columns.version, selection, ranked)
+        if self._key == key:
             return None
         if not self.hparams:
             self._remove_written()
@@ -561,7 +576,8 @@ class ExperimentWriter:
             selected,
             metrics,
             self.created,
-            differs=columns.differs,
+            differs=ranked.differs if ranked and ranked.first else columns.differs,
+            descriptions=ranked.descriptions if ranked else None,
         )
         data = events.encode_events(
             [events.summary_event(summary, wall_time=self.created)],
@@ -569,7 +585,7 @@ class ExperimentWriter:
             wall_time=self.created,
         )
         if self._written is not None and self._written[1] == data:
-            self._key = (columns.version, selection)
+            self._key = key
             return self._new_columns(selected, metrics)
         self._gen += 1
         try:
@@ -581,7 +597,7 @@ class ExperimentWriter:
             return None
         self.reporter.clear("logdir", "experiment")
         self._written = (dirname, data)
-        self._key = (columns.version, selection)
+        self._key = key
         stats.experiment_written = True
         return self._new_columns(selected, metrics)
 

@@ -26,7 +26,6 @@ from runsmon.fs import LOCAL, FileSystem
 from runsmon.naming import RunNamer, default_run_name, format_started, safe_name
 from runsmon.report import Reporter, describe_error
 from runsmon.run import FlagValue, Run
-from runsmon.runfiles import RunFiles
 from runsmon.seeds import SeedGroups, Shaper, format_mean_std, mean_std
 from runsmon.sources.base import as_source
 
@@ -196,7 +195,7 @@ def collect(
         except Exception as e:
             reporter.warn(run.id, "name", f"run {run.id}: cannot name it: {describe_error(e)}")
             continue
-        view, values = _view(run, name, fs, reporter)
+        view, values = _view(run, name, fs, reporter, selection.best)
         f = found[run.id] = _Found(run, name, view.hparams, view.user_hparams, view.metrics, values)
         shaper.note(f)
     for f in shaper.settle(found):
@@ -257,10 +256,10 @@ def group_rows(table: RunsTable) -> RunsTable:
 
 
 def _view(
-    run: Run, name: str, fs: FileSystem, reporter: Reporter
+    run: Run, name: str, fs: FileSystem, reporter: Reporter, best: Sequence[Any] = ()
 ) -> tuple[runview.RunView, dict[hparams.Metric, float]]:
-    """One run's view and last values, by the monitor's own rules."""
-    files = RunFiles(runview.files_root(run), fs, exclude=run.nested, images=False)
+    """One run's view, last values and best values, by the monitor's own rules."""
+    files = runview.run_files(run, fs, best, images=False)
     try:
         files.refresh()
     except Exception as e:  # one bad run never stops the table

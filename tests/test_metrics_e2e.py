@@ -226,7 +226,7 @@ def _guild_runs(tmp_path: Path) -> tuple[str, Path]:
         run_dir = make_guild_run(
             runs,
             flags={"lr": 0.1 * (i + 1)},
-            scalars={"loss": [(0, 1.0), (1, 0.5 - i / 10)], "epoch": [(1, 1.0)]},
+            scalars={"loss": [(0, 1.0), (1, 0.5 - i / 10), (2, 0.9)], "epoch": [(1, 1.0)]},
             started=T0 + i * 100,
         )
         with open(os.path.join(run_dir, ".guild", "opref"), "w") as f:
@@ -242,16 +242,29 @@ def test_guild_compare_decides_metrics(tmp_path, tensorboard):
     RunsMonitor(str(logdir), GuildRuns(home), watch=False).run_once()
     tb = tensorboard(logdir, load_fast=True)
     tb.wait_for(lambda t: len(t) == 2, timeout=30, what="two runs")
-    # Guild's _run_compare_metrics: scalar columns, last values only; no epoch, no extra/x.
-    assert experiment_metrics(tb) == [("acc", "val"), ("loss", ""), ("time", "")]
+    # Guild's _run_compare_metrics: scalar columns, last values; no epoch, no extra/x.
+    # runsmon also honours `min loss`: the running minimum, as a column of its own.
+    assert experiment_metrics(tb) == [
+        ("acc", "val"),
+        ("loss", ""),
+        ("loss (min)", ".runsmon"),
+        ("time", ""),
+    ]
+    names = [m.get("displayName", "") for m in tb.experiment()["metricInfos"]]
+    assert names == ["", "", "loss (min)", ""]
     table = tb.wait_for(
-        lambda t: all(len(r["metrics"]) == 3 for r in t.values()), timeout=30, what="values"
+        lambda t: all(len(r["metrics"]) == 4 for r in t.values()), timeout=30, what="values"
     )
     rows = table_json(home)
-    assert [set(r["metrics"]) for r in rows] == [{"val#acc", "loss", "time"}] * 2
+    assert [set(r["metrics"]) for r in rows] == [{"val#acc", "loss", "loss (min)", "time"}] * 2
     for row in rows:
-        shown = {metric_key(m): v for m, v in table[row["run"]]["metrics"].items()}
+        shown = {
+            m[0] if m[1] == ".runsmon" else metric_key(m): v
+            for m, v in table[row["run"]]["metrics"].items()
+        }
         assert row["metrics"] == pytest.approx(shown, rel=1e-6)
+    assert sorted(r["metrics"]["loss (min)"] for r in rows) == pytest.approx([0.4, 0.5])
+    assert [r["metrics"]["loss"] for r in rows] == pytest.approx([0.9, 0.9])
     # Without compare columns, every scalar is a metric again.
     guildfile.write_text(GUILD_YML.split("  compare:")[0])
     data = runs_table.collect(GuildRuns(home))

@@ -34,7 +34,7 @@ from runsmon.fs import LOCAL, FileSystem, Stat
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run
 from runsmon.runfiles import GUILD_DIR
-from runsmon.runview import DECLARED
+from runsmon.runview import DECLARED, DECLARED_REDUCED
 from runsmon.sources.base import RunSource
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -272,7 +272,8 @@ def compare_metrics(specs: list[Any]) -> list[tuple[str, str]]:
 
     As Guild's TensorBoard takes them (``_run_compare_metrics``): scalar
     columns without a qualifier or with ``last``; flags (``=lr``), attributes
-    (``.label``) and other qualifiers (``min loss``) are no metrics. A key
+    (``.label``) and other qualifiers (``min loss``) are no metrics (``min``
+    and ``max`` are reduced metrics: :func:`compare_reductions`). A key
     ``GROUP#TAG`` names the scalar in the run's GROUP directory.
 
     >>> compare_metrics(["loss step", "last val#acc as best", "=lr", ".label", "min loss"])
@@ -280,7 +281,25 @@ def compare_metrics(specs: list[Any]) -> list[tuple[str, str]]:
     >>> compare_metrics(["scalar:'train/loss', acc"])
     [('train/loss', ''), ('acc', '')]
     """
-    out: list[tuple[str, str]] = []
+    return [(tag, group) for tag, group, how in _scalar_cols(specs) if how == "last"]
+
+
+#: Guild's qualifiers runsmon shows as reduced metrics (see :mod:`runsmon.reduce`).
+REDUCED_QUALIFIERS = ("min", "max")
+
+
+def compare_reductions(specs: list[Any]) -> list[tuple[str, str, str]]:
+    """The ``min`` and ``max`` columns of Guild's ``compare`` as (tag, group, how).
+
+    >>> compare_reductions(["min loss", "max val#acc as best", "last loss", "avg loss"])
+    [('loss', '', 'min'), ('acc', 'val', 'max')]
+    """
+    return [c for c in _scalar_cols(specs) if c[2] in REDUCED_QUALIFIERS]
+
+
+def _scalar_cols(specs: list[Any]) -> list[tuple[str, str, str]]:
+    """Each scalar column of ``compare`` as (tag, group, qualifier), once."""
+    out: list[tuple[str, str, str]] = []
     for spec in specs:
         if not isinstance(spec, str):
             continue
@@ -295,16 +314,17 @@ def compare_metrics(specs: list[Any]) -> list[tuple[str, str]]:
                     words.pop(0)
             if not words or words[0].startswith(("=", ".", "attr:", "flag:")):
                 continue
-            if words[0] in _QUALIFIERS:
-                continue
-            if words[0] == "last":
-                words.pop(0)
+            how = "last"
+            if words[0] in _QUALIFIERS or words[0] == "last":
+                how = words.pop(0)
             if not words:
                 continue
+            if words[0].startswith("scalar:"):
+                words[0] = words[0][len("scalar:") :]
             prefix, tag = words[0].split("#", 1) if "#" in words[0] else ("", words[0])
-            metric = (tag, "" if prefix in ("", GUILD_DIR) else prefix)
-            if tag and metric not in out:
-                out.append(metric)
+            col = (tag, "" if prefix in ("", GUILD_DIR) else prefix, how)
+            if tag and col not in out:
+                out.append(col)
     return out
 
 
@@ -596,6 +616,9 @@ class GuildRuns(RunSource):
         metrics = compare_metrics(compare) if isinstance(compare, list) else []
         if metrics:
             extra[DECLARED] = tuple(metrics)
+        reduced = compare_reductions(compare) if isinstance(compare, list) else []
+        if reduced:
+            extra[DECLARED_REDUCED] = tuple(reduced)
         if pid is not None:
             extra["pid"] = pid
 
