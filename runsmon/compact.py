@@ -36,7 +36,7 @@ from tensorboard.compat.proto import event_pb2
 
 from runsmon import events
 from runsmon.fs import FileSystem
-from runsmon.hparams import TIME_METRIC, Metric
+from runsmon.hparams import REDUCED_GROUP, TIME_METRIC, Metric
 from runsmon.logdir import SESSION_FILE, Logdir, LogdirError, Manifest
 from runsmon.runstate import RunState
 from runsmon.runview import PLACEHOLDER_TAG, PLACEHOLDER_VALUE
@@ -64,10 +64,20 @@ def compact_metrics(metrics: Iterable[Metric]) -> list[Metric]:
     run's root under :func:`compact_tag`, once (a tag ``train/loss`` at the
     root and ``loss`` in ``train/`` are one column there).
 
+    Best values (``--best``) keep their own directory, as in the linked
+    layout (:mod:`runsmon.reduce` writes them there in both).
+
     >>> compact_metrics([("loss", "train"), ("loss", "val"), ("train/loss", ""), ("time", "")])
     [('train/loss', ''), ('val/loss', ''), ('time', '')]
+    >>> compact_metrics([("loss", "val"), ("val#loss (min)", REDUCED_GROUP)])
+    [('val/loss', ''), ('val#loss (min)', '.runsmon')]
     """
-    return list(dict.fromkeys((compact_tag(tag, group), "") for tag, group in metrics))
+    return list(
+        dict.fromkeys(
+            (tag, group) if group == REDUCED_GROUP else (compact_tag(tag, group), "")
+            for tag, group in metrics
+        )
+    )
 
 
 def summary_only(data: bytes) -> bool:

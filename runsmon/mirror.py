@@ -78,7 +78,7 @@ class Mirror:
         if self._other_layout(st):
             return None
         if self.compact is not None:
-            return self._sync_compact(st)
+            return self.sync_copies(st)  # the compact file and the best values
         targets = self.link_targets(st)
         manifest = st.manifest
         current = {**manifest.links, **manifest.copies}
@@ -116,7 +116,9 @@ class Mirror:
         if self._other_layout(st):
             return None
         if self.compact is not None:
-            return self._sync_compact(st)
+            why = self._sync_compact(st)
+            self.best.sync(st)
+            return why
         manifest = st.manifest
         for rel, path in manifest.copies.items():
             self.writes.attempt(

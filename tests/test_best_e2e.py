@@ -105,7 +105,8 @@ def test_best_columns_show_values_and_names(tmp_path, tensorboard, load_fast):
 
 
 @LOADERS
-def test_a_new_best_appears_live(tmp_path, tensorboard, load_fast):
+@pytest.mark.parametrize("layout", ["linked", "compact"])
+def test_a_new_best_appears_live(tmp_path, tensorboard, load_fast, layout):
     dirs = make_runs(tmp_path / "runs", running=True)
     logdir = tmp_path / "logdir"
     monitor = RunsMonitor(
@@ -113,6 +114,7 @@ def test_a_new_best_appears_live(tmp_path, tensorboard, load_fast):
         GuildRuns(str(tmp_path / "runs")),
         interval=0.5,
         selection=selection("val#loss=min"),
+        layout=layout,
     )
     monitor.run_once()
     tb = tensorboard(logdir, load_fast=load_fast)
@@ -134,7 +136,8 @@ def test_a_new_best_appears_live(tmp_path, tensorboard, load_fast):
         )
     by_lr = {round(r["hparams"]["lr"], 2): r["metrics"] for r in table.values()}
     assert by_lr[0.3][key] == pytest.approx(0.25)
-    assert by_lr[0.3][("loss", "val")] == pytest.approx(0.9)
+    last = ("loss", "val") if layout == "linked" else ("val/loss", "")
+    assert by_lr[0.3][last] == pytest.approx(0.9)
     assert by_lr[0.1][key] == pytest.approx(1.0)  # the others keep theirs
 
 
@@ -166,3 +169,31 @@ def test_serve_importance_orders_the_hparams(tmp_path, tensorboard, metric, firs
     assert "activation" not in first and "seed" not in first
     assert "importance for" in by_name["activation"]["description"]
     assert by_name["epochs"].get("description", "") == ""  # one value: no figure
+
+
+def test_best_columns_in_the_compact_layout(tmp_path, tensorboard):
+    """The compact layout names metrics GROUP/TAG at the run's root; best
+    values keep their own directory there too, and show with their values."""
+    make_runs(tmp_path / "runs")
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(
+        str(logdir),
+        GuildRuns(str(tmp_path / "runs")),
+        selection=selection(*BEST),
+        layout="compact",
+    )
+    monitor.run_once()
+    tb = tensorboard(logdir, load_fast=True)
+    names = [(m["name"].get("group", ""), m["name"]["tag"]) for m in tb.experiment()["metricInfos"]]
+    assert ("", "val/loss") in names and (REDUCED_GROUP, "val#loss (min)") in names
+    table = tb.wait_for(
+        lambda t: len(t) == 3 and all(len(r["metrics"]) == 6 for r in t.values()),
+        timeout=40,
+        what="three rows with every value",
+    )
+    data = runs_table.collect(GuildRuns(str(tmp_path / "runs")), selection(*BEST))
+    for row in data.rows:
+        losses = CURVES[row.values["name"]]
+        metrics = table[row.name]["metrics"]
+        assert metrics[("val/loss", "")] == pytest.approx(losses[-1], rel=1e-6)
+        assert metrics[reduced("val#loss (min)")] == pytest.approx(min(losses), rel=1e-6)
