@@ -949,8 +949,20 @@ def serve(
         )
         level = log.level
         log.setLevel(max(level, logging.WARNING))  # "run added" x N: the summary says it
+        url = None
         try:
-            stats = monitor.run_once()
+            if serving and getattr(args, "layout", "auto") == "auto":
+                from runsmon.serve import start_tensorboard
+
+                def start(event_files: int) -> str:
+                    options = _check_open_files(event_files, limits, args)
+                    return start_tensorboard(
+                        logdir.path, args.host, args.port, RELOAD_INTERVAL, options=options
+                    )
+
+                stats, url = _sync_beside_tensorboard(monitor, start, stop)
+            else:
+                stats = monitor.run_once()
         finally:
             log.setLevel(level)
             monitor.progress = None  # later syncs log their changes instead
@@ -973,15 +985,16 @@ def serve(
         _check_importance(args, metrics)
         if args.once:
             return 0
-        tb_options = _check_open_files(monitor, limits, args)
+        tb_options = None if url else _check_open_files(monitor.event_files(), limits, args)
         monitor.on_new_columns = _say_new_columns
         monitor.start()
         if serving:
             from runsmon.serve import open_browser, start_tensorboard, wait_for_hparams
 
-            url = start_tensorboard(
-                logdir.path, args.host, args.port, RELOAD_INTERVAL, options=tb_options
-            )
+            if url is None:
+                url = start_tensorboard(
+                    logdir.path, args.host, args.port, RELOAD_INTERVAL, options=tb_options
+                )
             ready = wait_for_hparams(
                 url, sessions=lambda: len(monitor.run_names), timeout=60, stop=stop.is_set
             )
@@ -1069,8 +1082,50 @@ def _check_importance(args: argparse.Namespace, metrics: list[tuple[str, str]]) 
         )
 
 
+def _sync_beside_tensorboard(
+    monitor: Any, start: Callable[[int], str], stop: threading.Event
+) -> tuple[Any, str | None]:
+    """The first sync, with TensorBoard started beside it (``start``, given the
+    event files the sync will leave) as soon as ``auto`` has chosen the layout
+    and counted them: TensorBoard reads the runs while they are written, not
+    after. Returns the sync's stats and TensorBoard's URL (None when the sync
+    was done first: no run, or nothing counted)."""
+    counted = threading.Event()
+    shown = monitor.progress
+
+    def progress(done: int, total: int) -> None:
+        counted.set()  # the layout is chosen and the runs listed: the sync writes now
+        if shown is not None:
+            shown(done, total)
+
+    monitor.progress = progress
+    result: dict[str, Any] = {}
+
+    def sync() -> None:
+        try:
+            result["stats"] = monitor.run_once()
+        except BaseException as e:  # raised again in the caller's thread
+            result["error"] = e
+        finally:
+            counted.set()
+
+    thread = threading.Thread(target=sync, name="runsmon-first-sync", daemon=True)
+    thread.start()
+    while not counted.wait(0.2) and not stop.is_set():
+        pass
+    url = None
+    planned = monitor.planned_event_files
+    if thread.is_alive() and planned is not None and not stop.is_set():
+        url = start(planned)
+    while thread.is_alive():
+        thread.join(0.2)  # a signal still reaches this thread
+    if "error" in result:
+        raise result["error"]
+    return result["stats"], url
+
+
 def _check_open_files(
-    monitor: Any, limits: tuple[int, int] | None, args: argparse.Namespace
+    event_files: int, limits: tuple[int, int] | None, args: argparse.Namespace
 ) -> list[str]:
     """TensorBoard's options, with its Python loader where the fast one would run
     out of open files (it keeps every event file open); said once, in one line."""
@@ -1086,7 +1141,7 @@ def _check_open_files(
         loader = None
     else:
         loader = "fast" if chosen and chosen[-1] == "true" else "fallback"
-    advice = open_files_advice(open_files_needed(monitor.event_files()), *limits, loader)
+    advice = open_files_advice(open_files_needed(event_files), *limits, loader)
     if advice:
         log.warning("%s", advice)
         if loader == "fallback":

@@ -84,12 +84,13 @@ def choose(linked_files: int, runs: int, limit: int | None) -> tuple[str, str]:
 
 def choose_for(
     runs: Iterable[Run], files_of: Callable[[Run], RunFiles], limit: int | None
-) -> tuple[str, str, dict[str, RunFiles]]:
+) -> tuple[str, str, dict[str, RunFiles], int]:
     """``auto``'s choice for ``runs`` (their directories listed, not read,
     through the :class:`RunFiles` that ``files_of`` makes) under the
     open-file ``limit`` (None: this process's soft limit): the layout, the
-    line that says why, and each run's :class:`RunFiles` as listed (for the
-    first sync to go on from)."""
+    line that says why, each run's :class:`RunFiles` as listed (for the
+    first sync to go on from) and the event files the linked layout would
+    hold."""
     walked: dict[str, RunFiles] = {}
     counted = []
     for run in runs:
@@ -100,5 +101,21 @@ def choose_for(
             counted.append((run, 0))
     if limit is None:
         limit = open_files_limit()
-    chosen, note = choose(linked_event_files(counted), len(counted), limit)
-    return chosen, note, walked
+    linked = linked_event_files(counted)
+    chosen, note = choose(linked, len(counted), limit)
+    return chosen, note, walked, linked
+
+
+def planned_event_files(layout: str, runs: int, linked: int | None, best: bool) -> int | None:
+    """Event files a first sync of ``runs`` will leave in the logdir, known
+    before it writes them: one a run and the experiment in the compact
+    layout, ``linked`` (as :func:`choose_for` counted them, None: not
+    counted) in the linked one; with best values (``--best``) one more a run.
+
+    >>> planned_event_files(COMPACT, 10, None, best=True)
+    21
+    >>> planned_event_files(LINKED, 10, None, best=False) is None
+    True
+    """
+    base = runs + 1 if layout == COMPACT else linked
+    return None if base is None else base + (runs if best else 0)

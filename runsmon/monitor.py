@@ -137,6 +137,9 @@ class RunsMonitor:
         None until the first listing chose it (then it stays)."""
         self.layout_note = ""
         """Why ``auto`` chose the layout (one line), once it did."""
+        self.planned_event_files: int | None = None
+        """Under ``auto``, once it chose: the event files the first sync will
+        leave in the logdir (read without the lock while that sync goes on)."""
         self.open_files_limit = open_files_limit
         """The open-file limit ``auto`` chooses by (None: this process's soft limit)."""
         self.images = images  # runs' image files in the Images tab (not with --skip-images)
@@ -606,8 +609,11 @@ class RunsMonitor:
 
     def _choose_layout(self, listed: Mapping[str, Run]) -> None:
         """``auto``: choose the layout by the first listing (once per process)."""
-        chosen, self.layout_note, self._walked = layouts.choose_for(
+        chosen, self.layout_note, self._walked, linked = layouts.choose_for(
             listed.values(), self._files_of, self.open_files_limit
+        )
+        self.planned_event_files = layouts.planned_event_files(
+            chosen, len(listed), linked, bool(self.selection.best)
         )
         log.info("%s", self.layout_note)
         self._use_layout(chosen)
