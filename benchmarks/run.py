@@ -844,6 +844,7 @@ def write_results(sections: dict[str, str]) -> None:
         "mlflow-sqlite-1000",
         "open-files",
         "rewrite",
+        "s3-1000",
     ]
     for key in order:
         start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
