@@ -59,6 +59,21 @@ def _monitor(url: str, logdir: str, interval: float = INTERVAL) -> tuple[RunsMon
     return monitor, counts
 
 
+def upload(client: Any, local: str, key: str) -> None:
+    """Every file under ``local`` to ``key``, many PUTs at a time."""
+    batch: dict[str, bytes] = {}
+    for parent, _, files in os.walk(local):
+        for name in files:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                batch[f"{key}/{os.path.relpath(path, local)}"] = f.read()
+            if len(batch) >= 2000:
+                client.pipe(batch)
+                batch = {}
+    if batch:
+        client.pipe(batch)
+
+
 def _wait(check: Any, timeout: float = 60.0) -> float | None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -78,7 +93,7 @@ def measure(runs: int) -> dict[str, Any]:
         bucket = f"bench{uuid.uuid4().hex[:8]}"
         client.mkdir(bucket)
         t0 = time.perf_counter()
-        client.put(runs_dir, f"{bucket}/home/runs", recursive=True)
+        upload(client, runs_dir, f"{bucket}/home/runs")
         out["upload"] = time.perf_counter() - t0
         out["objects"] = len(client.find(f"{bucket}/home"))
         print(f"uploaded {out['objects']} objects in {out['upload']:.1f} s", flush=True)
@@ -125,7 +140,7 @@ def measure(runs: int) -> dict[str, Any]:
                 for trial in range(3):
                     time.sleep(rng.uniform(0, INTERVAL))  # anywhere in the poll cycle
                     gen = bench.write_run(scratch, rng, runs + trial)
-                    client.put(gen.run_dir, f"{bucket}/home/runs/{gen.run_id}", recursive=True)
+                    upload(client, gen.run_dir, f"{bucket}/home/runs/{gen.run_id}")
                     new_runs.append(_wait(lambda g=gen: g.run_id in monitor.run_names))
                     # Steps appended to an existing run's event file: overwritten, longer.
                     target = sorted(os.listdir(runs_dir))[trial]

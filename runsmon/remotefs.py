@@ -43,6 +43,13 @@ NOT_STORES = frozenset({"http", "https", "sqlite", "file", ""})
 #: (size, ETag).
 READ_CACHE_BYTES = 64 << 20
 
+#: Objects fetched with a listing, many at a time: new ones up to this size...
+PREFETCH_MAX = 4 << 20
+#: ... and changed ones up to this size (flags, attributes).
+PREFETCH_SMALL = 64 << 10
+#: GETs in flight at once while prefetching.
+PREFETCH_CONCURRENCY = 32
+
 #: Bytes read before the offset asked for, kept with the rest.
 READ_BEHIND = 64
 
@@ -289,6 +296,7 @@ class ObjectStoreFileSystem:
                 if parent == self.root or not self.owns(parent):
                     break
                 parent, _, name = parent.rpartition("/")
+        self._prefetch(changed, objects)
         self._objects = objects
         self._dirs = {d: tuple(sorted(names)) for d, names in dirs.items()}
         self._dir_stats = {}
@@ -441,27 +449,83 @@ class ObjectStoreFileSystem:
     # -- reading -------------------------------------------------------------
 
     def _get(self, path: str, obj: Obj, start: int, end: int) -> bytes:
-        key = self._key(path)
-        if self.protocol in ("s3", "s3a") and hasattr(self.store, "_call_s3"):
+        if getattr(self.store, "async_impl", False):
             from fsspec.asyn import sync
 
+            return sync(self.store.loop, self._aget, path, obj, start, end)
+        return bytes(self.store.cat_file(self._key(path), start=start, end=end))
+
+    async def _aget(self, path: str, obj: Obj, start: int, end: int) -> bytes:
+        """A ranged GET of the object as listed (on S3: ``If-Match`` its ETag)."""
+        key = self._key(path)
+        if self.protocol in ("s3", "s3a") and hasattr(self.store, "_call_s3"):
             bucket, _, name = key.partition("/")
+            resp = await self.store._call_s3(
+                "get_object",
+                Bucket=bucket,
+                Key=name,
+                Range=f"bytes={start}-{end - 1}",
+                IfMatch=obj.etag,
+            )
+            try:
+                return await resp["Body"].read()
+            finally:
+                resp["Body"].close()
+        return bytes(await self.store._cat_file(key, start=start, end=end))
 
-            async def get() -> bytes:
-                resp = await self.store._call_s3(
-                    "get_object",
-                    Bucket=bucket,
-                    Key=name,
-                    Range=f"bytes={start}-{end - 1}",
-                    IfMatch=obj.etag,
-                )
-                try:
-                    return await resp["Body"].read()
-                finally:
-                    resp["Body"].close()
+    def _prefetch(self, paths: Iterable[str], objects: Mapping[str, Obj]) -> None:
+        """Fetch small objects that will be read, many at a time, into the read cache.
 
-            return sync(self.store.loop, get)
-        return bytes(self.store.cat_file(key, start=start, end=end))
+        A source reads a run's few small files and the scanner its event
+        files one by one; fetched one request at a time, 1,000 Guild runs
+        (15,000 objects) cost two minutes. New objects up to
+        :data:`PREFETCH_MAX` bytes and changed ones up to
+        :data:`PREFETCH_SMALL` are fetched here, :data:`PREFETCH_CONCURRENCY`
+        at a time; a grown event file is read from its offset as before.
+        """
+        if not getattr(self.store, "async_impl", False):
+            return
+        old = self._objects or {}
+        wanted = []
+        total = 0
+        for path in paths:
+            obj = objects.get(path)
+            if obj is None or obj.size == 0 or "/.guild/sourcecode/" in path:
+                continue
+            if obj.size <= PREFETCH_SMALL or (path not in old and obj.size <= PREFETCH_MAX):
+                cached = self._reads.get(path)
+                if cached is not None and cached[0] == obj.etag:
+                    continue
+                total += obj.size
+                if total > READ_CACHE_BYTES // 2:
+                    break
+                wanted.append((path, obj))
+        if not wanted:
+            return
+        import asyncio
+
+        from fsspec.asyn import sync
+
+        async def fetch_all() -> list[tuple[str, Obj, bytes | BaseException]]:
+            gate = asyncio.Semaphore(PREFETCH_CONCURRENCY)
+
+            async def one(path: str, obj: Obj) -> tuple[str, Obj, bytes | BaseException]:
+                async with gate:
+                    try:
+                        return path, obj, await self._aget(path, obj, 0, obj.size)
+                    except Exception as e:
+                        return path, obj, e
+
+            return await asyncio.gather(*(one(p, o) for p, o in wanted))
+
+        try:
+            results = sync(self.store.loop, fetch_all)
+        except Exception:  # a prefetch is a saving, never a failure: reads go on one by one
+            log.debug("prefetch from %s failed", self.url, exc_info=True)
+            return
+        for path, obj, data in results:
+            if isinstance(data, bytes) and len(data) == obj.size:
+                self._remember(path, obj.etag, 0, data)
 
     def _remember(self, path: str, etag: str, start: int, data: bytes) -> None:
         old = self._reads.pop(path, None)
