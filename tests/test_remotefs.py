@@ -364,3 +364,38 @@ def test_serve_s3_live_through_tensorboard(bucket, tmp_path, tensorboard):
         out, _ = proc.communicate(timeout=20)
     assert "Traceback" not in out, out
     assert "reading guild runs in s3://" in out, out
+
+
+def _rows(source, fs) -> list[tuple]:
+    from runsmon.table import collect
+
+    table = collect(source, fs=fs)
+    # `time` of a run without times of its own comes from its files' times:
+    # in the store, when they were uploaded.
+    values = ({k: v for k, v in r.values.items() if k != "time"} for r in table.rows)
+    return sorted(
+        (r.run.status, repr(sorted(v.items()))) for r, v in zip(table.rows, values, strict=True)
+    )
+
+
+@pytest.mark.slow  # every layout written and uploaded: a minute on a busy machine
+def test_every_layout_reads_as_it_does_locally(bucket, tmp_path):
+    """Run trees of every tool, read from the store and from the disk, give the same table."""
+    from sample_projects.layouts import make_all, wandb_offline
+
+    written = make_all(str(tmp_path / "local"))
+    target = tmp_path / "local" / "wandb"
+    target.mkdir()
+    wandb_offline.make_legacy(str(target))
+    written["wandb"] = str(target)
+    _upload(str(tmp_path / "local"), f"{bucket}/layouts")
+    for name, local in sorted(written.items()):
+        fs = ObjectStoreFileSystem(f"s3://{bucket}/layouts/{name}")
+        # Idleness is judged by the objects' times: uploaded just now, where the
+        # local files were backdated. Compared with every run idle at once.
+        here = detect_source(local, idle_after=1e-3)
+        there = detect_source(fs.root, fs=fs, idle_after=1e-3)
+        assert there.kind == here.kind, name
+        remote_rows = _rows(there, routed([fs]))
+        assert remote_rows, name
+        assert remote_rows == _rows(here, routed([])), name
