@@ -297,7 +297,7 @@ class ObjectStoreFileSystem:
             if name.endswith("/") or not name.startswith(head) or info.get("type") == "directory":
                 continue
             objects[f"{self.protocol}:/{name}"] = object_of(info)
-        if not objects and not self._prefix_exists(prefix):
+        if not objects and self._objects is None and not self._prefix_exists(prefix):
             raise FileNotFoundError(f"no objects below {self.url}")
         old = self._objects or {}
         changed = {p for p, o in objects.items() if old.get(p) != o}
