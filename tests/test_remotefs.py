@@ -399,3 +399,35 @@ def test_every_layout_reads_as_it_does_locally(bucket, tmp_path):
         remote_rows = _rows(there, routed([fs]))
         assert remote_rows, name
         assert remote_rows == _rows(here, routed([])), name
+
+
+def test_failed_get_loses_and_doubles_nothing(bucket, tmp_path, caplog):
+    """A GET that fails (a dropped connection) leaves the copy as it was; the
+    bytes come at a later poll, once, whatever the reads in between did."""
+    home, dirs = _guild_home(tmp_path, runs=1)
+    _upload(home, f"{bucket}/home")
+    monitor, fs = _monitor(tmp_path / "logdir", f"s3://{bucket}/home")
+    monitor.run_once()
+    local = os.path.join(dirs[0], "train", "ev.tfevents")
+    copy = tmp_path / "logdir" / monitor.run_dirs["run0"] / "train" / "ev.tfevents"
+    write_event_file(os.path.dirname(local), {"loss": [(1, 0.5)]}, "ev.tfevents", "ab")
+    _client().put(local, f"{bucket}/home/runs/run0/train/ev.tfevents")
+    real = fs._aget
+
+    async def dropped(*args, **kwargs):
+        raise ConnectionResetError("connection reset by peer")
+
+    fs._aget = dropped
+    try:
+        before = copy.read_bytes()
+        monitor.sync_changes()
+        monitor.sync_changes()
+        assert copy.read_bytes() == before  # nothing half-appended
+    finally:
+        fs._aget = real
+    lines = [r.getMessage() for r in caplog.records if "cannot read s3://" in r.getMessage()]
+    assert len(lines) == 1 and "connection failed" in lines[0], lines
+    monitor.sync_changes()
+    assert copy.read_bytes() == pathlib.Path(local).read_bytes()
+    assert [e.step for e in read_events(copy) if e.summary.value] == [0, 1]
+    assert monitor.table()[0]["metrics"][("loss", "train")] == pytest.approx(0.5)
