@@ -431,3 +431,19 @@ def test_failed_get_loses_and_doubles_nothing(bucket, tmp_path, caplog):
     assert copy.read_bytes() == pathlib.Path(local).read_bytes()
     assert [e.step for e in read_events(copy) if e.summary.value] == [0, 1]
     assert monitor.table()[0]["metrics"][("loss", "train")] == pytest.approx(0.5)
+
+
+def test_table_reads_a_store(bucket, tmp_path, moto):
+    home, _ = _guild_home(tmp_path, runs=2)
+    _upload(home, f"{bucket}/home")
+    done = _cli(
+        "table", "--format", "csv", f"s3://{bucket}/home",
+        "--storage-option", f"endpoint_url={moto.endpoint}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 3 and "lr" in lines[0], done.stdout
+    assert sorted(line.split(",")[lines[0].split(",").index("lr")] for line in lines[1:]) == [
+        "0.1",
+        "0.2",
+    ]
