@@ -12,6 +12,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -389,6 +390,9 @@ def test_every_layout_reads_as_it_does_locally(bucket, tmp_path):
     wandb_offline.make_legacy(str(target))
     written["wandb"] = str(target)
     _upload(str(tmp_path / "local"), f"{bucket}/layouts")
+    # An object's time is its LastModified (whole seconds) with its ETag's
+    # hash below the second: idle for a millisecond once a second has passed.
+    time.sleep(1.5)
     for name, local in sorted(written.items()):
         fs = ObjectStoreFileSystem(f"s3://{bucket}/layouts/{name}")
         # Idleness is judged by the objects' times: uploaded just now, where the
