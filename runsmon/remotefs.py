@@ -262,7 +262,7 @@ class ObjectStoreFileSystem:
         )
         self._read_bytes = 0
         self._seen: set[str] = set()  # objects read at least once
-        self._shapes: dict[tuple[str, str], list[str]] = {}  # see _shape
+        self._shapes: dict[tuple[str, str], list[str]] | None = None  # see _shape
         self._failures = 0
         self._next_try = 0.0
         self.listings = 0
@@ -315,10 +315,7 @@ class ObjectStoreFileSystem:
                 if parent == self.root or not self.owns(parent):
                     break
                 parent, _, name = parent.rpartition("/")
-        shapes: dict[tuple[str, str], list[str]] = {}
-        for path in objects:
-            shapes.setdefault(_shape(path), []).append(path)
-        self._shapes = shapes
+        self._shapes = None  # made when a first read wants them (see _fetch_alike)
         self._objects = objects
         self._dirs = {d: tuple(sorted(names)) for d, names in dirs.items()}
         self._dir_stats = {}
@@ -519,7 +516,13 @@ class ObjectStoreFileSystem:
         wanted = [(path, obj)]
         total = obj.size
         if getattr(self.store, "async_impl", False):
-            for other in self._shapes.get(_shape(path), ()):
+            shapes = self._shapes
+            if shapes is None:
+                shapes = {}
+                for p in objects:
+                    shapes.setdefault(_shape(p), []).append(p)
+                self._shapes = shapes
+            for other in shapes.get(_shape(path), ()):
                 o = objects.get(other)
                 if other == path or other in self._seen or o is None or o.size > PREFETCH_MAX:
                     continue
