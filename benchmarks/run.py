@@ -1015,6 +1015,7 @@ def write_results(sections: dict[str, str]) -> None:
         "dashboard-1000",
         "dashboard-10000",
         "dashboard-15000",
+        "s3-1000",
     ]
     # Every section of the file is kept (other benchmarks write theirs), the
     # known ones in this order and the others after them as they stand.

@@ -214,7 +214,7 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_source_options(p: argparse.ArgumentParser) -> None:
+def _add_source_options(p: argparse.ArgumentParser, short_o: bool = True) -> None:
     from runsmon.sources import KINDS
 
     p.add_argument(
@@ -245,6 +245,15 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="a run without status of its own has ended once its event files "
         "did not change for this long (default 300)",
+    )
+    g.add_argument(
+        *(("-o", "--storage-option") if short_o else ("--storage-option",)),
+        dest="storage_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an fsspec storage option for PATHs in object storage (s3://bucket/prefix; "
+        "repeatable), e.g. -o endpoint_url=http://127.0.0.1:9000 -o anon=true",
     )
 
 
@@ -541,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=TABLE_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_source_options(table)
+    _add_source_options(table, short_o=False)
     table.add_argument(
         "--sort",
         metavar="[-]COLUMN",
@@ -752,6 +761,7 @@ def _filters(args: argparse.Namespace, runs: Sequence[str] = ()) -> Any:
 
 def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -> Any:
     """The source for the PATHs, wrapped in the run filters; says what it reads."""
+    from runsmon.remotefs import is_store_url
     from runsmon.report import Reporter
     from runsmon.select import filtered
     from runsmon.sources import combine, detect_source
@@ -762,9 +772,15 @@ def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -
     sources = []
     given = paths if paths is not None else args.paths
     given, runs = split_runs(given or [])
+    stores = []
     for path in given or default_paths():
+        fs = None
         if is_server_url(path):
             pass  # an MLflow tracking server: asked when the runs are listed
+        elif is_store_url(path):
+            fs = _open_store(args, path, reporter)
+            stores.append(fs)
+            path = fs.root
         else:
             path = os.path.expanduser(db_uri_path(path) or path)  # sqlite:/// is an MLflow store
             if not os.path.exists(path):
@@ -783,6 +799,7 @@ def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -
                 flags_file=getattr(args, "flags_file", None),
                 idle_after=getattr(args, "idle_after", None),
                 reporter=reporter,
+                fs=fs,
             )
         except (OSError, ValueError) as e:
             from runsmon.report import describe_error
@@ -796,7 +813,40 @@ def _make_source(args: argparse.Namespace, paths: Sequence[str] | None = None) -
         sources.append(source)
     source = combine(sources)
     filters = _filters(args, runs)
+    args.stores = stores  # the object stores read: the monitor lists them each poll
     return filtered(source, filters), filters, sources
+
+
+def _store_fs(args: argparse.Namespace) -> Any:
+    """The filesystem reading the PATHs: local, and any object stores among them."""
+    from runsmon.remotefs import routed
+
+    return routed(getattr(args, "stores", []))
+
+
+def _open_store(args: argparse.Namespace, url: str, reporter: Any) -> Any:
+    """The filesystem of a PATH in object storage, listed once to check it."""
+    from runsmon.remotefs import ObjectStoreFileSystem, parse_storage_options
+
+    try:
+        options = parse_storage_options(getattr(args, "storage_options", []) or [])
+    except ValueError as e:
+        raise UsageError(f"--storage-option {e}") from None
+    try:
+        fs = ObjectStoreFileSystem(url, options, reporter=reporter)
+    except ImportError as e:
+        extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(
+            url.partition("://")[0].lower()
+        )
+        hint = f"pip install 'runsmon[{extra}]'" if extra else "install its fsspec package"
+        raise RuntimeFailure(f"cannot read {url}: {e}; {hint}") from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"cannot read {url}: {e}") from None
+    try:
+        fs.check()
+    except OSError as e:
+        raise RuntimeFailure(str(e)) from None
+    return fs
 
 
 def _selection(args: argparse.Namespace) -> Any:
@@ -898,6 +948,7 @@ def serve(
 ) -> int:
     """``runsmon serve``: sync, serve TensorBoard, follow the runs until a signal."""
     from runsmon.monitor import RunsMonitor
+    from runsmon.remotefs import ListingFeed, routed, shown_urls
     from runsmon.serve import RELOAD_INTERVAL, handover_delay, raise_open_files_limit
 
     stop = threading.Event()
@@ -915,6 +966,7 @@ def serve(
             raise UsageError("--skip-hparams writes links only: it goes with --layout linked")
         seed_groups = _seed_groups(args)
         source, filters, sources = _make_source(args, paths)
+        stores = args.stores
         if getattr(args, "export_scalars", None):
             return _export_scalars(args, source)
         run_name_cb = _run_name_cb(args)
@@ -923,7 +975,7 @@ def serve(
             _check_address(args)
         logdir = _open_logdir(getattr(args, "logdir", None))
         for s in sources:
-            _say(args, f"runsmon: reading {s.describe()}")
+            _say(args, f"runsmon: reading {shown_urls(s.describe(), stores)}")
         if filters.describe():
             _say(args, f"runsmon: showing runs with {filters.describe()}")
         if not args.quiet:
@@ -932,6 +984,9 @@ def serve(
         monitor = RunsMonitor(
             logdir,
             source,
+            fs=routed(stores),
+            # Object storage cannot be watched: each poll lists it instead.
+            watch=not stores,
             interval=args.interval,
             full_check_interval=args.full_check,
             freeze_heap=not args.once,
@@ -987,6 +1042,8 @@ def serve(
             return 0
         tb_options = None if url else _check_open_files(monitor.event_files(), limits, args)
         monitor.on_new_columns = _say_new_columns
+        if stores:
+            monitor.changes.use(ListingFeed(stores))
         monitor.start()
         if serving:
             from runsmon.serve import open_browser, start_tensorboard, wait_for_hparams
@@ -1032,7 +1089,7 @@ def _export_scalars(args: argparse.Namespace, source: Any) -> int:
     runs = source()
     target = args.export_scalars
     if target == "-":
-        export_scalars(runs, sys.stdout)
+        export_scalars(runs, sys.stdout, fs=_store_fs(args))
         sys.stdout.flush()
         return 0
     try:
@@ -1040,7 +1097,7 @@ def _export_scalars(args: argparse.Namespace, source: Any) -> int:
         if parent:
             os.makedirs(parent, exist_ok=True)
         with open(target, "w", encoding="utf-8", newline="") as f:
-            count = export_scalars(runs, f)
+            count = export_scalars(runs, f, fs=_store_fs(args))
     except OSError as e:
         raise RuntimeFailure(
             f"cannot write {target}: {describe_error(e)}; give another --export-scalars PATH"
@@ -1185,7 +1242,9 @@ def table(args: argparse.Namespace) -> int:
     if args.importance is not None and groups is not None:
         raise UsageError("--importance judges runs, not seed groups: leave out --group-seeds")
     source, _, _ = _make_source(args)
-    data = runs_table.collect(source, _selection(args), _run_name_cb(args), seed_groups=groups)
+    data = runs_table.collect(
+        source, _selection(args), _run_name_cb(args), seed_groups=groups, fs=_store_fs(args)
+    )
     if args.importance is not None:
         return _importance(args, data, fmt)
     try:

@@ -92,6 +92,7 @@ class RunRecord:
     layout: str | None = None  # "compact", or None: linked (see runsmon.layout)
     compact: dict[str, Any] | None = None  # compact layout: its file's size, sources read
     images: dict[str, list[int]] | None = None  # image rel path -> what is written (images.py)
+    copied: dict[str, Any] | None = None  # plain copy -> [bytes copied, source's stat key]
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of other versions
 
     _KEYS: ClassVar[dict[str, str]] = {"asked": "wanted"}
@@ -422,17 +423,54 @@ class Logdir:
         manifest.copies.pop(rel, None)
         return False
 
-    def copy_update(self, manifest: Manifest, rel: str, source: str) -> None:
-        """Bring a copied event file up to date by appending what is new."""
+    def copy_update(
+        self,
+        manifest: Manifest,
+        rel: str,
+        source: str,
+        read: Callable[[int], bytes] | None = None,
+    ) -> int:
+        """Bring a copied event file up to date by appending what is new.
+
+        ``read(offset)`` gives the source's bytes from ``offset`` (a ranged
+        GET for a file in object storage); by default the local file is
+        read. The offset is the copy's size: what was appended is never
+        asked again, and a failed append leaves nothing half written.
+        Returns the copy's size after it.
+        """
+        self._make_parents(manifest, rel)
         path = self.run_path(manifest.name, rel)
         have = os.path.getsize(path) if os.path.isfile(path) else 0
-        with open(source, "rb") as src:
-            src.seek(have)
-            data = src.read()
-        if data:
-            with open(path, "ab") as dst:
-                dst.write(data)
+        if read is None:
+            with open(source, "rb") as src:
+                src.seek(have)
+                data = src.read()
+        else:
+            data = read(have)
         manifest.copies[rel] = source
+        if data:
+            try:
+                with open(path, "ab") as dst:
+                    dst.write(data)
+            except OSError:
+                with contextlib.suppress(OSError), open(path, "ab") as dst:
+                    dst.truncate(have)
+                raise
+        return have + len(data)
+
+    def copy_tail(self, manifest: Manifest, rel: str, size: int) -> bytes:
+        """The last ``size`` bytes of a copy in the run directory."""
+        with open(self.run_path(manifest.name, rel), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            return f.read()
+
+    def copy_size(self, manifest: Manifest, rel: str) -> int | None:
+        """The size of a copy in the run directory; None where there is none."""
+        try:
+            return os.path.getsize(self.run_path(manifest.name, rel))
+        except OSError:
+            return None
 
     def unlink(self, manifest: Manifest, rel: str) -> None:
         """Remove a link or copy runsmon made (the run's file went away)."""

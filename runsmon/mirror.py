@@ -18,7 +18,6 @@ written anew.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from runsmon import events, reduce, runview
@@ -32,6 +31,9 @@ from runsmon.runfiles import FILTER, LINK
 from runsmon.runstate import RunState, Writes
 
 FILTER_CHUNK = 16 << 20
+#: Bytes before a copy's end read again with what follows them: a source
+#: rewritten in place shows by them (object storage has no appends).
+COPY_OVERLAP = 16
 
 
 class Mirror:
@@ -93,10 +95,17 @@ class Mirror:
         return self.sync_copies(st)
 
     def make_links(self, st: RunState, targets: Mapping[str, str], fresh: bool = False) -> None:
+        """Link the run's event files; a file with no local path (object
+        storage) is copied instead (see :meth:`sync_copies`)."""
         manifest = st.manifest
         copies = dict(manifest.copies)
         link = self.logdir.link
+        local = self.fs.local_path
         for rel, target in targets.items():
+            if local(target) is None:
+                manifest.links.pop(rel, None)
+                manifest.copies[rel] = target
+                continue
             self.writes.attempt(
                 st, "link", lambda r=rel, t=target: link(manifest, r, t, fresh=fresh)
             )
@@ -105,7 +114,8 @@ class Mirror:
 
     def sync_copies(self, st: RunState, previous: Manifest | None = None) -> str | None:
         """Bring the run's copies up to date: plain copies (where links are
-        impossible), copies without HParams summaries and the image summaries.
+        impossible, and every file in object storage), copies without HParams
+        summaries and the image summaries.
         Returns why the run must be written anew in a new directory, if it
         must. ``previous``: the directory a new one replaces (what it holds
         of unchanged images is copied, not made again).
@@ -119,11 +129,10 @@ class Mirror:
             why = self._sync_compact(st)
             self.best.sync(st)
             return why
-        manifest = st.manifest
-        for rel, path in manifest.copies.items():
-            self.writes.attempt(
-                st, "copy", lambda r=rel, p=path: self.logdir.copy_update(manifest, r, p)
-            )
+        for rel, path in st.manifest.copies.items():
+            why = self._sync_copy(st, rel, path)
+            if why is not None:
+                return why
         why = self._sync_filtered(st) or self.images.sync(st, previous)
         self.best.sync(st)
         return why
@@ -148,6 +157,60 @@ class Mirror:
             self.writes.unsaved.add(st.run.id)
         return None
 
+    def _sync_copy(self, st: RunState, rel: str, path: str) -> str | None:
+        """Append to one copy what its source gained since it was copied.
+
+        The manifest keeps what was copied (bytes, and the source's stat
+        key then), so an unchanged source costs no read. A source rewritten
+        in place cannot be appended to: one that is not longer than the copy
+        (in object storage an overwrite changes the ETag), or whose bytes
+        just before the copy's end are no longer the copy's. The run is then
+        written anew, its copies made again from the start.
+        """
+        manifest = st.manifest
+        state = manifest.state
+        now = self.fs.stat(path)
+        if now is None or not now.is_file:
+            return None  # gone: the run's files drop it at their next look
+        done = (state.copied or {}).get(rel)
+        have = self.logdir.copy_size(manifest, rel)
+        if done is not None and have == done[0] and list(now.key) == list(done[1] or ()):
+            return None
+        rewritten = have is not None and (
+            now.size < have or (done is not None and have == done[0] and now.size <= have)
+        )
+        size = now.size
+        copied = None
+
+        def read(offset: int) -> bytes:
+            nonlocal rewritten
+            if offset < COPY_OVERLAP:
+                return self.fs.read_bytes(path, offset, size - offset)
+            # From a little before the copy's end: those bytes must be the copy's.
+            data = self.fs.read_bytes(path, offset - COPY_OVERLAP, size - offset + COPY_OVERLAP)
+            if data and data[:COPY_OVERLAP] != self.logdir.copy_tail(manifest, rel, COPY_OVERLAP):
+                rewritten = True
+                return b""
+            return data[COPY_OVERLAP:]
+
+        def copy() -> None:
+            nonlocal copied
+            copied = self.logdir.copy_update(manifest, rel, path, read)
+
+        if not rewritten:
+            self.writes.attempt(st, "copy", copy)
+        if rewritten:
+            st.files.rescan(path)
+            st.files.refresh()  # what it holds now, before the run is shown
+            return f"event file {rel} was rewritten"
+        if copied is not None:
+            if state.copied is None:
+                state.copied = {}
+            # Whole as listed: remembered with its key; else read again next time.
+            state.copied[rel] = [copied, list(now.key) if copied == size else None]
+            self.writes.unsaved.add(st.run.id)
+        return None
+
     def _sync_filtered(self, st: RunState) -> str | None:
         """Keep copies, without hparams summaries, of files that hold some."""
         placed = st.files.placed(FILTER)
@@ -159,7 +222,10 @@ class Mirror:
         for rel, path in placed.items():
             offset = offsets.get(rel, 0)
             try:
-                size = os.path.getsize(path)
+                now = self.fs.stat(path)
+                if now is None:
+                    raise FileNotFoundError(path)
+                size = now.size
                 if size < offset:
                     return f"event file {rel} was replaced"
                 while offset < size:

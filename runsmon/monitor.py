@@ -320,12 +320,13 @@ class RunsMonitor:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            began = time.monotonic()  # polls start every interval, however long one takes
             try:
                 self.sync_changes()
             except Exception as e:  # the daemon goes on whatever happens
                 log.warning("sync failed: %s", describe_error(e))
                 log.debug("sync failure", exc_info=True)
-            self._wake.wait(self._next_wait())
+            self._wake.wait(max(0.05, self._next_wait() - (time.monotonic() - began)))
             if self._stop.is_set():
                 break
             if self._wake.is_set():

@@ -187,6 +187,9 @@ class RunFiles:
             return changed
         if entry.stat_key == st.key:
             return False
+        # Changed at a size that did not grow: maybe rewritten in place (in
+        # object storage an overwrite moves the ETag): whoever copies it looks.
+        same_size = entry.stat_key is not None and st.size <= entry.stat_key[0]
         entry.stat_key = st.key
         before = (entry.scan.offset, len(entry.scan.tags), entry.scan.has_hparams)
         try:
@@ -195,7 +198,21 @@ class RunFiles:
             self.errors[entry.path] = e.strerror or str(e)
             return True
         self.errors.pop(entry.path, None)
-        return before != (entry.scan.offset, len(entry.scan.tags), entry.scan.has_hparams)
+        return same_size or before != (
+            entry.scan.offset,
+            len(entry.scan.tags),
+            entry.scan.has_hparams,
+        )
+
+    def rescan(self, path: str) -> None:
+        """Read ``path`` again from its first byte at the next :meth:`refresh`
+        (it was rewritten in place, at a size its scan cannot tell)."""
+        entry = self.files.get(path)
+        if entry is not None:
+            generation = entry.scan.generation + 1
+            entry.scan.reset()
+            entry.scan.generation = generation
+            entry.stat_key = None
 
     def modes(self) -> dict[str, str]:
         """How each file (by path) reaches the logdir.

@@ -30,6 +30,7 @@ same few functions (:func:`write_attr`, :func:`write_opref`,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import getpass
 import hashlib
@@ -662,3 +663,99 @@ def _hparam_info(info: Any) -> str:
     elif info.HasField("domain_discrete"):
         text += "{" + ",".join(_hparam_value(v) for v in info.domain_discrete.values) + "}"
     return text
+
+
+# -- object storage: moto's S3 server and requests counted ----------------------
+
+#: Credentials moto takes (any); set for the server's clients by :class:`MotoServer`.
+MOTO_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class MotoServer:
+    """moto's S3 server as a real HTTP endpoint on 127.0.0.1, in a process of its own.
+
+    ``env`` is what a client needs to reach it (credentials and
+    ``AWS_ENDPOINT_URL``); :meth:`apply` puts it into ``os.environ`` until
+    :meth:`stop`.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {**MOTO_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._saved: dict[str, str | None] = {}
+
+    def start(self, timeout: float = 30.0) -> MotoServer:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        atexit.register(self.stop)  # never left behind, whatever fails meanwhile
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"moto server exited ({self._proc.returncode})")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto server did not listen on {self.port} within {timeout:g} s")
+
+    def apply(self) -> MotoServer:
+        for key, value in self.env.items():
+            self._saved.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        return self
+
+    def stop(self) -> None:
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved = {}
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> MotoServer:
+        return self.start().apply()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def count_requests(store: Any) -> dict[str, int]:
+    """A live count of the HTTP requests an s3fs filesystem sends, by operation
+    (``ListObjectsV2``, ``GetObject``, ``HeadObject``...), retries included."""
+    from fsspec.asyn import sync
+
+    counts: dict[str, int] = {}
+
+    def seen(event_name: str = "", **_: Any) -> None:
+        op = event_name.rsplit(".", 1)[-1]
+        counts[op] = counts.get(op, 0) + 1
+
+    client = sync(store.loop, store.set_session)
+    client.meta.events.register("before-send.s3", seen)
+    return counts

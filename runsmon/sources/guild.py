@@ -502,7 +502,10 @@ class GuildRuns(RunSource):
         return time.time() - newest / 1e9 >= self.settle
 
     def _lock_pid_alive(self, guild: str) -> bool | None:
-        """True/False for a LOCK naming a live/dead pid; None when unreadable."""
+        """True/False for a LOCK naming a live/dead pid; None when unreadable
+        or when the run is not on this machine (object storage)."""
+        if self.fs.local_path(guild) is None:
+            return None
         try:
             raw = self.fs.read_bytes(guild + "/LOCK", 0, 32)
         except OSError:
@@ -680,6 +683,10 @@ class GuildRuns(RunSource):
             pid = int(raw.strip())
         except ValueError:
             return runmod.ERROR, None
+        if self.fs.local_path(guild) is None:
+            # A pid of another machine (runs in object storage): the LOCK
+            # stands for a running run, as Guild's LOCK.remote does.
+            return runmod.RUNNING, None
         return (runmod.RUNNING if pid_alive(pid) else runmod.ERROR), pid
 
     def _batch_operation(self, guild: str, operation: str) -> str:
