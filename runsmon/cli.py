@@ -1328,6 +1328,8 @@ def demo(args: argparse.Namespace) -> int:
         ("full_check", 120.0),
         ("once", False),
         ("no_tensorboard", False),
+        ("skip_images", False),
+        ("skip_hparams", False),
         ("paths", [sweep.runs_dir]),
     ):
         setattr(args, name, value)
