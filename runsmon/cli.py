@@ -1007,12 +1007,13 @@ def serve(
         url = None
         try:
             if serving and getattr(args, "layout", "auto") == "auto":
-                from runsmon.serve import start_tensorboard
+                from runsmon.serve import reload_interval, start_tensorboard
 
                 def start(event_files: int) -> str:
                     options = _check_open_files(event_files, limits, args)
+                    reload = reload_interval(event_files)
                     return start_tensorboard(
-                        logdir.path, args.host, args.port, RELOAD_INTERVAL, options=options
+                        logdir.path, args.host, args.port, reload, options=options
                     )
 
                 stats, url = _sync_beside_tensorboard(monitor, start, stop)
@@ -1046,11 +1047,17 @@ def serve(
             monitor.changes.use(ListingFeed(stores))
         monitor.start()
         if serving:
-            from runsmon.serve import open_browser, start_tensorboard, wait_for_hparams
+            from runsmon.serve import (
+                open_browser,
+                reload_interval,
+                start_tensorboard,
+                wait_for_hparams,
+            )
 
             if url is None:
+                reload = reload_interval(monitor.event_files())
                 url = start_tensorboard(
-                    logdir.path, args.host, args.port, RELOAD_INTERVAL, options=tb_options
+                    logdir.path, args.host, args.port, reload, options=tb_options
                 )
             ready = wait_for_hparams(
                 url, sessions=lambda: len(monitor.run_names), timeout=60, stop=stop.is_set

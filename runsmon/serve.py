@@ -25,6 +25,19 @@ log = logging.getLogger("runsmon")
 
 #: How often the in-process TensorBoard re-reads the logdir, in seconds.
 RELOAD_INTERVAL = 1.0
+#: Up to this many event files it re-reads twice as often: a new run shows
+#: sooner, and a re-read of a few thousand files costs its data server little.
+QUICK_RELOAD_FILES = 5000
+
+
+def reload_interval(event_files: int) -> float:
+    """Seconds between the in-process TensorBoard's reloads of a logdir of
+    ``event_files`` event files.
+
+    >>> reload_interval(4000), reload_interval(40000)
+    (0.5, 1.0)
+    """
+    return RELOAD_INTERVAL / 2 if event_files <= QUICK_RELOAD_FILES else RELOAD_INTERVAL
 
 
 class TensorBoardError(Exception):
