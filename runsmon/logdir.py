@@ -449,13 +449,7 @@ class Logdir:
             data = read(have)
         manifest.copies[rel] = source
         if data:
-            try:
-                with open(path, "ab") as dst:
-                    dst.write(data)
-            except OSError:
-                with contextlib.suppress(OSError), open(path, "ab") as dst:
-                    dst.truncate(have)
-                raise
+            _append(path, data, have)
         return have + len(data)
 
     def copy_tail(self, manifest: Manifest, rel: str, size: int) -> bytes:
@@ -491,14 +485,7 @@ class Logdir:
         if rel not in manifest.files:
             manifest.files.append(rel)
             self.save_manifest(manifest)
-        size = os.path.getsize(path) if os.path.exists(path) else 0
-        try:
-            with open(path, "ab") as f:
-                f.write(data)
-        except OSError:
-            with contextlib.suppress(OSError), open(path, "ab") as f:
-                f.truncate(size)
-            raise
+        _append(path, data, os.path.getsize(path) if os.path.exists(path) else 0)
 
     def read_file(self, manifest: Manifest, rel: str) -> bytes:
         """The bytes of a file runsmon wrote in a run directory."""
@@ -800,6 +787,18 @@ def _command(pid: int) -> str:
         argv[0] = os.path.basename(argv[0])
     text = " ".join(argv) or "?"
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _append(path: str, data: bytes, size: int) -> None:
+    """Append ``data`` to ``path``, which holds ``size`` bytes: on a failure
+    it is cut back to them, so nothing half is left."""
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+    except OSError:
+        with contextlib.suppress(OSError), open(path, "ab") as f:
+            f.truncate(size)
+        raise
 
 
 def _parents(rel: str) -> list[str]:

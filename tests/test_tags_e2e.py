@@ -6,9 +6,6 @@ live (Guild's attrs as ``guild tag`` writes them, MLflow's tags set by the
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -93,26 +90,6 @@ _LATER = textwrap.dedent(
 )
 
 
-def _mlflow(root, uri: str, code: str, *args: str) -> str:
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=uri,
-        GIT_PYTHON_REFRESH="quiet",
-        MLFLOW_ENABLE_ASYNC_LOGGING="false",
-        MLFLOW_ALLOW_FILE_STORE="true",
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        check=True,
-        env=env,
-        cwd=root,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("store", ["file", "sqlite"])
 def test_mlflow_tags_and_note_set_by_the_client_show_live(tmp_path, tensorboard, store):
@@ -121,7 +98,7 @@ def test_mlflow_tags_and_note_set_by_the_client_show_live(tmp_path, tensorboard,
     root = tmp_path / "mlflow"
     root.mkdir()
     uri = f"file:{root / 'mlruns'}" if store == "file" else "sqlite:///mlflow.db"
-    a, _ = _mlflow(root, uri, _FIRST).split()
+    a, _ = mlflow_sqlite.run_mlflow(str(root), _FIRST, uri=uri).split()
     source = MLflowRuns(str(root)) if store == "file" else MLflowSQLiteRuns(str(root))
     logdir = tmp_path / "logdir"
     monitor = RunsMonitor(str(logdir), source, watch=False)
@@ -134,7 +111,7 @@ def test_mlflow_tags_and_note_set_by_the_client_show_live(tmp_path, tensorboard,
     assert [n.split()[-1] for n in tb.table(BASELINE)] == ["b"]
 
     # The client tags run a and edits its note (a tag set again, in place).
-    _mlflow(root, uri, _LATER, a)
+    mlflow_sqlite.run_mlflow(str(root), _LATER, a, uri=uri)
     monitor.run_once()
     tb.wait_for(lambda t: len(t) == 2, fetch=lambda: tb.table(BASELINE), what="a tagged")
     table = tb.wait_for(lambda t: _notes(t)["a"] != "first try", what="a's new note")

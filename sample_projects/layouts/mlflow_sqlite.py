@@ -97,13 +97,15 @@ def available() -> bool:
     return importlib.util.find_spec("mlflow") is not None
 
 
-def run_mlflow(root: str, code: str, *args: str) -> str:
-    """Run Python ``code`` with MLflow tracking to ``root/mlflow.db``; returns its stdout."""
+def run_mlflow(root: str, code: str, *args: str, uri: str = "sqlite:///mlflow.db") -> str:
+    """Run Python ``code`` in ``root`` with MLflow tracking to ``uri`` (by
+    default ``root/mlflow.db``; a file store is allowed too); returns its stdout."""
     env = dict(
         os.environ,
-        MLFLOW_TRACKING_URI="sqlite:///mlflow.db",
+        MLFLOW_TRACKING_URI=uri,
         GIT_PYTHON_REFRESH="quiet",
         MLFLOW_ENABLE_ASYNC_LOGGING="false",
+        MLFLOW_ALLOW_FILE_STORE="true",
     )
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
