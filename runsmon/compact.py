@@ -329,6 +329,22 @@ class CompactWriter:
         if not carried:
             state.scalars = None
 
+    def start_whole(self, st: RunState, head: bytes) -> None:
+        """A run's file written anew in one write: ``head`` (file version,
+        start info, maybe the end info) and the scalars its event files hold
+        so far. A TensorBoard reading the logdir meanwhile never finds the
+        session without its values (its data server may come back to a file
+        only after a pass over every other run)."""
+        state = st.manifest.state
+        state.compact = {"size": 0, "read": {}}
+        try:
+            found = self.sync(st) if st.files.files else (b"", {})
+        except OSError:  # said by the mirror's sync, which tries again
+            found = (b"", {})
+        body, offsets = found if not isinstance(found, str) else (b"", {})
+        self.start(st.manifest, head + body)
+        state.compact["read"].update(offsets)  # type: ignore[index]
+
     def append(self, st: RunState, data: bytes) -> None:
         """Append whole records to the run's file (raises on failure, nothing half left)."""
         manifest = st.manifest

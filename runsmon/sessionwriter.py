@@ -259,7 +259,7 @@ class SessionWriter:
                 evs += end_events
             data = events.encode_events(evs, file_version=True, wall_time=wall)
             if compact is not None:
-                action = lambda: compact.start(st.manifest, data)  # noqa: E731
+                action = lambda: compact.start_whole(st, data)  # noqa: E731
             else:
                 action = lambda: self.logdir.write_file(st.manifest, SESSION_FILE, data)  # noqa: E731
             if self.writes.attempt(st, "write", action):
