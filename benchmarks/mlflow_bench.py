@@ -8,6 +8,7 @@ value to one run. ``report`` prints a table and, asked to, puts it in
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -41,6 +42,16 @@ import sys
 from mlflow import MlflowClient
 MlflowClient().log_metric(sys.argv[1], "m1", 0.5, step=10_000)
 """
+
+
+def arguments(description: str, runs: int) -> argparse.Namespace:
+    """The options both MLflow benchmarks take (``runs`` by default)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--metrics", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
+    return parser.parse_args()
 
 
 def ms(seconds: float) -> str:

@@ -17,7 +17,6 @@ params).  Measured in this process, with the requests the source made:
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mlflow_bench import APPEND, MAKE, ms, report  # noqa: E402
+from mlflow_bench import APPEND, MAKE, arguments, ms, report  # noqa: E402
 
 from runsmon import RunsMonitor  # noqa: E402
 from runsmon.sources.mlflow_server import MLflowServerRuns  # noqa: E402
@@ -102,12 +101,7 @@ def spent(src: MLflowServerRuns, before: dict[str, int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--metrics", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0], runs=300)
     cache = ROOT / ".bench" / f"mlflow-server-{args.runs}x{args.metrics}x{args.steps}"
     if not (cache / "mlflow.db").is_file():
         shutil.rmtree(cache, ignore_errors=True)

@@ -18,7 +18,6 @@ Keras' MLflow loggers do) and 5 params.  Measured in this process:
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mlflow_bench import APPEND, MAKE, ms, report  # noqa: E402
+from mlflow_bench import APPEND, MAKE, arguments, ms, report  # noqa: E402
 
 from runsmon import RunsMonitor  # noqa: E402
 from runsmon.sources.mlflow_sqlite import MLflowSQLiteRuns  # noqa: E402
@@ -40,12 +39,7 @@ from sample_projects.layouts.mlflow_sqlite import run_mlflow  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--metrics", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md")
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0], runs=1000)
     cache = ROOT / ".bench" / f"mlflow-sqlite-{args.runs}x{args.metrics}x{args.steps}"
     if not (cache / "mlflow.db").is_file():
         shutil.rmtree(cache, ignore_errors=True)
