@@ -993,7 +993,7 @@ def serve(
             run_name_cb=run_name_cb,
             # A rewritten run with large event files keeps its old directory
             # until TensorBoard has read the new one: two reloads of the
-            # in-process TensorBoard, or of one of the user's own (5 s default).
+            # TensorBoard runsmon serves, or of one of the user's own (5 s default).
             handover_delay=handover_delay(RELOAD_INTERVAL) if serving else 11.0,
             progress=progress,
             selection=_selection(args),

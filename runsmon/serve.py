@@ -1,20 +1,30 @@
-"""TensorBoard served in-process on the logdir, as Guild does.
+"""TensorBoard served on the logdir, in a process of its own.
 
-TensorBoard's own server (``tensorboard.program``) runs in a daemon thread
-of the runsmon process, so stopping runsmon stops it too.  ``--port 0`` is
-passed through: TensorBoard then binds a port the system picks, and the URL
-it returns names that port.
+TensorBoard's own server (``tensorboard.program``) runs in a child process
+of runsmon's: its HParams plugin works out every row in Python for each page
+it answers (about 1.5 s at 10,000 runs), and in runsmon's own process that
+held the interpreter lock the sync needs. The child tells its URL (or why
+it did not start) in one line, then reads its stdin to the end: when runsmon
+stops, however it stops, the pipe closes and TensorBoard stops with it (its
+data server does the same with TensorBoard). ``--port 0`` is passed
+through: TensorBoard then binds a port the system picks, and the URL names
+that port.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import io
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 log = logging.getLogger("runsmon")
 
-#: How often the in-process TensorBoard re-reads the logdir, in seconds.
+#: How often runsmon's TensorBoard re-reads the logdir, in seconds.
 RELOAD_INTERVAL = 1.0
 #: Up to this many event files it re-reads twice as often: a new run shows
 #: sooner, and a re-read of a few thousand files costs its data server little.
@@ -31,7 +41,7 @@ QUICK_RELOAD_FILES = 5000
 
 
 def reload_interval(event_files: int) -> float:
-    """Seconds between the in-process TensorBoard's reloads of a logdir of
+    """Seconds between runsmon's TensorBoard's reloads of a logdir of
     ``event_files`` event files.
 
     >>> reload_interval(4000), reload_interval(40000)
@@ -141,7 +151,7 @@ def raise_open_files_limit() -> tuple[int, int] | None:
     """Raise this process's soft limit of open files as far as the hard one allows.
 
     TensorBoard's data server keeps every event file of the logdir open; it
-    and the in-process TensorBoard inherit the limit.  Returns (soft, hard)
+    and TensorBoard's process inherit the limit.  Returns (soft, hard)
     as they are now, None where the system has no such limit.
     """
     try:
@@ -235,25 +245,24 @@ def open_files_advice(
     )
 
 
-def start_tensorboard(
-    logdir: str,
-    host: str = "127.0.0.1",
-    port: int = 6006,
-    reload_interval: float = RELOAD_INTERVAL,
-    options: Sequence[str] = (),
-) -> str:
-    """Serve TensorBoard on ``logdir`` from a background thread; returns its URL.
+#: Seconds TensorBoard's process has to say its URL.
+START_TIMEOUT = 120.0
 
-    ``options`` are extra TensorBoard flags (``--name=value`` strings); they
-    come last, so they win.  What TensorBoard prints while starting is held
-    back (its loader notice) or turned into the one-line error.
+# TensorBoard's processes, stopped when runsmon exits (they would stop anyway:
+# their stdin closes; this stops them before the interpreter's shutdown).
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def tensorboard_argv(
+    logdir: str, host: str, port: int, reload_interval: float, options: Sequence[str]
+) -> list[str]:
+    """TensorBoard's flags: ``options`` (``--name=value`` strings) last, so they win.
+
+    >>> tensorboard_argv("/tmp/l", "127.0.0.1", 0, 0.5, ["--samples_per_plugin=images=0"])
+    ['--logdir', '/tmp/l', '--host', '127.0.0.1', '--port', '0', '--reload_interval', '0.5', \
+'--samples_per_plugin=images=0']
     """
-    # Imported here: TensorBoard's import is slow and `--no-tensorboard` or
-    # `runsmon table` never need it.
-    from tensorboard import program
-
-    argv = [
-        None,
+    return [
         "--logdir",
         logdir,
         "--host",
@@ -264,11 +273,121 @@ def start_tensorboard(
         f"{reload_interval:g}",
         *options,
     ]
+
+
+def start_tensorboard(
+    logdir: str,
+    host: str = "127.0.0.1",
+    port: int = 6006,
+    reload_interval: float = RELOAD_INTERVAL,
+    options: Sequence[str] = (),
+    timeout: float = START_TIMEOUT,
+) -> str:
+    """Serve TensorBoard on ``logdir`` from a process of its own; returns its URL.
+
+    Raises :class:`TensorBoardError` with the one line that says why it did
+    not start (a port in use, a bad ``-O`` option...).
+    """
+    argv = tensorboard_argv(logdir, host, port, reload_interval, options)
+    env = dict(os.environ)
+    # The child imports this very runsmon, wherever it was imported from.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(argv)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    answer = _first_line(proc, timeout)
+    if "url" not in answer:
+        stop_process(proc)
+        raise TensorBoardError(answer.get("error") or "TensorBoard did not start")
+    if not _CHILDREN:
+        atexit.register(stop_tensorboards)
+    _CHILDREN.append(proc)
+    return str(answer["url"])
+
+
+_CHILD = "import sys; from runsmon.serve import tensorboard_child; tensorboard_child(sys.argv[1])"
+
+
+def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> dict:
+    """The child's one line (JSON), or what its silence means."""
+    assert proc.stdout is not None
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    line = got[0] if got else b""
+    if not line:
+        if reader.is_alive():
+            return {"error": f"TensorBoard did not start within {timeout:g} s"}
+        code = proc.wait()
+        return {"error": f"TensorBoard did not start (its process exited with {code})"}
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return {"error": f"TensorBoard did not start: {line.decode(errors='replace').strip()}"}
+    return answer if isinstance(answer, dict) else {}
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc`` and wait for it; killed if it lingers past 5 s."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def stop_tensorboards() -> None:
+    """Stop every TensorBoard this process started."""
+    while _CHILDREN:
+        stop_process(_CHILDREN.pop())
+
+
+def tensorboard_child(argv_json: str) -> None:
+    """TensorBoard's process: launch it, say its URL (or why not) in one JSON
+    line on stdout, then serve until stdin ends or a signal stops it."""
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    out = sys.stdout
+    sys.stdout = sys.stderr  # TensorBoard's own prints never reach the pipe
+    try:
+        answer: dict = {"url": _launch(json.loads(argv_json))}
+    except TensorBoardError as e:
+        answer = {"error": str(e)}
+    except KeyboardInterrupt:
+        os._exit(0)
+    out.write(json.dumps(answer) + "\n")
+    out.flush()
+    if "url" in answer:
+        with contextlib.suppress(KeyboardInterrupt, OSError):
+            while sys.stdin.buffer.read(65536):
+                pass
+    # TensorBoard's server threads are not daemons: end here, now.
+    os._exit(0)
+
+
+def _launch(argv: list[str]) -> str:
+    """Start TensorBoard's server in this process (a thread); returns its URL.
+
+    What TensorBoard prints while starting is held back (its loader notice)
+    or turned into the one-line error.
+    """
+    # Imported here: TensorBoard's import is slow.
+    from tensorboard import program
+
+    port = argv[argv.index("--port") + 1] if "--port" in argv else "?"
+    host = argv[argv.index("--host") + 1] if "--host" in argv else "?"
     tb = program.TensorBoard()
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            tb.configure(argv=argv)
+            tb.configure(argv=[None, *argv])
             url = tb.launch()
     except program.TensorBoardPortInUseError:
         raise TensorBoardError(

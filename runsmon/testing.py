@@ -725,12 +725,9 @@ class MotoServer:
         self._saved = {}
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            from runsmon.serve import stop_process
+
+            stop_process(proc)
 
     def __enter__(self) -> MotoServer:
         return self.start().apply()
