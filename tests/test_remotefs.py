@@ -239,18 +239,20 @@ def test_failed_listing_keeps_the_last_one(bucket, tmp_path, caplog):
     _upload(home, f"{bucket}/home")
     monitor, fs = _monitor(tmp_path / "logdir", f"s3://{bucket}/home")
     monitor.run_once()
-    real = fs.store.find
+    real = fs.store._call_s3
 
-    def dropped(*args, **kwargs):
-        raise ConnectionResetError("connection reset by peer")
+    async def dropped(method, *args, **kwargs):
+        if method == "list_objects_v2":
+            raise ConnectionResetError("connection reset by peer")
+        return await real(method, *args, **kwargs)
 
-    fs.store.find = dropped
+    fs.store._call_s3 = dropped
     try:
         for _ in range(2):
             fs._next_try = 0.0  # no backoff wait in a test
             monitor.sync_changes()
     finally:
-        fs.store.find = real
+        fs.store._call_s3 = real
     lines = [r.getMessage() for r in caplog.records if "cannot list" in r.getMessage()]
     assert len(lines) == 1 and "connection failed" in lines[0], lines
     assert set(monitor.run_names) == {"run0", "run1"}  # nothing taken for gone
