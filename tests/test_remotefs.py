@@ -234,6 +234,44 @@ def test_remote_lock_means_running(bucket, tmp_path):
     assert os.path.isdir(run_dir)
 
 
+def test_guild_attrs_for_filters_only_are_read_when_asked(bucket, tmp_path):
+    """``initialized`` and ``sourcecode_digest`` cost a GET a run: read when a
+    filter reads them (or ``initialized`` for a run with no start), and what
+    the filters select is what they select locally."""
+    from runsmon.guildselect import newest_first, parse_filter
+    from runsmon.select import Filters, RunFilter
+    from runsmon.testing import write_attr
+
+    runs = tmp_path / "runs"
+    for i, digest in enumerate(("aa11", "bb22")):
+        attrs = {"initialized": 10**15 + i, "sourcecode_digest": digest}
+        make_guild_run(runs, f"run{i}", started=1_700_000_000.0 + i, attrs=attrs)
+    pending = make_guild_run(runs, "queued", attrs={"initialized": 2 * 10**15})
+    os.remove(os.path.join(pending, ".guild", "attrs", "started"))
+    write_attr(pending, "exit_status", None)  # no exit status yet: a pending run
+    open(os.path.join(pending, ".guild", "PENDING"), "w").close()
+    _upload(str(runs), f"{bucket}/runs")
+
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+    counts = count_requests(fs.store)
+    plain = {r.id: r for r in detect_source(fs.root, fs=fs)()}
+    assert "sourcecode_digest" not in plain["run0"].attrs
+    assert "initialized" not in plain["run0"].attrs
+    assert plain["queued"].attrs["initialized"] == 2 * 10**15  # Guild sorts it by that
+    assert [r.id for r in newest_first(list(plain.values()))] == ["queued", "run1", "run0"]
+    assert counts["ListObjectsV2"] == 1
+
+    for filters in (
+        Filters(digest="bb"),
+        Filters(expr=parse_filter("sourcecode = aa11")),
+        Filters(expr=parse_filter("attr:initialized > 1000000000000000")),
+    ):
+        fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+        here = RunFilter(detect_source(str(runs)), filters)()
+        there = RunFilter(detect_source(fs.root, fs=fs), filters)()
+        assert [r.id for r in there] == [r.id for r in here] != [], filters
+
+
 def test_failed_listing_keeps_the_last_one(bucket, tmp_path, caplog):
     home, _ = _guild_home(tmp_path, runs=2)
     _upload(home, f"{bucket}/home")
