@@ -8,6 +8,7 @@ with more bytes, or with other bytes). Requests are counted at the S3 client.
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
 import subprocess
@@ -31,6 +32,7 @@ from runsmon.remotefs import (  # noqa: E402
     ObjectStoreFileSystem,
     describe_store_error,
     is_store_url,
+    object_of,
     routed,
 )
 from runsmon.sources import detect_source  # noqa: E402
@@ -147,6 +149,25 @@ def test_unchanged_poll_is_the_listing_only(bucket, tmp_path):
         monitor.sync_changes(sweep=True)
     # One LIST page per poll (3 runs are under 1,000 keys): no GET, no HEAD.
     assert counts == {"ListObjectsV2": 3}
+
+
+def test_listing_pages_give_every_object_as_find_does(bucket):
+    """More than a page of keys, a folder marker and a neighbour prefix: the
+    listing holds what s3fs's find holds, one request a page, times in UTC."""
+    client = _client()
+    client.pipe({f"{bucket}/runs/r{i // 10}/f{i}": b"x" * (i % 7) for i in range(1005)})
+    client.pipe({f"{bucket}/runs/marker/": b"", f"{bucket}/runsmore/f": b"y"})
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+    counts = count_requests(fs.store)
+    fs.refresh()
+    assert counts == {"ListObjectsV2": 2}
+    found = client.find(f"{bucket}/runs", detail=True)
+    expected = {
+        f"s3:/{name}": object_of(info) for name, info in found.items() if not name.endswith("/")
+    }
+    assert fs._objects == expected and len(expected) == 1005
+    (info,) = (c for _, c in fs._find(f"{bucket}/runs") if c["Key"] == "runs/r0/f3")
+    assert info["LastModified"].utcoffset() == datetime.timedelta(0)
 
 
 def test_growing_event_file_is_appended_not_copied_again(bucket, tmp_path):
