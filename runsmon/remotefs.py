@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from runsmon import s3client
-from runsmon.fs import LOCAL, Entry, FileSystem, Stat
+from runsmon.fs import LOCAL, Entry, FileSystem, Stat, read_one
 from runsmon.report import Reporter
 
 log = logging.getLogger("runsmon")
@@ -442,6 +442,14 @@ class ObjectStoreFileSystem:
     def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """Bytes of the object as listed, from ``offset``: a ranged GET, or
         none where the listing holds nothing past ``offset``."""
+        return self._read(path, offset, size, alike=True)
+
+    def read_one(self, path: str) -> bytes:
+        """The object as listed, bringing no object like it along (see
+        :meth:`_fetch_alike`): for a file read for a few runs only."""
+        return self._read(path, 0, -1, alike=False)
+
+    def _read(self, path: str, offset: int, size: int, alike: bool) -> bytes:
         obj = self._listing().get(path)
         if obj is None:
             if path in self._dirs:
@@ -457,7 +465,7 @@ class ObjectStoreFileSystem:
                 if start <= offset and end <= start + len(data):
                     self._reads.move_to_end(path)
                     return data[offset - start : end - start]
-        if offset == 0 and path not in self._seen and obj.size <= PREFETCH_MAX:
+        if alike and offset == 0 and path not in self._seen and obj.size <= PREFETCH_MAX:
             data = self._fetch_alike(path, obj)
             if data is not None:
                 return data[:end]
@@ -637,6 +645,9 @@ class RoutedFileSystem:
 
     def read_text(self, path: str) -> str:
         return self._fs(path).read_text(path)
+
+    def read_one(self, path: str) -> bytes:
+        return read_one(self._fs(path), path)
 
     def local_path(self, path: str) -> str | None:
         return self._fs(path).local_path(path)

@@ -279,6 +279,8 @@ def test_guild_attrs_for_filters_only_are_read_when_asked(bucket, tmp_path):
     assert "sourcecode_digest" not in plain["run0"].attrs
     assert "initialized" not in plain["run0"].attrs
     assert plain["queued"].attrs["initialized"] == 2 * 10**15  # Guild sorts it by that
+    read = {p.rpartition("/runs/")[2] for p in fs._seen if p.endswith("/attrs/initialized")}
+    assert read == {"queued/.guild/attrs/initialized"}  # alone, not with every run's
     assert [r.id for r in newest_first(list(plain.values()))] == ["queued", "run1", "run0"]
     assert counts["ListObjectsV2"] == 1
 

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from runsmon import run as runmod
-from runsmon.fs import LOCAL, FileSystem, Stat
+from runsmon.fs import LOCAL, FileSystem, Stat, read_one
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run
 from runsmon.runfiles import GUILD_DIR
@@ -586,8 +586,9 @@ class GuildRuns(RunSource):
             flags = {}
         started = _micros(values, "started", problems)
         if started is None and "initialized" in lazy:
-            # Guild sorts a run with no start by it (guildselect.guild_timestamp).
-            self._read_attr(attrs_dir, "initialized", values, missing, problems)
+            # Guild sorts a run with no start by it (guildselect.guild_timestamp);
+            # few runs have none: read alone, not with every run's.
+            self._read_attr(attrs_dir, "initialized", values, missing, problems, alone=True)
         stopped = _micros(values, "stopped", problems)
         exit_status = values.get("exit_status")
         if exit_status is not None and (
@@ -657,10 +658,14 @@ class GuildRuns(RunSource):
         values: dict[str, Any],
         missing: set[str],
         problems: list[tuple[str, str]],
+        alone: bool = False,
     ) -> None:
-        """Read one attribute into ``values``, else note it missing or its problem."""
+        """Read one attribute into ``values``, else note it missing or its
+        problem; ``alone``: not with the same attribute of other runs."""
+        path = f"{attrs_dir}/{name}"
         try:
-            values[name] = load_yaml(self.fs.read_bytes(f"{attrs_dir}/{name}"))
+            data = read_one(self.fs, path) if alone else self.fs.read_bytes(path)
+            values[name] = load_yaml(data)
         except FileNotFoundError:
             missing.add(name)
         except AttrError as e:
