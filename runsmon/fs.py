@@ -115,6 +115,13 @@ class LocalFileSystem:
         return os.path.abspath(path)
 
 
+def read_one(fs: FileSystem, path: str) -> bytes:
+    """A whole file that only a few runs' readers want: in a store, one GET
+    (:meth:`~runsmon.remotefs.ObjectStoreFileSystem.read_one`); elsewhere ``read_bytes``."""
+    one = getattr(fs, "read_one", None)
+    return one(path) if one is not None else fs.read_bytes(path)
+
+
 _isdir = stat_mod.S_ISDIR
 _isreg = stat_mod.S_ISREG
 LOCAL = LocalFileSystem()

@@ -2,8 +2,10 @@
 
 :class:`ObjectStoreFileSystem` is a :class:`~runsmon.fs.FileSystem` over an
 fsspec store whose answers come from one listing of the store's prefix per
-poll (``find(prefix, detail=True)``: one LIST request per 1,000 keys), kept
-until the next :meth:`~ObjectStoreFileSystem.refresh`. ``stat`` and
+poll (one LIST request per 1,000 keys: on S3 ``ListObjectsV2``'s pages
+through runsmon's own client, see :mod:`runsmon.s3client`; elsewhere
+``find(prefix, detail=True)``), kept until the next
+:meth:`~ObjectStoreFileSystem.refresh`. ``stat`` and
 ``scandir`` cost no request: a file's size and ETag come from the listing,
 "directories" are made up from the keys. Reads are ranged GETs of what the
 listing holds (never past its size, and on S3 only of the object listed:
@@ -31,7 +33,8 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from runsmon.fs import LOCAL, Entry, FileSystem, Stat
+from runsmon import s3client
+from runsmon.fs import LOCAL, Entry, FileSystem, Stat, read_one
 from runsmon.report import Reporter
 
 log = logging.getLogger("runsmon")
@@ -248,7 +251,12 @@ class ObjectStoreFileSystem:
         if store is None:
             import fsspec
 
-            store = fsspec.filesystem(self.protocol, **dict(storage_options or {}))
+            options = dict(storage_options or {})
+            if self.protocol in s3client.S3_SCHEMES:
+                options.setdefault("skip_instance_cache", True)  # a client of its own
+            store = fsspec.filesystem(self.protocol, **options)
+            if self.protocol in s3client.S3_SCHEMES:
+                s3client.use_quick_timestamps(store)
         self.store = store
         self.reporter = reporter or Reporter()
         self._lock = threading.RLock()
@@ -288,11 +296,11 @@ class ObjectStoreFileSystem:
     def _list(self) -> set[str]:
         """One listing; returns the paths that changed since the last one."""
         prefix = self._key(self.root)
-        found = self.store.find(prefix, detail=True)
+        found = self._find(prefix)
         self.listings += 1
         objects: dict[str, Obj] = {}
         head = prefix + "/"
-        for name, info in found.items():
+        for name, info in found:
             # Keys ending in "/" are folder markers (consoles make them), not files.
             if name.endswith("/") or not name.startswith(head) or info.get("type") == "directory":
                 continue
@@ -332,6 +340,20 @@ class ObjectStoreFileSystem:
             self._seen.discard(path)
         changed |= gone
         return changed
+
+    def _find(self, prefix: str) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        """Every object below ``prefix`` (``bucket/key``): its ``bucket/key`` and what
+        the listing says of it. On S3, ``ListObjectsV2``'s pages as they come
+        (no directories made up); elsewhere fsspec's ``find``."""
+        if not s3client.lists_plainly(self.store, self.protocol):
+            return self.store.find(prefix, detail=True).items()
+        from fsspec.asyn import sync
+
+        bucket, _, key = prefix.partition("/")
+        contents = sync(
+            self.store.loop, s3client.list_objects, self.store, bucket, key + "/" if key else ""
+        )
+        return ((f"{bucket}/{c['Key']}", c) for c in contents)
 
     def _prefix_exists(self, prefix: str) -> bool:
         """An empty listing: the prefix may be empty, or its bucket missing."""
@@ -420,6 +442,14 @@ class ObjectStoreFileSystem:
     def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """Bytes of the object as listed, from ``offset``: a ranged GET, or
         none where the listing holds nothing past ``offset``."""
+        return self._read(path, offset, size, alike=True)
+
+    def read_one(self, path: str) -> bytes:
+        """The object as listed, bringing no object like it along (see
+        :meth:`_fetch_alike`): for a file read for a few runs only."""
+        return self._read(path, 0, -1, alike=False)
+
+    def _read(self, path: str, offset: int, size: int, alike: bool) -> bytes:
         obj = self._listing().get(path)
         if obj is None:
             if path in self._dirs:
@@ -435,7 +465,7 @@ class ObjectStoreFileSystem:
                 if start <= offset and end <= start + len(data):
                     self._reads.move_to_end(path)
                     return data[offset - start : end - start]
-        if offset == 0 and path not in self._seen and obj.size <= PREFETCH_MAX:
+        if alike and offset == 0 and path not in self._seen and obj.size <= PREFETCH_MAX:
             data = self._fetch_alike(path, obj)
             if data is not None:
                 return data[:end]
@@ -615,6 +645,9 @@ class RoutedFileSystem:
 
     def read_text(self, path: str) -> str:
         return self._fs(path).read_text(path)
+
+    def read_one(self, path: str) -> bytes:
+        return read_one(self._fs(path), path)
 
     def local_path(self, path: str) -> str | None:
         return self._fs(path).local_path(path)

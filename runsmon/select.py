@@ -184,6 +184,31 @@ class Filters:
         """Whether a run that did not change keeps its answer (no clock, no scalars)."""
         return self.started is None and (self.expr is None or self.expr.steady)
 
+    def attrs_read(self) -> frozenset[str]:
+        """The attributes of Guild runs that only these filters read
+        (``sourcecode_digest``, ``initialized``): a source reading runs in
+        object storage reads them only when asked (see
+        :data:`runsmon.sources.guild.LAZY_ATTRS`).
+
+        >>> Filters(digest="ab12").attrs_read()
+        frozenset({'sourcecode_digest'})
+        >>> expr = guildselect.parse_filter("sourcecode = x or attr:initialized > 1")
+        >>> sorted(Filters(expr=expr).attrs_read())
+        ['initialized', 'sourcecode_digest']
+        >>> Filters(expr=guildselect.parse_filter("lr > 0.1"), runs=("1",)).attrs_read()
+        frozenset()
+        """
+        names = set()
+        if self.digest is not None:
+            names.add("sourcecode_digest")
+        for ref in self.expr.refs if self.expr is not None else ():
+            name = ref[len("attr:") :] if ref.startswith("attr:") else ref
+            if name in ("sourcecode", "sourcecode_digest"):
+                names.add("sourcecode_digest")
+            elif name == "initialized":
+                names.add(name)
+        return frozenset(names)
+
     def range_now(self) -> tuple[datetime.datetime | None, datetime.datetime | None] | None:
         """``started`` as (start, end) now; None without it."""
         return None if self.started is None else guildselect.parse_range(self.started)
@@ -376,6 +401,9 @@ class RunFilter:
         needs_scalars = filters.expr is not None and not filters.expr.steady
         self._scalars = _Scalars(getattr(self.source, "fs", LOCAL)) if needs_scalars else None
         self._problems: set[str] = set()
+        want = getattr(self.source, "want_attrs", None)
+        if want is not None:
+            want(filters.attrs_read())
 
     def roots(self) -> list[str]:
         return self.source.roots()

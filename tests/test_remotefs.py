@@ -8,6 +8,7 @@ with more bytes, or with other bytes). Requests are counted at the S3 client.
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
 import subprocess
@@ -31,6 +32,7 @@ from runsmon.remotefs import (  # noqa: E402
     ObjectStoreFileSystem,
     describe_store_error,
     is_store_url,
+    object_of,
     routed,
 )
 from runsmon.sources import detect_source  # noqa: E402
@@ -149,6 +151,25 @@ def test_unchanged_poll_is_the_listing_only(bucket, tmp_path):
     assert counts == {"ListObjectsV2": 3}
 
 
+def test_listing_pages_give_every_object_as_find_does(bucket):
+    """More than a page of keys, a folder marker and a neighbour prefix: the
+    listing holds what s3fs's find holds, one request a page, times in UTC."""
+    client = _client()
+    client.pipe({f"{bucket}/runs/r{i // 10}/f{i}": b"x" * (i % 7) for i in range(1005)})
+    client.pipe({f"{bucket}/runs/marker/": b"", f"{bucket}/runsmore/f": b"y"})
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+    counts = count_requests(fs.store)
+    fs.refresh()
+    assert counts == {"ListObjectsV2": 2}
+    found = client.find(f"{bucket}/runs", detail=True)
+    expected = {
+        f"s3:/{name}": object_of(info) for name, info in found.items() if not name.endswith("/")
+    }
+    assert fs._objects == expected and len(expected) == 1005
+    (info,) = (c for _, c in fs._find(f"{bucket}/runs") if c["Key"] == "runs/r0/f3")
+    assert info["LastModified"].utcoffset() == datetime.timedelta(0)
+
+
 def test_growing_event_file_is_appended_not_copied_again(bucket, tmp_path):
     home, dirs = _guild_home(tmp_path, runs=1)
     _upload(home, f"{bucket}/home")
@@ -234,23 +255,65 @@ def test_remote_lock_means_running(bucket, tmp_path):
     assert os.path.isdir(run_dir)
 
 
+def test_guild_attrs_for_filters_only_are_read_when_asked(bucket, tmp_path):
+    """``initialized`` and ``sourcecode_digest`` cost a GET a run: read when a
+    filter reads them (or ``initialized`` for a run with no start), and what
+    the filters select is what they select locally."""
+    from runsmon.guildselect import newest_first, parse_filter
+    from runsmon.select import Filters, RunFilter
+    from runsmon.testing import write_attr
+
+    runs = tmp_path / "runs"
+    for i, digest in enumerate(("aa11", "bb22")):
+        attrs = {"initialized": 10**15 + i, "sourcecode_digest": digest}
+        make_guild_run(runs, f"run{i}", started=1_700_000_000.0 + i, attrs=attrs)
+    pending = make_guild_run(runs, "queued", attrs={"initialized": 2 * 10**15})
+    os.remove(os.path.join(pending, ".guild", "attrs", "started"))
+    write_attr(pending, "exit_status", None)  # no exit status yet: a pending run
+    open(os.path.join(pending, ".guild", "PENDING"), "w").close()
+    _upload(str(runs), f"{bucket}/runs")
+
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+    counts = count_requests(fs.store)
+    plain = {r.id: r for r in detect_source(fs.root, fs=fs)()}
+    assert "sourcecode_digest" not in plain["run0"].attrs
+    assert "initialized" not in plain["run0"].attrs
+    assert plain["queued"].attrs["initialized"] == 2 * 10**15  # Guild sorts it by that
+    read = {p.rpartition("/runs/")[2] for p in fs._seen if p.endswith("/attrs/initialized")}
+    assert read == {"queued/.guild/attrs/initialized"}  # alone, not with every run's
+    assert [r.id for r in newest_first(list(plain.values()))] == ["queued", "run1", "run0"]
+    assert counts["ListObjectsV2"] == 1
+
+    for filters in (
+        Filters(digest="bb"),
+        Filters(expr=parse_filter("sourcecode = aa11")),
+        Filters(expr=parse_filter("attr:initialized > 1000000000000000")),
+    ):
+        fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+        here = RunFilter(detect_source(str(runs)), filters)()
+        there = RunFilter(detect_source(fs.root, fs=fs), filters)()
+        assert [r.id for r in there] == [r.id for r in here] != [], filters
+
+
 def test_failed_listing_keeps_the_last_one(bucket, tmp_path, caplog):
     home, _ = _guild_home(tmp_path, runs=2)
     _upload(home, f"{bucket}/home")
     monitor, fs = _monitor(tmp_path / "logdir", f"s3://{bucket}/home")
     monitor.run_once()
-    real = fs.store.find
+    real = fs.store._call_s3
 
-    def dropped(*args, **kwargs):
-        raise ConnectionResetError("connection reset by peer")
+    async def dropped(method, *args, **kwargs):
+        if method == "list_objects_v2":
+            raise ConnectionResetError("connection reset by peer")
+        return await real(method, *args, **kwargs)
 
-    fs.store.find = dropped
+    fs.store._call_s3 = dropped
     try:
         for _ in range(2):
             fs._next_try = 0.0  # no backoff wait in a test
             monitor.sync_changes()
     finally:
-        fs.store.find = real
+        fs.store._call_s3 = real
     lines = [r.getMessage() for r in caplog.records if "cannot list" in r.getMessage()]
     assert len(lines) == 1 and "connection failed" in lines[0], lines
     assert set(monitor.run_names) == {"run0", "run1"}  # nothing taken for gone

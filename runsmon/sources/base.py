@@ -166,6 +166,11 @@ class RunSource:
         with self._lock:
             self._listed = (0.0, 0.0, None)
 
+    def want_attrs(self, names: frozenset[str]) -> None:
+        """The run filters read these attributes (see
+        :meth:`~runsmon.select.Filters.attrs_read`): a source that leaves some
+        unread where reading costs requests must read these."""
+
     # -- the callable --------------------------------------------------------
 
     def __call__(self, changed: Collection[str] | None = None) -> list[Run]:
@@ -395,6 +400,10 @@ class CombinedRuns:
     def forget_listing(self) -> None:
         for s in self.sources:
             s.forget_listing()
+
+    def want_attrs(self, names: frozenset[str]) -> None:
+        for s in self.sources:
+            s.want_attrs(names)
 
     def describe(self) -> str:
         return "; ".join(s.describe() for s in self.sources)

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from runsmon import run as runmod
-from runsmon.fs import LOCAL, FileSystem, Stat
+from runsmon.fs import LOCAL, FileSystem, Stat, read_one
 from runsmon.report import Reporter, describe_error
 from runsmon.run import Run
 from runsmon.runfiles import GUILD_DIR
@@ -67,6 +67,12 @@ FINGERPRINT_ATTRS = (
     "comments",
     "marked",
 )
+#: Attributes only Guild's run filters and sort read (``--digest``, filter
+#: expressions, ``initialized`` for a run with no ``started``): over object
+#: storage, where each is a GET, read only when a filter asks for them (see
+#: :meth:`GuildRuns.want_attrs`), and ``initialized`` when ``started`` is
+#: missing.
+LAZY_ATTRS = frozenset({"initialized", "sourcecode_digest"})
 #: Missing these (once a run is past its set-up) is worth a warning.
 REQUIRED_ATTRS = ("flags",)
 
@@ -419,6 +425,11 @@ class GuildRuns(RunSource):
         self._warned: dict[str, str] = {}
         self._fp_stats: tuple[str, list[Stat | None]] = ("", [])
         self._guildfiles: dict[str, tuple[Any, Any]] = {}  # path -> (stat key, data)
+        self._lazy = LAZY_ATTRS  # left unread over object storage (see want_attrs)
+
+    def want_attrs(self, names: frozenset[str]) -> None:
+        """Read these of :data:`LAZY_ATTRS` over object storage too."""
+        self._lazy = LAZY_ATTRS - names
 
     # -- finding runs --------------------------------------------------------
 
@@ -535,24 +546,19 @@ class GuildRuns(RunSource):
         else:
             attrs_stat = self.fs.stat(attrs_dir)
             absent = set()
+        lazy: frozenset[str] = frozenset()  # attrs left unread for now
         if attrs_stat is not None and not attrs_stat.is_dir:
             problems.append((".guild/attrs", "not a directory"))
         elif attrs_stat is None:
             missing.update(RUN_ATTRS)
         else:
+            # Over object storage (no local path) some are read only when needed.
+            lazy = self._lazy if self.fs.local_path(guild) is None else frozenset()
             for name in RUN_ATTRS:
                 if name in absent:
                     missing.add(name)
-                    continue
-                try:
-                    data = self.fs.read_bytes(f"{attrs_dir}/{name}")
-                    values[name] = load_yaml(data)
-                except FileNotFoundError:
-                    missing.add(name)
-                except AttrError as e:
-                    problems.append((name, str(e)))
-                except OSError as e:
-                    problems.append((name, _os_cause(e)))
+                elif name not in lazy:
+                    self._read_attr(attrs_dir, name, values, missing, problems)
 
         opref: dict[str, str] | None = None
         try:
@@ -579,6 +585,10 @@ class GuildRuns(RunSource):
             problems.append(("flags", f"not a mapping ({type(flags).__name__})"))
             flags = {}
         started = _micros(values, "started", problems)
+        if started is None and "initialized" in lazy:
+            # Guild sorts a run with no start by it (guildselect.guild_timestamp);
+            # few runs have none: read alone, not with every run's.
+            self._read_attr(attrs_dir, "initialized", values, missing, problems, alone=True)
         stopped = _micros(values, "stopped", problems)
         exit_status = values.get("exit_status")
         if exit_status is not None and (
@@ -640,6 +650,28 @@ class GuildRuns(RunSource):
             tags=runmod.clean_tags(values.get("tags") or ()),
             note=comments_note(values.get("comments")),
         )
+
+    def _read_attr(
+        self,
+        attrs_dir: str,
+        name: str,
+        values: dict[str, Any],
+        missing: set[str],
+        problems: list[tuple[str, str]],
+        alone: bool = False,
+    ) -> None:
+        """Read one attribute into ``values``, else note it missing or its
+        problem; ``alone``: not with the same attribute of other runs."""
+        path = f"{attrs_dir}/{name}"
+        try:
+            data = read_one(self.fs, path) if alone else self.fs.read_bytes(path)
+            values[name] = load_yaml(data)
+        except FileNotFoundError:
+            missing.add(name)
+        except AttrError as e:
+            problems.append((name, str(e)))
+        except OSError as e:
+            problems.append((name, _os_cause(e)))
 
     def _compare(self, opref: Mapping[str, str]) -> list[Any] | None:
         """The ``compare`` columns of the run's operation in its Guild file, as
