@@ -124,17 +124,25 @@ def _length_crc(length: int) -> int:
     return crc
 
 
+_heads: dict[int, bytes] = {}
+
+
 def encode_record(data: bytes) -> bytes:
-    """Frame ``data`` as one TFRecord."""
-    header = struct.pack("<Q", len(data))
-    return b"".join(
-        (
-            header,
-            _U32_LE.pack(_length_crc(len(data))),
-            data,
-            _U32_LE.pack(masked_crc32c(data)),
-        )
-    )
+    """Frame ``data`` as one TFRecord.
+
+    >>> encode_record(b"ab").hex()
+    '020000000000000078270b3461621cb0f0f4'
+    """
+    n = len(data)
+    head = _heads.get(n)
+    if head is None:  # the length and its checksum: the same for every record this long
+        head = struct.pack("<Q", n) + _U32_LE.pack(_length_crc(n))
+        if len(_heads) < 65536:
+            _heads[n] = head
+    if _crc32c is not None:
+        crc = _crc32c(data)
+        return head + data + _U32_LE.pack((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & _U32)
+    return head + data + _U32_LE.pack(masked_crc32c(data))
 
 
 @dataclasses.dataclass
