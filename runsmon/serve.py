@@ -289,15 +289,10 @@ def start_tensorboard(
     not start (a port in use, a bad ``-O`` option...).
     """
     argv = tensorboard_argv(logdir, host, port, reload_interval, options)
-    env = dict(os.environ)
-    # The child imports this very runsmon, wherever it was imported from.
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, json.dumps(argv)],
+        [sys.executable, "-c", _child_code(), json.dumps(argv)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env=env,
     )
     answer = _first_line(proc, timeout)
     if "url" not in answer:
@@ -309,7 +304,14 @@ def start_tensorboard(
     return str(answer["url"])
 
 
-_CHILD = "import sys; from runsmon.serve import tensorboard_child; tensorboard_child(sys.argv[1])"
+def _child_code() -> str:
+    """The child's program: this very runsmon's :func:`tensorboard_child`. From
+    a source tree (not an installed package) that tree comes first on its path."""
+    code = "from runsmon.serve import tensorboard_child; tensorboard_child(sys.argv[1])"
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.basename(here) in ("site-packages", "dist-packages"):
+        return "import sys; " + code
+    return f"import sys; sys.path.insert(0, {here!r}); " + code
 
 
 def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> dict:
