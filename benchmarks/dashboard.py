@@ -744,12 +744,16 @@ def main(argv: list[str] | None = None) -> int:
     title = f"## Time to a full dashboard: {n:,} runs (seed {args.seed})"
     intro = (
         f"`python benchmarks/dashboard.py --runs {n}`: each tool launched as a user would "
-        "(a process tree: the tool, TensorBoard in it, TensorBoard's data server), then "
-        "TensorBoard's HParams plugin asked what the HPARAMS tab asks (`experiment`, then "
-        "`session_groups` with every hparam and metric, page after page) until every run is "
-        f"listed with a value for each of its `loss` and `acc` metrics. runsmon: {layout}. "
-        "A new run is listed by the answer that returned at the time shown, asked for at "
-        "the time after `asked at` (a poll of every row takes that long). The machine was "
+        "(a process tree: the tool, TensorBoard (runsmon: in a process of its own; Guild: in "
+        "its process) and TensorBoard's data server), then TensorBoard's HParams plugin asked "
+        "what the HPARAMS tab asks (`experiment`, then `session_groups` with every hparam and "
+        "metric) until every run is listed with a value for each of its `loss` and `acc` "
+        "metrics: each poll has the plugin count those rows (`excludeMissingValues` on those "
+        "metrics, one row long), and a count that reaches the goal is confirmed by fetching "
+        f"every row and checking each by name. runsmon: {layout}. A run is listed at the time "
+        "the count that listed it answered, asked for at the time after `asked at`. Peak RSS "
+        "is taken while the plugin is asked as the HPARAMS tab asks it (pages of 100 rows); "
+        "beside it, the peak while the benchmark fetched every row at once. The machine was "
         "shared: see the load average below the table."
     )
     print()
