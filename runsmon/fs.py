@@ -112,6 +112,13 @@ class LocalFileSystem:
         return self.read_bytes(path).decode("utf-8")
 
     def local_path(self, path: str) -> str | None:
+        """``path`` made absolute; one already absolute and normal comes back as it is.
+
+        >>> LOCAL.local_path("/runs/a/train/x"), LOCAL.local_path("/runs/a/../b/")
+        ('/runs/a/train/x', '/runs/b')
+        """
+        if path[:1] == "/" and not ("/." in path or "//" in path or path[-1] == "/"):
+            return path  # what abspath would give, without its normpath
         return os.path.abspath(path)
 
 

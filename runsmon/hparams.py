@@ -373,21 +373,32 @@ def _sort_key(value: FlagValue) -> tuple[int, float, str]:
 # -- protos ------------------------------------------------------------------
 
 
-def _proto_value(value: FlagValue) -> struct_pb2.Value:
+def _set_value(slot: struct_pb2.Value, value: FlagValue) -> None:
+    """Set ``slot`` (a Value in place, a map's entry among them) to ``value``."""
     if isinstance(value, bool):
-        return struct_pb2.Value(bool_value=value)
-    if isinstance(value, (int, float)):
-        return struct_pb2.Value(number_value=float(value))
-    return struct_pb2.Value(string_value=str(value))
+        slot.bool_value = value
+    elif isinstance(value, (int, float)):
+        slot.number_value = float(value)
+    else:
+        slot.string_value = str(value)
 
 
 def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
+    """The summary TensorBoard's ``metadata.create_summary_metadata`` makes of
+    ``data`` (made for it: its version is set in place, not on a copy).
+
+    >>> data = plugin_data_pb2.HParamsPluginData(session_end_info={"status": 1})
+    >>> ours = _summary("t", data).value[0].metadata
+    >>> ours == metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(
+    ...     session_end_info={"status": 1}))
+    True
+    """
+    data.version = metadata.PLUGIN_DATA_VERSION
     summary = summary_pb2.Summary()
-    summary.value.add(
-        tag=tag,
-        metadata=metadata.create_summary_metadata(data),
-        tensor=metadata.NULL_TENSOR,
-    )
+    value = summary.value.add(tag=tag, tensor=metadata.NULL_TENSOR)
+    plugin = value.metadata.plugin_data
+    plugin.plugin_name = metadata.PLUGIN_NAME
+    plugin.content = data.SerializeToString()
     return summary
 
 
@@ -448,7 +459,7 @@ def session_start_summary(
     if start_time is not None and math.isfinite(start_time):
         info.start_time_secs = start_time
     for name, value in hparams.items():
-        info.hparams[name].CopyFrom(_proto_value(value))
+        _set_value(info.hparams[name], value)
     return _summary(
         metadata.SESSION_START_INFO_TAG,
         plugin_data_pb2.HParamsPluginData(session_start_info=info),

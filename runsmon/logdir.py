@@ -96,18 +96,24 @@ class RunRecord:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # keys of other versions
 
     _KEYS: ClassVar[dict[str, str]] = {"asked": "wanted"}
+    _FIELDS: ClassVar[tuple[str, ...]] = ()  # the fields but ``extra``, set below
+
+    def copy(self) -> RunRecord:
+        """A shallow copy (what ``dataclasses.replace(self)`` gives, for less)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.extra)
-        for f in dataclasses.fields(self):
-            if f.name == "extra":
+        keys = self._KEYS
+        for name in self._FIELDS:
+            value = getattr(self, name)
+            if value is UNSET or (value is None and name != "stopped"):
                 continue
-            value = getattr(self, f.name)
-            if value is UNSET or (value is None and f.name != "stopped"):
+            if name in ("gen", "building") and not value:
                 continue
-            if f.name in ("gen", "building") and not value:
-                continue
-            out[self._KEYS.get(f.name, f.name)] = value
+            out[keys.get(name, name)] = value
         return out
 
     @classmethod
@@ -125,6 +131,9 @@ class RunRecord:
             else:
                 setattr(record, name, value)
         return record
+
+
+RunRecord._FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name != "extra")
 
 
 class Manifest:
@@ -802,10 +811,14 @@ def _append(path: str, data: bytes, size: int) -> None:
 
 
 def _parents(rel: str) -> list[str]:
-    """The directories above ``rel`` in its run directory ("a/b/f" -> a/b, a)."""
+    """The directories above ``rel`` in its run directory ("a/b/f" -> a/b, a).
+
+    >>> _parents("a/b/f"), _parents("f"), _parents("a//b/")
+    (['a/b', 'a'], [], ['a//b', 'a'])
+    """
     out = []
-    parent = os.path.dirname(rel)
+    parent = rel.rpartition("/")[0].rstrip("/")
     while parent:
         out.append(parent)
-        parent = os.path.dirname(parent)
+        parent = parent.rpartition("/")[0].rstrip("/")
     return out

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from runsmon import reduce
 from runsmon.events import FileScan
-from runsmon.fs import FileSystem
+from runsmon.fs import Entry, FileSystem
 from runsmon.images import MAX_IMAGES, is_image_file
 
 #: Guild keeps the scalars it parsed from a run's output here.
@@ -153,18 +153,7 @@ class RunFiles:
                 entries = self.fs.scandir(path)
             except OSError:
                 return
-            subdirs = sorted(
-                sys.intern(e.name) for e in entries if e.is_dir and not e.name.startswith(".")
-            )
-            files = sorted(e.name for e in entries if is_event_file(e.name) and not e.is_dir)
-            images = (
-                tuple(sorted(e.name for e in entries if e.is_file and is_image_file(e.name)))
-                if self.list_images and rel != GUILD_DIR
-                else _NONE
-            )
-            if rel == "" and any(e.name == GUILD_DIR and e.is_dir for e in entries):
-                subdirs.append(GUILD_DIR)
-            listing = (st.mtime_ns, tuple(subdirs), tuple(files), images or _NONE)
+            listing = _listing(st.mtime_ns, entries, rel, self.list_images and rel != GUILD_DIR)
         seen[rel] = listing
         _, subdirs, files, _ = listing
         base = f"{self._prefix}{rel}/" if rel else self._prefix
@@ -309,6 +298,43 @@ class RunFiles:
                 if value is not None:
                     out[reduce.reduced_metric(metric, spec)] = (step, wall, value)
         return out
+
+
+def _listing(mtime_ns: int, entries: list[Entry], rel: str, images: bool) -> Listing:
+    """One directory's :data:`Listing` from its entries, in one pass: its
+    subdirectories (hidden ones left out, but ``.guild`` at a run's root, last),
+    event files and, with ``images``, image files, each sorted by name.
+
+    >>> e = [Entry(n, n, d, not d, False) for n, d in
+    ...      [("val", True), (".guild", True), ("b.tfevents.1", False), ("p.png", False),
+    ...       ("a.tfevents.2", False), (".x", True), ("train", True)]]
+    >>> _listing(7, e, "", True)
+    (7, ('train', 'val', '.guild'), ('a.tfevents.2', 'b.tfevents.1'), ('p.png',))
+    >>> _listing(7, e, "sub", False)
+    (7, ('train', 'val'), ('a.tfevents.2', 'b.tfevents.1'), ())
+    """
+    subdirs: list[str] = []
+    files: list[str] = []
+    found: list[str] = []
+    guild = False
+    for e in entries:
+        name = e.name
+        if e.is_dir:
+            if name[:1] != ".":
+                subdirs.append(sys.intern(name))
+            elif name == GUILD_DIR:
+                guild = True
+            continue
+        if "tfevents" in name:
+            files.append(name)
+        if images and e.is_file and is_image_file(name):
+            found.append(name)
+    subdirs.sort()
+    files.sort()
+    found.sort()
+    if guild and rel == "":
+        subdirs.append(GUILD_DIR)
+    return (mtime_ns, tuple(subdirs), tuple(files), tuple(found) if found else _NONE)
 
 
 def _is_timestamp(name: str) -> bool:

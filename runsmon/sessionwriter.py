@@ -19,7 +19,6 @@ earlier runsmon wrote is deleted).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -205,7 +204,7 @@ class SessionWriter:
             self._rewrites.add(run.id)
             self._new_generation(st, encoded, key, end, stats)
             return None
-        before = dataclasses.replace(state)
+        before = state.copy()
         write_start = state.session is None
         # A final status can follow a session as an end file that sorts last;
         # "running" only goes with the start info (an end file would stop
@@ -246,7 +245,7 @@ class SessionWriter:
             )
             if not made:
                 self.writes.unsaved.add(run.id)
-            before = dataclasses.replace(state)
+            before = state.copy()
             state.session = None
             state.end = None
             state.stopped = UNSET
@@ -305,7 +304,7 @@ class SessionWriter:
             self._rewrites.add(run.id)
             self._new_generation(st, {}, LINKS_ONLY, None, stats)
             return None
-        before = dataclasses.replace(state)
+        before = state.copy()
         if fresh:
             if not self._make_dir(st):
                 return False  # tried again as a new run at the next sync
