@@ -54,8 +54,9 @@ class RuntimeFailure(Exception):
     """Something went wrong at run time: exit 1."""
 
 
-class _Interrupted(Exception):
-    """SIGINT or SIGTERM during startup."""
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM during startup (a BaseException, as KeyboardInterrupt is:
+    no `except Exception` on the way swallows it)."""
 
 
 class _Parser(argparse.ArgumentParser):
