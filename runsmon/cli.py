@@ -1049,8 +1049,11 @@ def serve(
         monitor.start()
         if serving:
             from runsmon.serve import (
+                PAGE_CHECK_RUNS,
                 open_browser,
+                page_seconds,
                 reload_interval,
+                slow_page_note,
                 start_tensorboard,
                 wait_for_hparams,
             )
@@ -1067,6 +1070,12 @@ def serve(
                 return 0
             if not ready:
                 log.warning("TensorBoard has not loaded every run yet; it goes on loading")
+            elif len(monitor.run_names) >= PAGE_CHECK_RUNS:
+                note = slow_page_note(
+                    page_seconds(url), len(monitor.run_names), len(monitor.experiment_columns()[1])
+                )
+                if note:
+                    _say(args, f"runsmon: {note}")
             page = f"{url}#{getattr(args, 'tab', None) or 'hparams'}"
             print(f"runsmon: TensorBoard at {page} (Ctrl-C to stop)", flush=True)
             if args.open and not open_browser(page):

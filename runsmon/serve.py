@@ -433,13 +433,17 @@ def port_of(url: str) -> int:
     return int(urllib.parse.urlparse(url).port or 80)
 
 
-def _post(url: str, path: str, body: dict) -> dict:
+#: Every session status the HParams plugin knows (the HPARAMS tab allows all).
+ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def _post(url: str, path: str, body: dict, timeout: float = 5.0) -> dict:
     request = urllib.request.Request(
         url.rstrip("/") + path,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"{}")
 
 
@@ -450,18 +454,59 @@ def hparams_sessions(url: str) -> int:
         "/data/plugin/hparams/session_groups",
         {
             "experimentName": "",
-            "allowedStatuses": [
-                "STATUS_UNKNOWN",
-                "STATUS_SUCCESS",
-                "STATUS_FAILURE",
-                "STATUS_RUNNING",
-            ],
+            "allowedStatuses": ALL_STATUSES,
             "colParams": [],
             "startIndex": 0,
             "sliceSize": 1,
         },
     )
     return int(answer.get("totalSize", 0))
+
+
+#: Runs from which ``runsmon serve`` times one page of the HPARAMS table.
+PAGE_CHECK_RUNS = 2000
+#: Seconds a page may take before ``runsmon serve`` says how to make it cheaper.
+SLOW_PAGE_S = 1.0
+
+
+def page_seconds(url: str) -> float | None:
+    """Seconds TensorBoard takes to answer the HPARAMS tab's first request (every
+    hparam and metric column, 100 rows); None when it did not answer."""
+    try:
+        exp = _post(url, "/data/plugin/hparams/experiment", {"experimentName": ""})
+        cols = [{"hparam": h["name"], "includeInResult": True} for h in exp.get("hparamInfos", [])]
+        cols += [{"metric": m["name"], "includeInResult": True} for m in exp.get("metricInfos", [])]
+        body = {
+            "experimentName": "",
+            "allowedStatuses": ALL_STATUSES,
+            "colParams": cols,
+            "startIndex": 0,
+            "sliceSize": 100,
+        }
+        start = time.monotonic()
+        _post(url, "/data/plugin/hparams/session_groups", body, timeout=60)
+        return time.monotonic() - start
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def slow_page_note(seconds: float | None, rows: int, metrics: int) -> str | None:
+    """The line ``runsmon serve`` says when a page of the table is slow, else None.
+
+    >>> slow_page_note(1.52, 10000, 8)
+    'each page of the HPARAMS table takes TensorBoard 1.5 s here: it works out all 10000 \
+rows x 8 metric columns for every page; --metric-include or --metric-exclude keep \
+the columns you look at'
+    >>> slow_page_note(0.4, 10000, 3) is None, slow_page_note(None, 10000, 8) is None
+    (True, True)
+    """
+    if seconds is None or seconds < SLOW_PAGE_S:
+        return None
+    return (
+        f"each page of the HPARAMS table takes TensorBoard {seconds:.1f} s here: it works out "
+        f"all {rows} rows x {metrics} metric columns for every page; --metric-include or "
+        "--metric-exclude keep the columns you look at"
+    )
 
 
 def wait_for_hparams(
