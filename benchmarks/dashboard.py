@@ -11,8 +11,8 @@ what the HPARAMS tab asks: ``experiment``, then ``session_groups`` with one
 the rows that show every required metric (``excludeMissingValues`` on those
 columns, one row long: what a page costs the plugin); a count that reaches
 the goal is confirmed by fetching every row, page by page (``sliceSize``),
-and checking each by name. Until that confirmation passes the dashboard is
-not full. So:
+and checking that each has every metric. Until that confirmation passes the
+dashboard is not full. So:
 
 - *full dashboard*: every run is listed, each with a value for every
   ``loss`` and ``acc`` metric of the experiment (the generated runs log both
@@ -125,17 +125,32 @@ def rss_kb(pid: int) -> int:
 
 
 def proc_name(pid: int) -> str:
+    """What the process is: the data server, TensorBoard's own process (runsmon
+    starts it with ``tensorboard_child``), or the launched tool itself."""
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
     except OSError:
         return "?"
+    text = b" ".join(argv)
+    if b"tensorboard_data_server" in text:
+        return "data server"
+    if b"tensorboard_child" in text:
+        return "TensorBoard"
+    words = [os.path.basename(a.decode(errors="replace")) for a in argv if a]
+    if "runsmon" in words:
+        return "runsmon"
+    if any(w == "guild" or w.endswith("/guild") for w in words):
+        return "guild"
+    return words[0] if words else "?"
 
 
 #: Set while the benchmark fetches every row (a request no browser sends: the
 #: HPARAMS tab asks for pages of 100): RSS sampled meanwhile counts only in
 #: the peak "with the benchmark's checks".
 FULL_CHECK = threading.Event()
+#: Seconds after a full check whose samples still count only with the checks.
+SETTLE_S = 2.0
 
 
 class TreeSampler(threading.Thread):
@@ -148,17 +163,21 @@ class TreeSampler(threading.Thread):
         self.root, self.every = root, every
         self.peak_kb = 0
         self.peak_all_kb = 0
+        self._quiet_from = 0.0  # samples before this count only with the full checks
         self.peak_procs = 0
         self.peak_parts: dict[str, int] = {}  # process name -> its RSS at the peak (kB)
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
+            checking = FULL_CHECK.is_set()
             pids = tree_pids(self.root)
             each = {p: rss_kb(p) for p in pids}
             total = sum(each.values())
             self.peak_all_kb = max(self.peak_all_kb, total)
-            if total > self.peak_kb and not FULL_CHECK.is_set():
+            if checking or FULL_CHECK.is_set():
+                self._quiet_from = time.monotonic() + SETTLE_S
+            elif total > self.peak_kb and time.monotonic() >= self._quiet_from:
                 self.peak_kb, self.peak_procs = total, len(pids)
                 parts: dict[str, int] = {}
                 for pid, kb in each.items():
@@ -241,11 +260,18 @@ def required_metrics(exp: dict[str, Any]) -> set[tuple[str, str]]:
     return out
 
 
-def complete_rows(groups: list[dict[str, Any]], required: set[tuple[str, str]]) -> set[str]:
+def declared(required: set[tuple[str, str]], need: int) -> bool:
+    """Whether the experiment declares every metric the runs log: ``need`` of
+    them (runsmon: ``loss`` and ``acc`` of the root, ``train/`` and ``val/``,
+    6; Guild: one per tag, its group's sessions averaged, 2), both tags."""
+    return len(required) >= need and {_base(tag) for tag, _ in required} == set(METRIC_TAGS)
+
+
+def complete_rows(
+    groups: list[dict[str, Any]], required: set[tuple[str, str]], need: int
+) -> set[str]:
     """The names of the rows that show a value for every required metric."""
-    # runsmon has a metric per group directory (`val#loss`); Guild one per tag,
-    # its group's sessions (root, train/, val/) averaged.
-    if {_base(tag) for tag, _ in required} != set(METRIC_TAGS):
+    if not declared(required, need):
         return set()  # the experiment does not declare the runs' metrics (yet)
     rows = set()
     for g in groups:
@@ -262,26 +288,25 @@ class Poll:
     at: float  # seconds after launch
     complete: int  # rows with every metric value
     seconds: float  # the whole poll (experiment + every request)
-    full: bool = False  # every row fetched and checked by name (else counted by TensorBoard)
     error: str = ""
 
 
-def look(base: str, t0: float, n: int, timeout: float) -> Poll:
-    """Every row fetched, page after page, and checked here, by name."""
+def look(base: str, t0: float, n: int, timeout: float, need: int) -> Poll:
+    """Every row fetched, page after page, and checked here: the rows with every metric."""
     start = time.monotonic()
     FULL_CHECK.set()
     try:
         exp = experiment(base, timeout)
         groups = all_groups(base, col_params(exp), n + CHECK_MORE, timeout) if exp else []
     except (OSError, ValueError, urllib.error.URLError) as e:
-        return Poll(time.monotonic() - t0, 0, time.monotonic() - start, True, str(e)[:200])
+        return Poll(time.monotonic() - t0, 0, time.monotonic() - start, str(e)[:200])
     finally:
         FULL_CHECK.clear()
-    done = complete_rows(groups, required_metrics(exp))
-    return Poll(time.monotonic() - t0, len(done), time.monotonic() - start, True)
+    done = complete_rows(groups, required_metrics(exp), need)
+    return Poll(time.monotonic() - t0, len(done), time.monotonic() - start)
 
 
-def count_look(base: str, t0: float, timeout: float) -> Poll:
+def count_look(base: str, t0: float, timeout: float, need: int) -> Poll:
     """The rows complete, as TensorBoard counts them: the HPARAMS tab's own
     request (every hparam and metric) with ``excludeMissingValues`` on each
     required metric, one row long; its ``totalSize`` is the answer.
@@ -294,20 +319,20 @@ def count_look(base: str, t0: float, timeout: float) -> Poll:
         exp = experiment(base, timeout)
         required = required_metrics(exp)
         count = 0
-        if {_base(tag) for tag, _ in required} == set(METRIC_TAGS):
+        if declared(required, need):
             cols = col_params(exp)
             for col in cols:
                 if "metric" in col and _metric_key(col["metric"]) in required:
                     col["excludeMissingValues"] = True
             count = int((page(base, cols, 0, 1, timeout) or {}).get("totalSize", 0))
     except (OSError, ValueError, urllib.error.URLError) as e:
-        return Poll(time.monotonic() - t0, 0, time.monotonic() - start, False, str(e)[:200])
+        return Poll(time.monotonic() - t0, 0, time.monotonic() - start, str(e)[:200])
     return Poll(time.monotonic() - t0, count, time.monotonic() - start)
 
 
-def confirmed(base: str, t0: float, n: int, goal: int, counted: Poll) -> bool:
+def confirmed(base: str, t0: float, n: int, goal: int, counted: Poll, need: int) -> bool:
     """Whether a count that reached ``goal`` holds up, every row fetched."""
-    return counted.complete >= goal and look(base, t0, n, 120).complete >= goal
+    return counted.complete >= goal and look(base, t0, n, 120, need).complete >= goal
 
 
 # -- one tool, launched and measured ---------------------------------------------------
@@ -319,6 +344,7 @@ class Tool:
     argv: list[str]
     env: dict[str, str]
     note: str = ""
+    metrics: int = 6  # metric columns a full row has (see declared)
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, deadline: float) -> bool:
@@ -379,9 +405,9 @@ def measure(
             polls: list[Poll] = []
             full_at = None
             while ready and time.monotonic() < deadline and proc.poll() is None:
-                p = count_look(base, t0, 120)
+                p = count_look(base, t0, 120, tool.metrics)
                 polls.append(p)
-                if confirmed(base, t0, n, n, p):
+                if confirmed(base, t0, n, n, p, tool.metrics):
                     full_at = p.at
                     break
                 time.sleep(max(0.0, 0.5 - p.seconds))
@@ -392,9 +418,9 @@ def measure(
             if full_at is None and ready and proc.poll() is None:
                 result["page_s"] = _pages_now(base, 3)  # what a page costs all the same
             if full_at is not None:
-                result.update(_steady(base, t0, n, steady_polls))
+                result.update(_steady(base, t0, n, steady_polls, tool.metrics))
                 result["new_run_s"], result["new_run_asked_s"] = _new_runs(
-                    base, t0, runs_dir, n, trials, seed, added
+                    base, t0, runs_dir, n, trials, seed, added, tool.metrics
                 )
         finally:
             for run_dir in added:
@@ -423,7 +449,7 @@ def _fewest_after_peak(polls: list[Poll]) -> int | None:
     return min(later) if later else None
 
 
-def _steady(base: str, t0: float, n: int, count: int) -> dict[str, Any]:
+def _steady(base: str, t0: float, n: int, count: int, need: int) -> dict[str, Any]:
     """``count`` polls a second apart: does each list every run? And a page's time."""
     steady, pages, fewest = 0, [], n
     exp = experiment(base, 60)
@@ -431,7 +457,7 @@ def _steady(base: str, t0: float, n: int, count: int) -> dict[str, Any]:
     for i in range(count):
         time.sleep(1.0)
         # Counted by TensorBoard; the last poll fetches every row and checks it here.
-        p = look(base, t0, n, 120) if i == count - 1 else count_look(base, t0, 120)
+        p = look(base, t0, n, 120, need) if i == count - 1 else count_look(base, t0, 120, need)
         fewest = min(fewest, p.complete)
         steady += p.complete >= n
         start = time.monotonic()
@@ -453,7 +479,14 @@ def _pages_now(base: str, count: int) -> list[float]:
 
 
 def _new_runs(
-    base: str, t0: float, runs_dir: str, n: int, trials: int, seed: int, added: list[str]
+    base: str,
+    t0: float,
+    runs_dir: str,
+    n: int,
+    trials: int,
+    seed: int,
+    added: list[str],
+    need: int,
 ) -> tuple[list[float], list[float]]:
     """Seconds from a new run written until an answer lists it with its metrics,
     per trial; and when that answer was asked for (the run was listed between)."""
@@ -469,8 +502,8 @@ def _new_runs(
         seen = math.inf
         while time.monotonic() - start < NEW_RUN_TIMEOUT_S:
             sent = time.monotonic() - start
-            p = count_look(base, t0, 120)
-            if confirmed(base, t0, n + 1, expected, p):
+            p = count_look(base, t0, 120, need)
+            if confirmed(base, t0, n + 1, expected, p, need):
                 seen = t0 + p.at - start  # when the count that listed it answered
                 asked.append(sent)
                 break
@@ -522,7 +555,7 @@ def guild_tool(runs_dir: str, port: int) -> Tool | None:
     guild = os.path.join(os.path.dirname(python), "guild")
     env = dict(os.environ, GUILD_HOME=os.path.dirname(runs_dir))
     argv = [guild, "tensorboard", "--no-open", "--host", "127.0.0.1", "--port", str(port)]
-    return Tool("guild tensorboard", argv, env)
+    return Tool("guild tensorboard", argv, env, metrics=2)
 
 
 # -- the table --------------------------------------------------------------------------
@@ -570,11 +603,10 @@ def _loader(r: dict[str, Any]) -> str:
 def _rss(r: dict[str, Any]) -> str:
     parts = sorted(r.get("peak_parts", {}).items(), key=lambda kv: -kv[1])
     each = ", ".join(f"{name} {bench._mb(kb)}" for name, kb in parts)
-    return (
-        f"{bench._mb(r['peak_rss_kb'])} ({r['peak_procs']}: {each})"
-        if each
-        else (f"{bench._mb(r['peak_rss_kb'])} ({r['peak_procs']})")
-    )
+    text = f"{bench._mb(r['peak_rss_kb'])} ({r['peak_procs']}" + (f": {each})" if each else ")")
+    if r.get("peak_all_kb", 0) > r["peak_rss_kb"]:
+        text += f"; {bench._mb(r['peak_all_kb'])} with the benchmark's full-table checks"
+    return text
 
 
 def table(n: int, rs: dict[str, Any], guild: dict[str, Any] | None, guild_note: str) -> str:
@@ -750,8 +782,9 @@ def main(argv: list[str] | None = None) -> int:
         "metric) until every run is listed with a value for each of its `loss` and `acc` "
         "metrics: each poll has the plugin count those rows (`excludeMissingValues` on those "
         "metrics, one row long), and a count that reaches the goal is confirmed by fetching "
-        f"every row and checking each by name. runsmon: {layout}. A run is listed at the time "
-        "the count that listed it answered, asked for at the time after `asked at`. Peak RSS "
+        "every row and checking that each has every metric. "
+        f"runsmon: {layout}. A run is listed at the time the count that listed it answered, "
+        "asked for at the time after `asked at`. Peak RSS "
         "is taken while the plugin is asked as the HPARAMS tab asks it (pages of 100 rows); "
         "beside it, the peak while the benchmark fetched every row at once. The machine was "
         "shared: see the load average below the table."

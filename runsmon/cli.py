@@ -1055,6 +1055,7 @@ def serve(
                 reload_interval,
                 slow_page_note,
                 start_tensorboard,
+                tensorboard_alive,
                 wait_for_hparams,
             )
 
@@ -1064,10 +1065,14 @@ def serve(
                     logdir.path, args.host, args.port, reload, options=tb_options
                 )
             ready = wait_for_hparams(
-                url, sessions=lambda: len(monitor.run_names), timeout=60, stop=stop.is_set
+                url,
+                sessions=lambda: len(monitor.run_names),
+                timeout=60,
+                stop=lambda: stop.is_set() or not tensorboard_alive(),
             )
             if stop.is_set():
                 return 0
+            _check_tensorboard(tensorboard_alive())
             if not ready:
                 log.warning("TensorBoard has not loaded every run yet; it goes on loading")
             elif len(monitor.run_names) >= PAGE_CHECK_RUNS:
@@ -1084,7 +1089,8 @@ def serve(
             _say(args, f"runsmon: keeping {logdir.path} in step (Ctrl-C to stop)")
         startup[0] = False
         while not stop.wait(0.5):
-            pass
+            if serving:
+                _check_tensorboard(tensorboard_alive())
         return 0
     except _Interrupted:
         return 0
@@ -1092,10 +1098,22 @@ def serve(
         startup[0] = False
         if monitor is not None:
             monitor.stop()
+        from runsmon.serve import stop_tensorboards
+
+        stop_tensorboards()  # before its logdir goes
         if logdir is not None and logdir.temporary:
             logdir.destroy()
         if on_exit is not None:
             on_exit()
+
+
+def _check_tensorboard(alive: bool) -> None:
+    """TensorBoard's process ended by itself (killed, out of memory): say so and stop."""
+    if not alive:
+        raise RuntimeFailure(
+            "TensorBoard's process ended (see above for why; killed, or out of memory?); "
+            "start runsmon serve again, or serve fewer runs"
+        )
 
 
 def _export_scalars(args: argparse.Namespace, source: Any) -> int:

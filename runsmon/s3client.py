@@ -52,8 +52,9 @@ def _quick(value: str) -> datetime.datetime | None:
 
 
 def parse_timestamp(value: Any) -> datetime.datetime:
-    """A timestamp of an S3 response as a tz-aware UTC datetime; what it cannot
-    read quickly, botocore's own parser reads (and judges).
+    """A timestamp of an S3 response as a tz-aware datetime (UTC for the two
+    forms S3 sends); what it cannot read quickly, botocore's own parser reads
+    (and judges).
 
     >>> parse_timestamp("2026-11-30T14:20:00.000Z")
     datetime.datetime(2026, 11, 30, 14, 20, tzinfo=datetime.timezone.utc)
@@ -118,4 +119,9 @@ async def list_objects(store: Any, bucket: str, prefix: str) -> list[dict[str, A
         out += page.get("Contents", ())
         if not page.get("IsTruncated"):
             return out
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        token = page.get("NextContinuationToken")
+        if not token or token == kwargs.get("ContinuationToken"):
+            # botocore's own paginator stops here too: a store that says "more"
+            # and gives no new place to go on from would be listed forever.
+            raise OSError(f"the listing of s3://{bucket}/{prefix} stopped giving pages")
+        kwargs["ContinuationToken"] = token

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import http.client
 import io
 import json
 import logging
@@ -286,7 +287,9 @@ def start_tensorboard(
     """Serve TensorBoard on ``logdir`` from a process of its own; returns its URL.
 
     Raises :class:`TensorBoardError` with the one line that says why it did
-    not start (a port in use, a bad ``-O`` option...).
+    not start (a port in use, a bad ``-O`` option...). The process is
+    stopped with this one (:func:`stop_tensorboards`), whatever happens
+    meanwhile; :func:`tensorboard_alive` says whether it still serves.
     """
     argv = tensorboard_argv(logdir, host, port, reload_interval, options)
     proc = subprocess.Popen(
@@ -294,24 +297,45 @@ def start_tensorboard(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    answer = _first_line(proc, timeout)
-    if "url" not in answer:
-        stop_process(proc)
-        raise TensorBoardError(answer.get("error") or "TensorBoard did not start")
     if not _CHILDREN:
         atexit.register(stop_tensorboards)
-    _CHILDREN.append(proc)
+    _CHILDREN.append(proc)  # from now on: a signal, an error, any exit stops it
+    try:
+        answer = _first_line(proc, timeout)
+    except BaseException:
+        _forget(proc)
+        raise
+    if "url" not in answer:
+        _forget(proc)
+        raise TensorBoardError(answer.get("error") or "TensorBoard did not start")
     return str(answer["url"])
 
 
+def tensorboard_alive() -> bool:
+    """Whether every TensorBoard this process started still runs."""
+    return all(proc.poll() is None for proc in _CHILDREN)
+
+
+def _forget(proc: subprocess.Popen[bytes]) -> None:
+    stop_process(proc)
+    with contextlib.suppress(ValueError):
+        _CHILDREN.remove(proc)
+
+
 def _child_code() -> str:
-    """The child's program: this very runsmon's :func:`tensorboard_child`. From
-    a source tree (not an installed package) that tree comes first on its path."""
+    """The child's program: this very runsmon's :func:`tensorboard_child`.
+
+    Ctrl-C ends it quietly from its first line (a terminal's Ctrl-C reaches
+    runsmon and it alike). ``python -c`` puts the current directory first on
+    its path: that entry goes, so no ``runsmon/`` there is imported instead;
+    from a source tree (not an installed package) that tree takes its place.
+    """
     code = "from runsmon.serve import tensorboard_child; tensorboard_child(sys.argv[1])"
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    start = "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
     if os.path.basename(here) in ("site-packages", "dist-packages"):
-        return "import sys; " + code
-    return f"import sys; sys.path.insert(0, {here!r}); " + code
+        return start + "del sys.path[0]; " + code
+    return start + f"sys.path[0] = {here!r}; " + code
 
 
 def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> dict:
@@ -324,8 +348,15 @@ def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> dict:
     line = got[0] if got else b""
     if not line:
         if reader.is_alive():
-            return {"error": f"TensorBoard did not start within {timeout:g} s"}
-        code = proc.wait()
+            return {
+                "error": f"TensorBoard did not start within {timeout:g} s (a slow first "
+                "import of TensorBoard or TensorFlow?); --no-tensorboard keeps the logdir "
+                "for a TensorBoard of your own"
+            }
+        try:
+            code: int | str = proc.wait(5)
+        except subprocess.TimeoutExpired:
+            code = "nothing"
         return {"error": f"TensorBoard did not start (its process exited with {code})"}
     try:
         answer = json.loads(line)
@@ -354,20 +385,29 @@ def stop_tensorboards() -> None:
 
 def tensorboard_child(argv_json: str) -> None:
     """TensorBoard's process: launch it, say its URL (or why not) in one JSON
-    line on stdout, then serve until stdin ends or a signal stops it."""
+    line, then serve until stdin ends or a signal stops it."""
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    out = sys.stdout
-    sys.stdout = sys.stderr  # TensorBoard's own prints never reach the pipe
+    # The answer goes to the pipe (fd 1 as started); fd 1 itself becomes
+    # stderr, so nothing printed later (TensorBoard, its data server, C
+    # code) waits on a pipe no one reads any more.
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     try:
         answer: dict = {"url": _launch(json.loads(argv_json))}
     except TensorBoardError as e:
         answer = {"error": str(e)}
-    except KeyboardInterrupt:
+    except Exception as e:  # a broken install, a plugin that fails: one line
+        from runsmon.report import describe_error
+
+        answer = {"error": f"TensorBoard did not start: {describe_error(e)}"}
+    try:
+        with os.fdopen(answer_fd, "w") as out:
+            out.write(json.dumps(answer) + "\n")
+    except OSError:  # runsmon is gone
         os._exit(0)
-    out.write(json.dumps(answer) + "\n")
-    out.flush()
     if "url" in answer:
-        with contextlib.suppress(KeyboardInterrupt, OSError):
+        with contextlib.suppress(OSError):
             while sys.stdin.buffer.read(65536):
                 pass
     # TensorBoard's server threads are not daemons: end here, now.
@@ -486,7 +526,7 @@ def page_seconds(url: str) -> float | None:
         start = time.monotonic()
         _post(url, "/data/plugin/hparams/session_groups", body, timeout=60)
         return time.monotonic() - start
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, KeyError):
         return None
 
 
