@@ -95,12 +95,19 @@ def _wait(check: Any, timeout: float = 60.0) -> float | None:
     return None
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(runs: int) -> dict[str, Any]:
     import s3fs
 
     runs_dir = bench.generated_runs(runs, 0)
     out: dict[str, Any] = {"runs": runs}
-    with MotoServer():
+    with MotoServer() as server:
         client = s3fs.S3FileSystem(skip_instance_cache=True)
         bucket = f"bench{uuid.uuid4().hex[:8]}"
         client.mkdir(bucket)
@@ -112,19 +119,22 @@ def measure(runs: int) -> dict[str, Any]:
         url = f"s3://{bucket}/home"
         base = bench.logdir_base("memory")
 
-        firsts, first_counts = [], {}
+        firsts, first_counts, cpus = [], {}, []
         for _ in range(3):
             logdir = tempfile.mkdtemp(prefix="runsmon-s3-bench-", dir=base)
             try:
                 t0 = time.perf_counter()
+                moto0, ours0 = _cpu_seconds(server.pid), time.process_time()
                 monitor, counts = _monitor(url, logdir)
                 stats = monitor.run_once()
                 firsts.append(time.perf_counter() - t0)
+                cpus.append((_cpu_seconds(server.pid) - moto0, time.process_time() - ours0))
                 first_counts = dict(counts)
                 assert stats.runs == runs, stats
             finally:
                 shutil.rmtree(logdir, ignore_errors=True)
         out["first"] = firsts
+        out["first_cpu"] = cpus[firsts.index(statistics.median(firsts))]
         out["first_requests"] = first_counts
         print(f"first sync {[round(f, 2) for f in firsts]} s, {first_counts}", flush=True)
 
@@ -242,16 +252,25 @@ def section(r: dict[str, Any]) -> str:
     )
     gets = r["first_requests"].get("GetObject", 0)
     per_get = first / gets if gets else 0.0
+    moto_cpu, our_cpu = r.get("first_cpu", (0.0, 0.0))
+    requests = max(1, sum(r["first_requests"].values()))
     where = (
         f"Where the time goes: moto answers from one Python process. Here (load average "
         f"{r['load']:.1f} on {os.cpu_count()} cores) a first sync came to {per_get * 1000:.1f} ms "
         f"a GET, {gets // r['runs']} GETs a run (what the source reads and the run's event "
-        f"files, none twice; 32 in flight, which a CPU-bound server hardly uses), and one "
-        f"listing of the {r['objects']:,} keys alone took {_s(r['list_alone'])}; runsmon's "
-        f"own part of an unchanged poll (that listing compared with the last) is "
-        f"{_s(r['compare'])}. The request counts are what S3 itself would see; there a GET "
-        f"is bound by latency (about 8 ms, as measured for the issue), so 32 in flight "
-        f"take {gets:,} GETs in about {gets * 0.008 / 32:.0f} s."
+        f"files, none twice; 32 in flight). Of that first sync, moto's process used "
+        f"{moto_cpu:.1f} s of CPU ({moto_cpu / requests * 1000:.1f} ms a request, its "
+        f"{requests - gets} listing pages included) and runsmon's "
+        f"{our_cpu:.1f} s ({our_cpu / gets * 1000:.1f} ms a GET, its S3 client's signing and "
+        f"parsing included). moto's process works one request at a time (one Python "
+        f"interpreter), so its {moto_cpu:.1f} s is a floor for those GETs whatever the "
+        f"client does; a Guild run needs those {gets // r['runs']} objects (its flags, label, "
+        "start, stop, exit status, operation and three event files). "
+        f"One listing of the {r['objects']:,} keys alone took "
+        f"{_s(r['list_alone'])}; runsmon's own part of an unchanged poll (that listing "
+        f"compared with the last) is {_s(r['compare'])}. On S3 itself a GET is bound by "
+        f"latency (about 8 ms, as measured for the issue) and by the client's CPU: "
+        f"{gets:,} GETs, 32 in flight, take about {max(gets * 0.008 / 32, our_cpu):.0f} s."
     )
     return head + "\n\n" + "\n".join(rows) + "\n\n" + where
 

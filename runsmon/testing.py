@@ -710,6 +710,12 @@ class MotoServer:
         self.stop()
         raise RuntimeError(f"moto server did not listen on {self.port} within {timeout:g} s")
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (it must be started)."""
+        assert self._proc is not None, "moto server not started"
+        return self._proc.pid
+
     def apply(self) -> MotoServer:
         for key, value in self.env.items():
             self._saved.setdefault(key, os.environ.get(key))
