@@ -1075,16 +1075,17 @@ def serve(
             _check_tensorboard(tensorboard_alive())
             if not ready:
                 log.warning("TensorBoard has not loaded every run yet; it goes on loading")
-            elif len(monitor.run_names) >= PAGE_CHECK_RUNS:
+            page = f"{url}#{getattr(args, 'tab', None) or 'hparams'}"
+            print(f"runsmon: TensorBoard at {page} (Ctrl-C to stop)", flush=True)
+            if args.open and not open_browser(page):
+                log.warning("no browser to open here; open the URL above yourself")
+            if ready and len(monitor.run_names) >= PAGE_CHECK_RUNS:
+                # After the URL: the user need not wait for this page to be timed.
                 note = slow_page_note(
                     page_seconds(url), len(monitor.run_names), len(monitor.experiment_columns()[1])
                 )
                 if note:
                     _say(args, f"runsmon: {note}")
-            page = f"{url}#{getattr(args, 'tab', None) or 'hparams'}"
-            print(f"runsmon: TensorBoard at {page} (Ctrl-C to stop)", flush=True)
-            if args.open and not open_browser(page):
-                log.warning("no browser to open here; open the URL above yourself")
         else:
             _say(args, f"runsmon: keeping {logdir.path} in step (Ctrl-C to stop)")
         startup[0] = False
