@@ -67,7 +67,8 @@ sys.path.insert(0, HERE)
 
 import run as bench  # noqa: E402  (benchmarks/run.py: the generator, tables, RESULTS.md)
 
-ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+from runsmon.serve import ALL_STATUSES  # noqa: E402  (the statuses the HPARAMS tab allows)
+
 PAGE = 100  # rows the HPARAMS tab asks for at once
 CHECK_MORE = 1000  # a completeness poll asks for this many rows more than runs (then pages on)
 PYTHON_LOADER = "serving them with its Python loader instead"  # runsmon serve's one line

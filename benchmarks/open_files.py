@@ -35,7 +35,8 @@ sys.path.insert(0, HERE)
 
 import run as bench  # noqa: E402  (benchmarks/run.py: the generator, RESULTS.md)
 
-STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+from runsmon.serve import ALL_STATUSES as STATUSES  # noqa: E402
+from runsmon.serve import stop_process  # noqa: E402
 
 
 def runs_dir(n: int) -> str:
@@ -100,12 +101,7 @@ def served_url(proc: subprocess.Popen[str], t0: float, timeout: float = 600) -> 
 
 def stop(proc: subprocess.Popen[str]) -> None:
     """Stop ``runsmon serve`` (and so its TensorBoard)."""
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, timeout=10)
 
 
 def measure(n: int, limit: int, fast: bool, poll: float, layout: str = "linked") -> dict[str, Any]:

@@ -38,9 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.scanner import write_file  # noqa: E402
 from runsmon import Run, RunsMonitor  # noqa: E402
 from runsmon.logdir import temporary_root  # noqa: E402
+from runsmon.serve import ALL_STATUSES as STATUSES  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
-STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 
 def _post(url: str, path: str, body: dict) -> Any:

@@ -1072,7 +1072,7 @@ def serve(
             )
             if stop.is_set():
                 return 0
-            _check_tensorboard(tensorboard_alive())
+            _check_tensorboard()
             if not ready:
                 log.warning("TensorBoard has not loaded every run yet; it goes on loading")
             page = f"{url}#{getattr(args, 'tab', None) or 'hparams'}"
@@ -1091,7 +1091,7 @@ def serve(
         startup[0] = False
         while not stop.wait(0.5):
             if serving:
-                _check_tensorboard(tensorboard_alive())
+                _check_tensorboard()
         return 0
     except _Interrupted:
         return 0
@@ -1108,9 +1108,11 @@ def serve(
             on_exit()
 
 
-def _check_tensorboard(alive: bool) -> None:
+def _check_tensorboard() -> None:
     """TensorBoard's process ended by itself (killed, out of memory): say so and stop."""
-    if not alive:
+    from runsmon.serve import tensorboard_alive
+
+    if not tensorboard_alive():
         raise RuntimeFailure(
             "TensorBoard's process ended (see above for why; killed, or out of memory?); "
             "start runsmon serve again, or serve fewer runs"

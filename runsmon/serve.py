@@ -365,13 +365,13 @@ def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> dict:
     return answer if isinstance(answer, dict) else {}
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate ``proc`` and wait for it; killed if it lingers past 5 s."""
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Terminate ``proc`` and wait for it; killed if it lingers past ``timeout`` s."""
     if proc.poll() is None:
         with contextlib.suppress(OSError):
             proc.terminate()
         try:
-            proc.wait(5)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -423,8 +423,6 @@ def _launch(argv: list[str]) -> str:
     # Imported here: TensorBoard's import is slow.
     from tensorboard import program
 
-    port = argv[argv.index("--port") + 1] if "--port" in argv else "?"
-    host = argv[argv.index("--host") + 1] if "--host" in argv else "?"
     tb = program.TensorBoard()
     captured = io.StringIO()
     try:
@@ -432,8 +430,10 @@ def _launch(argv: list[str]) -> str:
             tb.configure(argv=[None, *argv])
             url = tb.launch()
     except program.TensorBoardPortInUseError:
+        # Raised by launch, after configure: the flags as TensorBoard took them.
         raise TensorBoardError(
-            f"port {port} on {host} is in use; pick another with --port (0 picks a free one)"
+            f"port {tb.flags.port} on {tb.flags.host} is in use; pick another with --port "
+            "(0 picks a free one)"
         ) from None
     except program.TensorBoardServerException as e:
         raise TensorBoardError(
