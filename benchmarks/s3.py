@@ -9,10 +9,11 @@ then, in this process, with every request the S3 client sends counted:
   monitor's ``run_once`` into a logdir in memory (median of 3, fresh each);
 - an unchanged poll, as the running monitor makes one every ``interval``
   (``sync_changes`` with its share of the safety net; 10 polls): requests;
-- the latency of news: with the monitor running (``interval`` 5 s, as
-  ``runsmon serve`` polls), a new run uploaded and steps appended to a run's
-  event file (the object overwritten, longer), timed from the end of the
-  upload until the local logdir holds them.
+- the latency of news: with the monitor running as ``runsmon serve`` runs it
+  (``interval`` 5 s, the prefix listed in the background every 5 s, each
+  page's news handed on as it comes), a new run uploaded and steps appended
+  to a run's event file (the object overwritten, longer), timed from the end
+  of the upload until the local logdir holds them.
 
     python benchmarks/s3.py --runs 1000 [--write-results]
 """
@@ -39,7 +40,7 @@ import run as bench  # noqa: E402
 
 from runsmon import RunsMonitor  # noqa: E402
 from runsmon.events import encode_events, scalar_event  # noqa: E402
-from runsmon.remotefs import ListingFeed, ObjectStoreFileSystem, routed  # noqa: E402
+from runsmon.remotefs import BackgroundListing, ListingFeed, ObjectStoreFileSystem, routed  # noqa: E402
 from runsmon.sources import detect_source  # noqa: E402
 from runsmon.testing import MotoServer, count_requests  # noqa: E402
 
@@ -165,6 +166,8 @@ def measure(runs: int) -> dict[str, Any]:
             print(f"unchanged polls {[round(p * 1000) for p in polls]} ms; {per_poll[0]}")
 
             # News while the monitor runs as runsmon serve's does.
+            stores = monitor.changes.feed.stores
+            monitor.changes.use(BackgroundListing(stores, INTERVAL, monitor.wake))
             monitor.start()
             rng = random.Random(99)
             new_runs, appended = [], []
@@ -236,7 +239,7 @@ def section(r: dict[str, Any]) -> str:
         f"{'no other request' if not others else 'also ' + ', '.join(others)}; "
         f"{_s(statistics.median(r['poll']))} median, {_s(max(r['poll']))} worst "
         f"| LIST pages only | {yes(ok_poll)} |",
-        "| New run uploaded -> in the local logdir (3 trials, interval 5 s) | "
+        "| New run uploaded -> in the local logdir (3 trials, listed every 5 s) | "
         + ", ".join("never" if t is None else _s(t) for t in r["new_run"])
         + f" | <= {INTERVAL + 2:g} s | {yes(in_time(r['new_run']))} |",
         "| Steps appended (object overwritten, longer) -> copied into the logdir | "

@@ -949,7 +949,7 @@ def serve(
 ) -> int:
     """``runsmon serve``: sync, serve TensorBoard, follow the runs until a signal."""
     from runsmon.monitor import RunsMonitor
-    from runsmon.remotefs import ListingFeed, routed, shown_urls
+    from runsmon.remotefs import BackgroundListing, routed, shown_urls
     from runsmon.serve import RELOAD_INTERVAL, handover_delay, raise_open_files_limit
 
     stop = threading.Event()
@@ -1045,7 +1045,7 @@ def serve(
         tb_options = None if url else _check_open_files(monitor.event_files(), limits, args)
         monitor.on_new_columns = _say_new_columns
         if stores:
-            monitor.changes.use(ListingFeed(stores))
+            monitor.changes.use(BackgroundListing(stores, monitor.interval, monitor.wake))
         monitor.start()
         if serving:
             from runsmon.serve import (

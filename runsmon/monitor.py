@@ -261,6 +261,10 @@ class RunsMonitor:
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Poll now, not at the next ``interval`` (a change feed found news)."""
+        self._wake.set()
+
     def stop(self, timeout: float = 1.8) -> None:
         """Stop the background thread; returns within about ``timeout`` s."""
         self._stop.set()

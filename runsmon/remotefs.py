@@ -17,7 +17,13 @@ copies each event file into the local logdir, appending what is new.
 :class:`ListingFeed` is the monitor's change feed for such stores: each poll
 it lists every store once and reports the paths whose (size, ETag) moved,
 appeared or went away (and their directories), as a watcher reports local
-changes. Paths inside runsmon are ``SCHEME:/bucket/key``: one slash, so that
+changes. :class:`BackgroundListing` (``runsmon serve``'s) lists in a thread
+of its own every ``interval`` and hands on each page's news as the page
+comes, so a change waits for its page, not for a whole listing and a poll.
+A small object whose ETag is a digest of its bytes (S3's MD5) is fetched
+once for all objects with that ETag (:func:`content_key`).
+
+Paths inside runsmon are ``SCHEME:/bucket/key``: one slash, so that
 ``os.path.normpath`` and ``os.path.join`` keep them as they are.
 """
 
@@ -30,7 +36,7 @@ import threading
 import time
 import urllib.parse
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from runsmon import s3client
@@ -55,6 +61,18 @@ PREFETCH_CONCURRENCY = 32
 
 #: Bytes read before the offset asked for, kept with the rest.
 READ_BEHIND = 64
+
+#: Objects up to this size are kept by their content's ETag as well (see
+#: :func:`content_key`), up to :data:`SHARED_ENTRIES` of them: a file many
+#: runs hold alike (a Guild run's ``opref``, its ``exit_status`` of 0, a
+#: config left at its defaults) is fetched once, not once a run.
+SHARED_MAX = 64 << 10
+SHARED_ENTRIES = 8192
+
+#: ETags that are a digest of the bytes (S3's MD5 of a single-part object, or
+#: ``MD5-parts`` of a multipart one). Other forms (GCS generations, Azure's
+#: ``0x8D...``) say nothing of the content.
+_DIGEST_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}(-[0-9]+)?"?$')
 
 #: Seconds between listings after a failed one, doubling up to the last.
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -159,6 +177,20 @@ def object_of(info: Mapping[str, Any]) -> Obj:
     return Obj(size, int(_seconds(info)) * 1_000_000_000 + below, etag or f"{size}")
 
 
+def content_key(obj: Obj) -> tuple[str, int] | None:
+    """What an object's bytes are known by, when its ETag is a digest of them:
+    two small objects with the same ETag and size hold the same bytes.
+
+    >>> content_key(Obj(2, 0, '"897316929176464ebc9ad085f31e7284"'))
+    ('"897316929176464ebc9ad085f31e7284"', 2)
+    >>> content_key(Obj(2, 0, "CNCo7bLh0fECEAE=")) is None  # a GCS generation
+    True
+    """
+    if obj.size <= SHARED_MAX and _DIGEST_ETAG.match(obj.etag):
+        return obj.etag, obj.size
+    return None
+
+
 def _shape(path: str) -> tuple[str, str]:
     """What a file is like: its directory's name and its own, digits aside.
 
@@ -228,6 +260,39 @@ def describe_store_error(error: BaseException, url: str = "") -> str:
     return first[:200]
 
 
+class _View:
+    """One listing as readers see it. It is replaced whole, never changed, so a
+    reader holding it sees one listing; the memos made from it go with it."""
+
+    __slots__ = ("objects", "dirs", "dir_stats", "shapes")
+
+    def __init__(self, objects: dict[str, Obj], dirs: dict[str, tuple[str, ...]]) -> None:
+        self.objects = objects
+        self.dirs = dirs  # dir -> sorted names below it
+        self.dir_stats: dict[str, Stat] = {}
+        self.shapes: dict[tuple[str, str], list[str]] | None = None  # see _shape
+
+
+def _dirs_of(
+    objects: Iterable[str], root: str, owns: Callable[[str], bool]
+) -> dict[str, tuple[str, ...]]:
+    """The made-up directories of these object paths: each with its sorted names."""
+    dirs: dict[str, set[str]] = {root: set()}
+    for path in objects:
+        parent, _, name = path.rpartition("/")
+        while True:
+            entry = dirs.get(parent)
+            if entry is None:
+                entry = dirs[parent] = set()
+            elif name in entry:
+                break  # its directories are known already
+            entry.add(name)
+            if parent == root or not owns(parent):
+                break
+            parent, _, name = parent.rpartition("/")
+    return {d: tuple(sorted(names)) for d, names in dirs.items()}
+
+
 class ObjectStoreFileSystem:
     """A :class:`~runsmon.fs.FileSystem` over one prefix of an fsspec store.
 
@@ -259,22 +324,25 @@ class ObjectStoreFileSystem:
                 s3client.use_quick_timestamps(store)
         self.store = store
         self.reporter = reporter or Reporter()
-        self._lock = threading.RLock()
-        self._objects: dict[str, Obj] | None = None
-        self._dirs: dict[str, tuple[str, ...]] = {}  # dir -> sorted names below it
-        self._dir_stats: dict[str, Stat] = {}
+        self._lock = threading.RLock()  # the reads' caches
+        self._list_lock = threading.Lock()  # one listing at a time
+        self._view: _View | None = None  # the last listing, as readers see it
         self._retry: set[str] = set()  # paths whose read failed: reported again, re-read
         self._bump: collections.Counter[str] = collections.Counter()
         self._reads: collections.OrderedDict[str, tuple[str, int, bytes]] = (
             collections.OrderedDict()
         )
         self._read_bytes = 0
+        self._shared: collections.OrderedDict[tuple[str, int], bytes] = (
+            collections.OrderedDict()
+        )  # small objects by content_key
         self._seen: set[str] = set()  # objects read at least once
-        self._shapes: dict[tuple[str, str], list[str]] | None = None  # see _shape
         self._failures = 0
         self._next_try = 0.0
         self.listings = 0
         """Listings made (each is one LIST request per 1,000 keys)."""
+        self.listed_at = 0.0
+        """When (``time.monotonic()``) the last listing began."""
 
     # -- listing -----------------------------------------------------------------
 
@@ -287,73 +355,119 @@ class ObjectStoreFileSystem:
 
     def check(self) -> None:
         """List now; raise OSError with a one-line cause when the store cannot be read."""
-        with self._lock:
+        with self._list_lock:
+            self.listed_at = time.monotonic()
             try:
                 self._list()
             except Exception as e:
                 raise OSError(f"cannot read {self.url}: {describe_store_error(e, self.url)}") from e
 
-    def _list(self) -> set[str]:
-        """One listing; returns the paths that changed since the last one."""
+    def _list(self, on_page: Callable[[set[str]], None] | None = None) -> set[str]:
+        """One listing; returns the paths that changed since the last one.
+
+        With ``on_page``, each page that holds news goes into the listing
+        readers see as soon as it comes, and ``on_page`` is told its paths
+        (a page's keys follow the last page's: what it holds is news at
+        once); what went away is known at the end, and returned then with
+        nothing that was told already.
+        """
         prefix = self._key(self.root)
-        found = self._find(prefix)
-        self.listings += 1
-        objects: dict[str, Obj] = {}
         head = prefix + "/"
-        for name, info in found:
-            # Keys ending in "/" are folder markers (consoles make them), not files.
-            if name.endswith("/") or not name.startswith(head) or info.get("type") == "directory":
-                continue
-            objects[f"{self.protocol}:/{name}"] = object_of(info)
-        if not objects and self._objects is None and not self._prefix_exists(prefix):
+        before = self._view
+        old = before.objects if before is not None else {}
+        objects: dict[str, Obj] = {}
+        fresh: dict[str, Obj] = {}
+        told: set[str] = set()
+        for page in self._pages(prefix):
+            news: dict[str, Obj] = {}
+            for name, info in page:
+                # Keys ending in "/" are folder markers (consoles make them), not files.
+                if name.endswith("/") or not name.startswith(head):
+                    continue
+                if info.get("type") == "directory":
+                    continue
+                path = f"{self.protocol}:/{name}"
+                obj = objects[path] = object_of(info)
+                if old.get(path) != obj:
+                    news[path] = obj
+            fresh.update(news)
+            if news and on_page is not None and before is not None:
+                merged = self._merge(news, old)
+                told |= merged
+                on_page(merged)
+        self.listings += 1
+        if not objects and before is None and not self._prefix_exists(prefix):
             raise FileNotFoundError(f"no objects below {self.url}")
-        old = self._objects or {}
-        changed = {p for p, o in objects.items() if old.get(p) != o}
-        gone = {p for p in old if p not in objects}
-        dirs: dict[str, set[str]] = {self.root: set()}
-        for path in objects:
-            parent, _, name = path.rpartition("/")
-            while True:
-                entry = dirs.get(parent)
-                if entry is None:
-                    entry = dirs[parent] = set()
-                elif name in entry:
-                    break  # its directories are known already
-                entry.add(name)
-                if parent == self.root or not self.owns(parent):
-                    break
-                parent, _, name = parent.rpartition("/")
-        self._shapes = None  # made when a first read wants them (see _fetch_alike)
-        self._objects = objects
-        self._dirs = {d: tuple(sorted(names)) for d, names in dirs.items()}
-        self._dir_stats = {}
+        gone = old.keys() - objects.keys()
+        if before is None or gone or (fresh and on_page is None):
+            self._view = _View(objects, _dirs_of(objects, self.root, self.owns))
         # A file that came or went changes its directories' listings.
-        for path in changed - set(old) | gone:
+        came = set(fresh) - told
+        self._add_parents(came, fresh.keys() - old.keys() - told)
+        went = set(gone)
+        self._add_parents(went, gone)
+        if gone:
+            with self._lock:
+                for path in gone:
+                    self._forget(path)
+                    self._seen.discard(path)
+        return came | went
+
+    def _add_parents(self, paths: set[str], of: Iterable[str]) -> None:
+        """Add to ``paths`` the directories above each of ``of``, up to the root."""
+        for path in of:
             parent = path.rpartition("/")[0]
+            while self.owns(parent) and parent not in paths:
+                paths.add(parent)
+                parent = parent.rpartition("/")[0]
+
+    def _merge(self, news: dict[str, Obj], listed: Mapping[str, Obj]) -> set[str]:
+        """Put one page's new and changed objects into the listing readers see
+        (a new view: readers holding the last one keep it whole); their paths
+        and those of the directories they come into."""
+        view = self._view
+        assert view is not None
+        objects = {**view.objects, **news}
+        dirs = dict(view.dirs)
+        told = set(news)
+        grown: dict[str, set[str]] = {}
+        for path in news.keys() - listed.keys():
+            parent, _, name = path.rpartition("/")
             while self.owns(parent):
-                changed.add(parent)
+                told.add(parent)
+                names = grown.get(parent)
+                if names is None:
+                    names = grown[parent] = set(dirs.get(parent, ()))
+                names.add(name)
                 if parent == self.root:
                     break
-                parent = parent.rpartition("/")[0]
-        for path in gone:
-            self._forget(path)
-            self._seen.discard(path)
-        changed |= gone
-        return changed
+                parent, _, name = parent.rpartition("/")
+        for parent, names in grown.items():
+            dirs[parent] = tuple(sorted(names))
+        self._view = _View(objects, dirs)
+        return told
 
-    def _find(self, prefix: str) -> Iterable[tuple[str, Mapping[str, Any]]]:
-        """Every object below ``prefix`` (``bucket/key``): its ``bucket/key`` and what
-        the listing says of it. On S3, ``ListObjectsV2``'s pages as they come
-        (no directories made up); elsewhere fsspec's ``find``."""
+    def _pages(self, prefix: str) -> Iterator[list[tuple[str, Mapping[str, Any]]]]:
+        """Every object below ``prefix`` (``bucket/key``), a page at a time: its
+        ``bucket/key`` and what the listing says of it. On S3, ``ListObjectsV2``'s
+        pages as they come (no directories made up); elsewhere fsspec's ``find``,
+        one page."""
         if not s3client.lists_plainly(self.store, self.protocol):
-            return self.store.find(prefix, detail=True).items()
+            yield list(self.store.find(prefix, detail=True).items())
+            return
         from fsspec.asyn import sync
 
         bucket, _, key = prefix.partition("/")
-        contents = sync(
-            self.store.loop, s3client.list_objects, self.store, bucket, key + "/" if key else ""
-        )
-        return ((f"{bucket}/{c['Key']}", c) for c in contents)
+        pages = s3client.list_pages(self.store, bucket, key + "/" if key else "")
+        try:
+            while True:
+                try:
+                    contents = sync(self.store.loop, pages.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield [(f"{bucket}/{c['Key']}", c) for c in contents]
+        finally:
+            sync(self.store.loop, pages.aclose)
 
     def _prefix_exists(self, prefix: str) -> bool:
         """An empty listing: the prefix may be empty, or its bucket missing."""
@@ -363,19 +477,21 @@ class ObjectStoreFileSystem:
         except Exception:
             return True
 
-    def refresh(self) -> set[str]:
-        """List again (one listing, once per poll); the paths that changed.
+    def refresh(self, on_page: Callable[[set[str]], None] | None = None) -> set[str]:
+        """List again (one listing, once per poll); the paths that changed
+        (see :meth:`_list` for ``on_page``).
 
         When the store cannot be listed, the last listing stays (nothing is
-        taken for gone), the cause is one warning line, and listing is tried
-        again with backoff.
+        taken for gone; pages already told stay in), the cause is one
+        warning line, and listing is tried again with backoff.
         """
-        with self._lock:
+        with self._list_lock:
             now = time.monotonic()
             if now < self._next_try:
                 return set()
+            self.listed_at = now
             try:
-                changed = self._list()
+                changed = self._list(on_page)
             except Exception as e:
                 self._failures += 1
                 wait = BACKOFF[min(self._failures, len(BACKOFF)) - 1]
@@ -392,42 +508,47 @@ class ObjectStoreFileSystem:
             self._failures = 0
             self._next_try = 0.0
             self.reporter.clear(self.url, "list")
-            retry, self._retry = self._retry, set()
+            with self._lock:
+                retry, self._retry = self._retry, set()
             return changed | retry
 
-    def _listing(self) -> dict[str, Obj]:
-        if self._objects is None:
-            with self._lock:
-                if self._objects is None:
+    def _listing(self) -> _View:
+        view = self._view
+        if view is None:
+            with self._list_lock:
+                if self._view is None:
+                    self.listed_at = time.monotonic()
                     try:
                         self._list()
                     except Exception as e:
                         raise OSError(
                             f"cannot list {self.url}: {describe_store_error(e, self.url)}"
                         ) from e
-        return self._objects  # type: ignore[return-value]
+                view = self._view
+        return view  # type: ignore[return-value]
 
     # -- the FileSystem interface ----------------------------------------------
 
     def stat(self, path: str) -> Stat | None:
         try:
-            objects = self._listing()
+            view = self._listing()
         except OSError:
             return None
-        obj = objects.get(path)
+        obj = view.objects.get(path)
         if obj is not None:
             return Stat(obj.size, obj.mtime_ns + self._bump.get(path, 0), False, True)
-        st = self._dir_stats.get(path)
+        st = view.dir_stats.get(path)
         if st is None:
-            names = self._dirs.get(path)
+            names = view.dirs.get(path)
             if names is None:
                 return None
-            st = self._dir_stats[path] = Stat(len(names), _dir_key(names), True, False)
+            st = view.dir_stats[path] = Stat(len(names), _dir_key(names), True, False)
         return st
 
     def scandir(self, path: str) -> list[Entry]:
-        objects = self._listing()
-        names = self._dirs.get(path)
+        view = self._listing()
+        objects = view.objects
+        names = view.dirs.get(path)
         if names is None:
             if path in objects:
                 raise NotADirectoryError(path)
@@ -450,9 +571,10 @@ class ObjectStoreFileSystem:
         return self._read(path, 0, -1, alike=False)
 
     def _read(self, path: str, offset: int, size: int, alike: bool) -> bytes:
-        obj = self._listing().get(path)
+        view = self._listing()
+        obj = view.objects.get(path)
         if obj is None:
-            if path in self._dirs:
+            if path in view.dirs:
                 raise OSError(f"not a regular file: {path}")
             raise FileNotFoundError(path)
         end = obj.size if size < 0 else min(obj.size, offset + size)
@@ -465,8 +587,12 @@ class ObjectStoreFileSystem:
                 if start <= offset and end <= start + len(data):
                     self._reads.move_to_end(path)
                     return data[offset - start : end - start]
+            shared = self._shared_bytes(obj)
+            if shared is not None:
+                self._seen.add(path)
+                return shared[offset:end]
         if alike and offset == 0 and path not in self._seen and obj.size <= PREFETCH_MAX:
-            data = self._fetch_alike(path, obj)
+            data = self._fetch_alike(view, path, obj)
             if data is not None:
                 return data[:end]
         # A little before ``offset`` too: the mirror checks a copy's last
@@ -493,6 +619,8 @@ class ObjectStoreFileSystem:
             self._bump.pop(path, None)
             self._seen.add(path)
             self._remember(path, obj.etag, fetch, data)
+            if fetch == 0 and len(data) == obj.size:
+                self._share(obj, data)
         return data[offset - fetch :]
 
     def read_text(self, path: str) -> str:
@@ -528,7 +656,7 @@ class ObjectStoreFileSystem:
                 resp["Body"].close()
         return bytes(await self.store._cat_file(key, start=start, end=end))
 
-    def _fetch_alike(self, path: str, obj: Obj) -> bytes | None:
+    def _fetch_alike(self, view: _View, path: str, obj: Obj) -> bytes | None:
         """Fetch ``path`` whole, and with it every object like it not read yet,
         many at a time, into the read cache; ``path``'s bytes, or None when
         its GET failed (read again the plain way, which says why).
@@ -542,16 +670,17 @@ class ObjectStoreFileSystem:
         along, :data:`PREFETCH_CONCURRENCY` GETs at a time, and never one
         that was read already (a grown event file is read from its offset).
         """
-        objects = self._objects or {}
+        objects = view.objects
         wanted = [(path, obj)]
         total = obj.size
+        contents = {content_key(obj)} - {None}
         if getattr(self.store, "async_impl", False):
-            shapes = self._shapes
+            shapes = view.shapes
             if shapes is None:
                 shapes = {}
                 for p in objects:
                     shapes.setdefault(_shape(p), []).append(p)
-                self._shapes = shapes
+                view.shapes = shapes
             for other in shapes.get(_shape(path), ()):
                 o = objects.get(other)
                 if other == path or other in self._seen or o is None or o.size > PREFETCH_MAX:
@@ -559,6 +688,11 @@ class ObjectStoreFileSystem:
                 cached = self._reads.get(other)
                 if cached is not None and cached[0] == o.etag:
                     continue
+                key = content_key(o)
+                if key is not None and (key in contents or key in self._shared):
+                    continue  # the same bytes as one fetched (see _read)
+                if key is not None:
+                    contents.add(key)
                 total += o.size
                 if total > READ_CACHE_BYTES // 2:
                     break
@@ -592,6 +726,7 @@ class ObjectStoreFileSystem:
                 if isinstance(data, bytes) and len(data) == o.size:
                     self._seen.add(p)
                     self._remember(p, o.etag, 0, data)
+                    self._share(o, data)
                     if p == path:
                         mine = data
         return mine
@@ -613,6 +748,22 @@ class ObjectStoreFileSystem:
         while self._read_bytes > READ_CACHE_BYTES and self._reads:
             _, (_, _, dropped) = self._reads.popitem(last=False)
             self._read_bytes -= len(dropped)
+
+    def _shared_bytes(self, obj: Obj) -> bytes | None:
+        key = content_key(obj)
+        data = self._shared.get(key) if key is not None else None
+        if data is not None:
+            self._shared.move_to_end(key)
+        return data
+
+    def _share(self, obj: Obj, data: bytes) -> None:
+        key = content_key(obj)
+        if key is None:
+            return
+        self._shared[key] = data
+        self._shared.move_to_end(key)
+        while len(self._shared) > SHARED_ENTRIES:
+            self._shared.popitem(last=False)
 
     def _forget(self, path: str) -> None:
         old = self._reads.pop(path, None)
@@ -659,7 +810,10 @@ def routed(stores: list[ObjectStoreFileSystem]) -> FileSystem:
 
 
 class ListingFeed:
-    """The monitor's change feed for runs in object storage (see the module's docstring).
+    """The monitor's change feed for runs in object storage: each :meth:`take`
+    lists every store once (see the module's docstring), so a poll of the
+    monitor is a listing. For a monitor that polls in a loop of its caller's;
+    ``runsmon serve`` lists in the background (:class:`BackgroundListing`).
 
     It sets no watches and does not count as running, so each poll also
     re-checks the roots and the runs that have not ended (local ones
@@ -679,9 +833,13 @@ class ListingFeed:
         pass
 
     def take(self) -> set[str]:
+        return self.list_all()
+
+    def list_all(self, on_page: Callable[[set[str]], None] | None = None) -> set[str]:
+        """One listing of every store now; the paths that changed."""
         changed: set[str] = set()
         for store in self.stores:
-            changed |= store.refresh()
+            changed |= store.refresh(on_page)
         return changed
 
     def set_watches(self, wanted: Iterable[tuple[str, bool]]) -> set[tuple[str, bool]]:
@@ -689,6 +847,71 @@ class ListingFeed:
 
     def retry_failed(self) -> None:
         pass
+
+
+class BackgroundListing(ListingFeed):
+    """A :class:`ListingFeed` whose listings run in a thread of their own, one
+    every ``interval`` seconds (from one's start to the next, however long a
+    listing takes), each page handed on as it comes: ``on_change`` is called
+    as soon as a page holds news, and :meth:`take` gives what was found
+    since the last call, at once.
+
+    So a change waits at most ``interval`` for its page to be listed again,
+    not for the rest of a listing and a poll besides: each page of a long
+    listing is read every ``interval``. The first listing comes ``interval``
+    after the stores' last one (the monitor's first sync lists them).
+    """
+
+    def __init__(
+        self,
+        stores: list[ObjectStoreFileSystem],
+        interval: float,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(stores)
+        self.interval = interval
+        self.on_change = on_change
+        self._found: set[str] = set()
+        self._found_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="runsmon-listing", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(5.0)
+
+    def take(self) -> set[str]:
+        with self._found_lock:
+            found, self._found = self._found, set()
+        return found
+
+    def _loop(self) -> None:
+        last = max((s.listed_at for s in self.stores), default=0.0)
+        began = last or time.monotonic()
+        while not self._stop.wait(max(0.0, began + self.interval - time.monotonic())):
+            began = time.monotonic()
+            try:
+                self._tell(self.list_all(on_page=self._tell))
+            except Exception as e:  # the stores warn of their own failures
+                log.warning("listing failed: %s", e)
+                log.debug("listing failure", exc_info=True)
+
+    def _tell(self, paths: set[str]) -> None:
+        if not paths:
+            return
+        with self._found_lock:
+            self._found |= paths
+        if self.on_change is not None:
+            self.on_change()
 
 
 def parse_storage_options(items: Iterable[str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 #: Schemes s3fs serves.
@@ -112,13 +113,20 @@ async def list_objects(store: Any, bucket: str, prefix: str) -> list[dict[str, A
     """Every object below ``prefix`` in ``bucket`` as ``ListObjectsV2`` gives it
     (``Key``, ``Size``, ``ETag``, ``LastModified``...): one request a page of
     1,000, each retried as s3fs retries any request."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, **store.req_kw}
     out: list[dict[str, Any]] = []
+    async for page in list_pages(store, bucket, prefix):
+        out += page
+    return out
+
+
+async def list_pages(store: Any, bucket: str, prefix: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """:func:`list_objects` a page at a time, in key order, each as it comes."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, **store.req_kw}
     while True:
         page = await store._call_s3("list_objects_v2", **kwargs)
-        out += page.get("Contents", ())
+        yield list(page.get("Contents", ()))
         if not page.get("IsTruncated"):
-            return out
+            return
         token = page.get("NextContinuationToken")
         if not token or token == kwargs.get("ContinuationToken"):
             # botocore's own paginator stops here too: a store that says "more"

@@ -28,6 +28,7 @@ from tb import free_port, poll  # noqa: E402
 
 from runsmon.monitor import RunsMonitor  # noqa: E402
 from runsmon.remotefs import (  # noqa: E402
+    BackgroundListing,
     ListingFeed,
     ObjectStoreFileSystem,
     describe_store_error,
@@ -165,9 +166,97 @@ def test_listing_pages_give_every_object_as_find_does(bucket):
     expected = {
         f"s3:/{name}": object_of(info) for name, info in found.items() if not name.endswith("/")
     }
-    assert fs._objects == expected and len(expected) == 1005
-    (info,) = (c for _, c in fs._find(f"{bucket}/runs") if c["Key"] == "runs/r0/f3")
+    assert fs._view.objects == expected and len(expected) == 1005
+    pages = list(fs._pages(f"{bucket}/runs"))
+    assert [len(p) for p in pages] == [1000, 6]  # the marker among them
+    (info,) = (c for page in pages for _, c in page if c["Key"] == "runs/r0/f3")
     assert info["LastModified"].utcoffset() == datetime.timedelta(0)
+
+
+def test_alike_bytes_are_fetched_once(bucket, tmp_path):
+    """Objects with one ETag (S3's MD5 of the bytes) and size are one GET, read
+    from any of them; objects that differ are each fetched."""
+    client = _client()
+    same = b"guildfile:/proj/guild.yml abc123 '' train\n"
+    client.pipe({f"{bucket}/runs/r{i}/.guild/opref": same for i in range(6)})
+    client.pipe({f"{bucket}/runs/r{i}/.guild/attrs/flags": b"lr: %d\n" % i for i in range(6)})
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+    counts = count_requests(fs.store)
+    fs.refresh()
+    counts.clear()
+    assert {fs.read_bytes(f"{fs.root}/r{i}/.guild/opref") for i in range(6)} == {same}
+    assert counts == {"GetObject": 1}
+    flags = [fs.read_text(f"{fs.root}/r{i}/.guild/attrs/flags") for i in range(6)]
+    assert flags == [f"lr: {i}\n" for i in range(6)]
+    assert counts == {"GetObject": 7}
+    # One of them rewritten with other bytes: a new ETag, fetched on its own.
+    client.pipe_file(f"{bucket}/runs/r3/.guild/opref", b"guildfile:/proj/guild.yml x '' test\n")
+    fs.refresh()
+    assert fs.read_bytes(f"{fs.root}/r3/.guild/opref").endswith(b"test\n")
+    assert fs.read_bytes(f"{fs.root}/r4/.guild/opref") == same
+    assert counts == {"GetObject": 8, "ListObjectsV2": 1}
+
+
+def test_a_page_with_news_is_read_before_the_listing_ends(bucket):
+    """Listed with ``on_page``, a page's new and changed objects are in the
+    listing readers see as that page comes; what went away only at the end."""
+    client = _client()
+    client.pipe({f"{bucket}/runs/r{i:04d}/ev": b"x" for i in range(2100)})  # 3 pages
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+    fs.refresh()
+    client.pipe({f"{bucket}/runs/a-new/ev": b"new", f"{bucket}/runs/r1500/ev": b"grown"})
+    client.rm(f"{bucket}/runs/r0005/ev")
+    seen = []
+
+    def on_page(paths: set[str]) -> None:
+        view = fs._view
+        seen.append((fs.listings, set(paths), sorted(e.name for e in fs.scandir(fs.root))))
+        assert fs.stat(f"{fs.root}/r2099/ev") is not None  # later pages stay listed
+        assert view.objects.keys() >= {f"{fs.root}/r0005/ev"}  # not gone yet
+
+    rest = fs.refresh(on_page=on_page)
+    new, grown = f"{fs.root}/a-new", f"{fs.root}/r1500"
+    assert [n for n, _, _ in seen] == [1, 1]  # told during the second listing, twice
+    assert seen[0][1] == {f"{new}/ev", new, fs.root}
+    assert "a-new" in seen[0][2] and "r0005" in seen[0][2]
+    assert seen[1][1] == {f"{grown}/ev"}
+    assert fs.read_bytes(f"{grown}/ev") == b"grown"
+    # The end: what went away, and nothing told before.
+    gone = f"{fs.root}/r0005"
+    assert rest == {f"{gone}/ev", gone, fs.root}
+    assert fs.stat(f"{gone}/ev") is None and fs.stat(gone) is None
+    names = [e.name for e in fs.scandir(fs.root)]
+    assert len(names) == 2100 and "a-new" in names and "r0005" not in names
+    assert fs.refresh(on_page=on_page) == set() and len(seen) == 2  # nothing new
+
+
+def test_background_listing_brings_a_new_run_without_a_poll_of_its_own(bucket, tmp_path):
+    """``runsmon serve``'s feed: the listing runs in its own thread and wakes
+    the monitor with what it found; the monitor's own polls list nothing."""
+    home, _ = _guild_home(tmp_path, runs=1)
+    _upload(home, f"{bucket}/home")
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/home")
+    source = detect_source(fs.root, fs=fs)
+    logdir = tmp_path / "logdir"
+    monitor = RunsMonitor(str(logdir), source, fs=routed([fs]), watch=False, interval=60)
+    monitor.run_once()
+    feed = BackgroundListing([fs], interval=0.3, on_change=monitor.wake)
+    monitor.changes.use(feed)
+    monitor.start()
+    try:
+        run_dir = make_guild_run(tmp_path / "more", "run7", {"lr": 0.7, "opt": "sgd"})
+        _upload(run_dir, f"{bucket}/home/runs/run7")
+        # The monitor polls every 60 s: only the feed's wake-up can bring it.
+        poll(lambda: set(monitor.run_names), lambda names: "run7" in names, timeout=20)
+        assert session_of(logdir / monitor.run_dirs["run7"])["lr"] == 0.7
+        listed = fs.listings
+        poll(lambda: fs.listings, lambda n: n >= listed + 2, timeout=10)  # goes on listing
+    finally:
+        monitor.stop()
+    assert feed._thread is None  # stopped with the monitor
+    stopped = fs.listings
+    time.sleep(0.8)
+    assert fs.listings == stopped
 
 
 def test_growing_event_file_is_appended_not_copied_again(bucket, tmp_path):
