@@ -367,9 +367,9 @@ class ObjectStoreFileSystem:
 
         With ``on_page``, each page that holds news goes into the listing
         readers see as soon as it comes, and ``on_page`` is told its paths
-        (a page's keys follow the last page's: what it holds is news at
-        once); what went away is known at the end, and returned then with
-        nothing that was told already.
+        (empty for a page with no news; a page's keys follow the last
+        page's: what it holds is news at once); what went away is known at
+        the end, and returned then with nothing that was told already.
         """
         prefix = self._key(self.root)
         head = prefix + "/"
@@ -391,10 +391,10 @@ class ObjectStoreFileSystem:
                 if old.get(path) != obj:
                     news[path] = obj
             fresh.update(news)
-            if news and on_page is not None and before is not None:
-                merged = self._merge(news, old)
+            if on_page is not None and before is not None:
+                merged = self._merge(news, old) if news else set()
                 told |= merged
-                on_page(merged)
+                on_page(merged)  # each page, news or not
         self.listings += 1
         if not objects and before is None and not self._prefix_exists(prefix):
             raise FileNotFoundError(f"no objects below {self.url}")
@@ -849,6 +849,11 @@ class ListingFeed:
         pass
 
 
+class _Stopped(BaseException):
+    """The feed was stopped during a listing: it ends the listing at once
+    (a BaseException, so that no store takes it for a failed listing)."""
+
+
 class BackgroundListing(ListingFeed):
     """A :class:`ListingFeed` whose listings run in a thread of their own, one
     every ``interval`` seconds (from one's start to the next, however long a
@@ -884,10 +889,12 @@ class BackgroundListing(ListingFeed):
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop listing; a listing under way ends at its next page (the thread
+        is a daemon: a page stuck on the network does not hold the stop up)."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(5.0)
+            thread.join(1.0)
 
     def take(self) -> set[str]:
         with self._found_lock:
@@ -901,11 +908,15 @@ class BackgroundListing(ListingFeed):
             began = time.monotonic()
             try:
                 self._tell(self.list_all(on_page=self._tell))
+            except _Stopped:
+                return
             except Exception as e:  # the stores warn of their own failures
                 log.warning("listing failed: %s", e)
                 log.debug("listing failure", exc_info=True)
 
     def _tell(self, paths: set[str]) -> None:
+        if self._stop.is_set():
+            raise _Stopped
         if not paths:
             return
         with self._found_lock:

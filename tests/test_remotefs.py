@@ -214,7 +214,7 @@ def test_a_page_with_news_is_read_before_the_listing_ends(bucket):
         assert fs.stat(f"{fs.root}/r2099/ev") is not None  # later pages stay listed
         assert view.objects.keys() >= {f"{fs.root}/r0005/ev"}  # not gone yet
 
-    rest = fs.refresh(on_page=on_page)
+    rest = fs.refresh(on_page=lambda paths: paths and on_page(paths))
     new, grown = f"{fs.root}/a-new", f"{fs.root}/r1500"
     assert [n for n, _, _ in seen] == [1, 1]  # told during the second listing, twice
     assert seen[0][1] == {f"{new}/ev", new, fs.root}
@@ -227,7 +227,9 @@ def test_a_page_with_news_is_read_before_the_listing_ends(bucket):
     assert fs.stat(f"{gone}/ev") is None and fs.stat(gone) is None
     names = [e.name for e in fs.scandir(fs.root)]
     assert len(names) == 2100 and "a-new" in names and "r0005" not in names
-    assert fs.refresh(on_page=on_page) == set() and len(seen) == 2  # nothing new
+    pages: list[set[str]] = []
+    assert fs.refresh(on_page=pages.append) == set()  # nothing new
+    assert pages == [set()] * 3  # each page told, empty
 
 
 def test_background_listing_brings_a_new_run_without_a_poll_of_its_own(bucket, tmp_path):
@@ -603,3 +605,24 @@ def test_table_reads_a_store(bucket, tmp_path, moto):
         "0.1",
         "0.2",
     ]
+
+
+def test_background_listing_stops_between_pages(bucket):
+    """A feed stopped during a listing ends it at the next page, quietly, and
+    what the pages so far brought stays in the listing."""
+    client = _client()
+    client.pipe({f"{bucket}/runs/r{i:04d}/ev": b"x" for i in range(2100)})  # 3 pages
+    fs = ObjectStoreFileSystem(f"s3://{bucket}/runs")
+    fs.refresh()
+    client.pipe({f"{bucket}/runs/a-new/ev": b"new", f"{bucket}/runs/r2000/ev": b"grown"})
+    feed = BackgroundListing([fs], interval=0.05)
+    feed.on_change = feed._stop.set  # stopped as the first page's news is told
+    feed.start()
+    poll(lambda: feed._stop.is_set(), lambda stopped: stopped, timeout=20)
+    thread = feed._thread
+    thread.join(10)
+    assert not thread.is_alive()
+    assert feed.take() == {f"{fs.root}/a-new/ev", f"{fs.root}/a-new", fs.root}
+    assert fs.stat(f"{fs.root}/a-new/ev") is not None  # page 1 is in
+    assert fs.stat(f"{fs.root}/r2000/ev").size == 1  # page 3 was never read
+    assert fs.listings == 1 and not fs.reporter.active()
