@@ -206,13 +206,18 @@ class RunsMonitor:
         """Sync the logdir now. The first call checks every run (``stats.full``);
         the second sets a watch on the runs' trees and checks them all again;
         later ones cost what changed since the last, where the runs can be
-        watched exactly (else each is a full check: see ``Changes.since_last_check``)."""
+        watched exactly (else each is a full check: see ``Changes.since_last_check``).
+        Runs in object storage are listed again first (the feed's ``take``: a
+        ``ListingFeed`` lists its stores)."""
         with self._lock:
             changed = None
             if self._synced:
+                listed = set() if self.changes.feed.watches else self.changes.feed.take()
                 changed = self.changes.since_last_check(
                     self.watch, self.fs, self.logdir.path, self._by_dir
                 )
+                if changed is not None:
+                    changed |= listed
             self.changes.full_next = True  # unless this sync completes (changes taken)
             stats = self._full_check() if changed is None else self._sync(changed)
             self.changes.full_next = stats is not self.last_stats

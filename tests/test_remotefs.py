@@ -626,3 +626,20 @@ def test_background_listing_stops_between_pages(bucket):
     assert fs.stat(f"{fs.root}/a-new/ev") is not None  # page 1 is in
     assert fs.stat(f"{fs.root}/r2000/ev").size == 1  # page 3 was never read
     assert fs.listings == 1 and not fs.reporter.active()
+
+
+def test_run_once_in_a_loop_lists_the_store_each_call(bucket, tmp_path):
+    """A tool that calls ``run_once()`` itself sees news in the store: each
+    call lists the prefix again (one LIST page here), then syncs."""
+    home, _ = _guild_home(tmp_path, runs=1)
+    _upload(home, f"{bucket}/home")
+    monitor, fs = _monitor(tmp_path / "logdir", f"s3://{bucket}/home")
+    counts = count_requests(fs.store)
+    assert monitor.run_once().runs == 1
+    counts.clear()
+    assert monitor.run_once().runs == 1
+    assert counts == {"ListObjectsV2": 1}
+    run_dir = make_guild_run(tmp_path / "more", "run5", {"lr": 0.5, "opt": "sgd"})
+    _upload(run_dir, f"{bucket}/home/runs/run5")
+    assert monitor.run_once().runs == 2
+    assert session_of(tmp_path / "logdir" / monitor.run_dirs["run5"])["lr"] == 0.5
