@@ -1,11 +1,11 @@
 """Runs in object storage (S3 and any fsspec store), read from listings.
 
 :class:`ObjectStoreFileSystem` is a :class:`~runsmon.fs.FileSystem` over an
-fsspec store whose answers come from one listing of the store's prefix per
-poll (one LIST request per 1,000 keys: on S3 ``ListObjectsV2``'s pages
-through runsmon's own client, see :mod:`runsmon.s3client`; elsewhere
-``find(prefix, detail=True)``), kept until the next
-:meth:`~ObjectStoreFileSystem.refresh`. ``stat`` and
+fsspec store whose answers come from the last listing of the store's prefix
+(one LIST request per 1,000 keys: on S3 ``ListObjectsV2``'s pages through
+runsmon's own client, see :mod:`runsmon.s3client`; elsewhere
+``find(prefix, detail=True)``), with the pages of a listing under way that
+brought news (:meth:`~ObjectStoreFileSystem.refresh`). ``stat`` and
 ``scandir`` cost no request: a file's size and ETag come from the listing,
 "directories" are made up from the keys. Reads are ranged GETs of what the
 listing holds (never past its size, and on S3 only of the object listed:
@@ -30,6 +30,7 @@ Paths inside runsmon are ``SCHEME:/bucket/key``: one slash, so that
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import re
 import threading
@@ -63,16 +64,17 @@ PREFETCH_CONCURRENCY = 32
 READ_BEHIND = 64
 
 #: Objects up to this size are kept by their content's ETag as well (see
-#: :func:`content_key`), up to :data:`SHARED_ENTRIES` of them: a file many
-#: runs hold alike (a Guild run's ``opref``, its ``exit_status`` of 0, a
-#: config left at its defaults) is fetched once, not once a run.
-SHARED_MAX = 64 << 10
-SHARED_ENTRIES = 8192
+#: :func:`content_key`), up to :data:`SHARED_BYTES` in all: a file many runs
+#: hold alike (a Guild run's ``opref``, its ``exit_status`` of 0, a config
+#: left at its defaults) is fetched once, not once a run.
+SHARED_MAX = 4 << 10
+SHARED_BYTES = 4 << 20
 
-#: ETags that are a digest of the bytes (S3's MD5 of a single-part object, or
-#: ``MD5-parts`` of a multipart one). Other forms (GCS generations, Azure's
-#: ``0x8D...``) say nothing of the content.
-_DIGEST_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}(-[0-9]+)?"?$')
+#: ETags that may be the MD5 of the bytes (S3's, for an object written in one
+#: part); an object's bytes are shared only once their MD5 is its ETag. Other
+#: forms (multipart ``MD5-parts``, GCS generations, Azure's ``0x8D...``) and
+#: hex ETags that are no digest (SSE-KMS) are never shared.
+_DIGEST_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 
 #: Seconds between listings after a failed one, doubling up to the last.
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -178,8 +180,8 @@ def object_of(info: Mapping[str, Any]) -> Obj:
 
 
 def content_key(obj: Obj) -> tuple[str, int] | None:
-    """What an object's bytes are known by, when its ETag is a digest of them:
-    two small objects with the same ETag and size hold the same bytes.
+    """What a small object's bytes are known by when its ETag may be their MD5:
+    its ETag and size (see :func:`is_digest_of` for the proof).
 
     >>> content_key(Obj(2, 0, '"897316929176464ebc9ad085f31e7284"'))
     ('"897316929176464ebc9ad085f31e7284"', 2)
@@ -189,6 +191,19 @@ def content_key(obj: Obj) -> tuple[str, int] | None:
     if obj.size <= SHARED_MAX and _DIGEST_ETAG.match(obj.etag):
         return obj.etag, obj.size
     return None
+
+
+def is_digest_of(etag: str, data: bytes) -> bool:
+    """Whether ``etag`` is the MD5 of ``data``: then any object with that ETag
+    holds these bytes (an MD5 collision aside).
+
+    >>> is_digest_of('"900150983cd24fb0d6963f7d28e17f72"', b"abc")
+    True
+    >>> is_digest_of('"900150983cd24fb0d6963f7d28e17f72"', b"abd")
+    False
+    """
+    m = _DIGEST_ETAG.match(etag)
+    return m is not None and hashlib.md5(data, usedforsecurity=False).hexdigest() == m[1].lower()
 
 
 def _shape(path: str) -> tuple[str, str]:
@@ -336,6 +351,7 @@ class ObjectStoreFileSystem:
         self._shared: collections.OrderedDict[tuple[str, int], bytes] = (
             collections.OrderedDict()
         )  # small objects by content_key
+        self._shared_bytes_held = 0
         self._seen: set[str] = set()  # objects read at least once
         self._failures = 0
         self._next_try = 0.0
@@ -369,7 +385,8 @@ class ObjectStoreFileSystem:
         readers see as soon as it comes, and ``on_page`` is told its paths
         (empty for a page with no news; a page's keys follow the last
         page's: what it holds is news at once); what went away is known at
-        the end, and returned then with nothing that was told already.
+        the end, and returned then with nothing that was told already. The
+        first listing is made whole before readers see it (no ``on_page``).
         """
         prefix = self._key(self.root)
         head = prefix + "/"
@@ -415,11 +432,13 @@ class ObjectStoreFileSystem:
 
     def _add_parents(self, paths: set[str], of: Iterable[str]) -> None:
         """Add to ``paths`` the directories above each of ``of``, up to the root."""
+        done: set[str] = set()
         for path in of:
             parent = path.rpartition("/")[0]
-            while self.owns(parent) and parent not in paths:
-                paths.add(parent)
+            while self.owns(parent) and parent not in done:
+                done.add(parent)
                 parent = parent.rpartition("/")[0]
+        paths |= done
 
     def _merge(self, news: dict[str, Obj], listed: Mapping[str, Obj]) -> set[str]:
         """Put one page's new and changed objects into the listing readers see
@@ -757,13 +776,17 @@ class ObjectStoreFileSystem:
         return data
 
     def _share(self, obj: Obj, data: bytes) -> None:
+        """Keep ``data`` for every object with ``obj``'s ETag, once its MD5 is
+        that ETag (a store whose hex ETags are no digest, or an object
+        rewritten at the same size since it was listed, never shares)."""
         key = content_key(obj)
-        if key is None:
+        if key is None or key in self._shared or not is_digest_of(obj.etag, data):
             return
         self._shared[key] = data
-        self._shared.move_to_end(key)
-        while len(self._shared) > SHARED_ENTRIES:
-            self._shared.popitem(last=False)
+        self._shared_bytes_held += len(data)
+        while self._shared_bytes_held > SHARED_BYTES:
+            _, dropped = self._shared.popitem(last=False)
+            self._shared_bytes_held -= len(dropped)
 
     def _forget(self, path: str) -> None:
         old = self._reads.pop(path, None)
@@ -861,10 +884,11 @@ class BackgroundListing(ListingFeed):
     as soon as a page holds news, and :meth:`take` gives what was found
     since the last call, at once.
 
-    So a change waits at most ``interval`` for its page to be listed again,
-    not for the rest of a listing and a poll besides: each page of a long
-    listing is read every ``interval``. The first listing comes ``interval``
-    after the stores' last one (the monitor's first sync lists them).
+    So a change waits for its page to be listed again: ``interval``, or the
+    length of a listing when one takes longer (or the backoff after a
+    failed one), not for the rest of a listing and a poll besides. The
+    first listing comes ``interval`` after the stores' last one (the
+    monitor's first sync lists them).
     """
 
     def __init__(
@@ -884,8 +908,10 @@ class BackgroundListing(ListingFeed):
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="runsmon-listing", daemon=True)
+        self._stop = threading.Event()  # its own: an old thread still on a page stays stopped
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stop,), name="runsmon-listing", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -901,13 +927,19 @@ class BackgroundListing(ListingFeed):
             found, self._found = self._found, set()
         return found
 
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event) -> None:
         last = max((s.listed_at for s in self.stores), default=0.0)
         began = last or time.monotonic()
-        while not self._stop.wait(max(0.0, began + self.interval - time.monotonic())):
+
+        def tell(paths: set[str]) -> None:
+            self._tell(paths)
+            if stop.is_set():
+                raise _Stopped
+
+        while not stop.wait(max(0.0, began + self.interval - time.monotonic())):
             began = time.monotonic()
             try:
-                self._tell(self.list_all(on_page=self._tell))
+                tell(self.list_all(on_page=tell))
             except _Stopped:
                 return
             except Exception as e:  # the stores warn of their own failures
@@ -915,8 +947,6 @@ class BackgroundListing(ListingFeed):
                 log.debug("listing failure", exc_info=True)
 
     def _tell(self, paths: set[str]) -> None:
-        if self._stop.is_set():
-            raise _Stopped
         if not paths:
             return
         with self._found_lock:

@@ -616,7 +616,7 @@ def test_background_listing_stops_between_pages(bucket):
     fs.refresh()
     client.pipe({f"{bucket}/runs/a-new/ev": b"new", f"{bucket}/runs/r2000/ev": b"grown"})
     feed = BackgroundListing([fs], interval=0.05)
-    feed.on_change = feed._stop.set  # stopped as the first page's news is told
+    feed.on_change = lambda: feed._stop.set()  # stopped as the first page's news is told
     feed.start()
     poll(lambda: feed._stop.is_set(), lambda stopped: stopped, timeout=20)
     thread = feed._thread
@@ -643,3 +643,33 @@ def test_run_once_in_a_loop_lists_the_store_each_call(bucket, tmp_path):
     _upload(run_dir, f"{bucket}/home/runs/run5")
     assert monitor.run_once().runs == 2
     assert session_of(tmp_path / "logdir" / monitor.run_dirs["run5"])["lr"] == 0.5
+
+
+class _HexStore:
+    """A store whose ETags are hex but no digest of the bytes (a version
+    number, as some S3-compatible stores and encrypted objects give)."""
+
+    async_impl = False
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.gets = 0
+
+    def find(self, path: str, detail: bool = True) -> dict[str, dict]:
+        etag = '"' + "0" * 31 + '1"'
+        return {
+            k: {"Key": k, "size": len(v), "ETag": etag, "LastModified": 1.7e9}
+            for k, v in self.files.items()
+        }
+
+    def cat_file(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        self.gets += 1
+        return self.files[key][start:end]
+
+
+def test_bytes_are_shared_only_where_the_etag_is_their_md5():
+    store = _HexStore({"b/runs/a/exit_status": b"0\n", "b/runs/b/exit_status": b"1\n"})
+    fs = ObjectStoreFileSystem("s3://b/runs", store=store)
+    assert fs.read_bytes(f"{fs.root}/a/exit_status") == b"0\n"
+    assert fs.read_bytes(f"{fs.root}/b/exit_status") == b"1\n"  # same ETag and size, not shared
+    assert store.gets == 2 and not fs._shared
