@@ -351,7 +351,7 @@ class ObjectStoreFileSystem:
         self._shared: collections.OrderedDict[tuple[str, int], bytes] = (
             collections.OrderedDict()
         )  # small objects by content_key
-        self._shared_bytes_held = 0
+        self._shared_size = 0
         self._seen: set[str] = set()  # objects read at least once
         self._failures = 0
         self._next_try = 0.0
@@ -783,10 +783,10 @@ class ObjectStoreFileSystem:
         if key is None or key in self._shared or not is_digest_of(obj.etag, data):
             return
         self._shared[key] = data
-        self._shared_bytes_held += len(data)
-        while self._shared_bytes_held > SHARED_BYTES:
+        self._shared_size += len(data)
+        while self._shared_size > SHARED_BYTES:
             _, dropped = self._shared.popitem(last=False)
-            self._shared_bytes_held -= len(dropped)
+            self._shared_size -= len(dropped)
 
     def _forget(self, path: str) -> None:
         old = self._reads.pop(path, None)
