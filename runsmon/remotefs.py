@@ -294,18 +294,31 @@ def _dirs_of(
     """The made-up directories of these object paths: each with its sorted names."""
     dirs: dict[str, set[str]] = {root: set()}
     for path in objects:
-        parent, _, name = path.rpartition("/")
-        while True:
-            entry = dirs.get(parent)
-            if entry is None:
-                entry = dirs[parent] = set()
-            elif name in entry:
-                break  # its directories are known already
-            entry.add(name)
-            if parent == root or not owns(parent):
-                break
-            parent, _, name = parent.rpartition("/")
+        _enter(dirs, path, root, owns)
     return {d: tuple(sorted(names)) for d, names in dirs.items()}
+
+
+def _enter(
+    dirs: dict[str, set[str]],
+    path: str,
+    root: str,
+    owns: Callable[[str], bool],
+    known: Mapping[str, tuple[str, ...]] | None = None,
+) -> None:
+    """Put ``path`` into the made-up directories above it, up to ``root``: each
+    directory a set of names, one not in ``dirs`` yet starting from its names
+    in ``known``."""
+    parent, _, name = path.rpartition("/")
+    while True:
+        entry = dirs.get(parent)
+        if entry is None:
+            entry = dirs[parent] = set(known.get(parent, ()) if known is not None else ())
+        if name in entry:
+            break  # its directories are known already
+        entry.add(name)
+        if parent == root or not owns(parent):
+            break
+        parent, _, name = parent.rpartition("/")
 
 
 class ObjectStoreFileSystem:
@@ -446,24 +459,14 @@ class ObjectStoreFileSystem:
         and those of the directories they come into."""
         view = self._view
         assert view is not None
-        objects = {**view.objects, **news}
-        dirs = dict(view.dirs)
-        told = set(news)
+        came = news.keys() - listed.keys()
         grown: dict[str, set[str]] = {}
-        for path in news.keys() - listed.keys():
-            parent, _, name = path.rpartition("/")
-            while self.owns(parent):
-                told.add(parent)
-                names = grown.get(parent)
-                if names is None:
-                    names = grown[parent] = set(dirs.get(parent, ()))
-                names.add(name)
-                if parent == self.root:
-                    break
-                parent, _, name = parent.rpartition("/")
-        for parent, names in grown.items():
-            dirs[parent] = tuple(sorted(names))
-        self._view = _View(objects, dirs)
+        for path in came:
+            _enter(grown, path, self.root, self.owns, view.dirs)
+        dirs = {**view.dirs, **{d: tuple(sorted(names)) for d, names in grown.items()}}
+        self._view = _View({**view.objects, **news}, dirs)
+        told = set(news)
+        self._add_parents(told, came)
         return told
 
     def _pages(self, prefix: str) -> Iterator[list[tuple[str, Mapping[str, Any]]]]:

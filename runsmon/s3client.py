@@ -5,8 +5,9 @@ store took to answer: botocore parses every ``LastModified`` with dateutil,
 and ``find`` makes up every directory of every key. Here the client parses
 the two forms S3 sends (ISO 8601 in listings, RFC 1123 in headers) directly
 (:func:`parse_timestamp`, set on a session of runsmon's own by
-:func:`use_quick_timestamps`), and :func:`list_objects` pages
-``ListObjectsV2`` and gives its ``Contents`` as they come.
+:func:`use_quick_timestamps`), and :func:`list_pages` pages
+``ListObjectsV2`` and gives each page's ``Contents`` as it comes
+(:func:`list_objects`: all of them at once).
 """
 
 from __future__ import annotations
